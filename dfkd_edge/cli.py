@@ -1,0 +1,173 @@
+"""The ``dfkd-edge`` command line. Thin: parses options, runs dfkd_edge.pipeline, owns the terminal.
+
+Exit codes: 0 success; 2 usage or bad input (one line on stderr, no traceback unless --debug);
+1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import click
+
+from dfkd_edge.errors import PipelineError, UserError
+
+_DEBUG = False
+
+
+def _fail(code: int, msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def main(argv=None) -> None:
+    """Entry point: maps exceptions onto the exit-code contract."""
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    _DEBUG = "--debug" in args
+    logging.basicConfig(level=logging.DEBUG if _DEBUG else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not _DEBUG:
+        warnings.filterwarnings("ignore")
+        logging.getLogger("torch").setLevel(logging.ERROR)
+    try:
+        cli.main(args=args, prog_name="dfkd-edge", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail(130, "interrupted")
+    except click.ClickException as e:  # usage errors: click's own message, exit 2
+        e.show()
+        sys.exit(2 if e.exit_code not in (0,) else 0)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except UserError as e:
+        if _DEBUG:
+            raise
+        _fail(2, str(e))
+    except PipelineError as e:
+        if _DEBUG:
+            raise
+        _fail(1, str(e))
+    except KeyboardInterrupt:
+        _fail(130, "interrupted; re-run with --force to start over")
+    except MemoryError:
+        _fail(1, "out of memory; lower --synth-batch or --batch-size")
+    except Exception as e:  # internal error: one line, the traceback with --debug
+        if _DEBUG:
+            raise
+        _fail(1, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                 "(re-run with --debug for the traceback)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
+@click.version_option(package_name="dfkd-edge")
+def cli(debug: bool) -> None:
+    """Turn a trained PyTorch classifier into a small int8 engine without its training data."""
+
+
+def _convert_options(f):
+    opts = [
+        click.option("--out", "out", required=True, type=click.Path(file_okay=True), help="Output directory."),
+        click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (when the file does not record it)."),
+        click.option("--factory", help="package.module:function building the model, when TEACHER is a state_dict."),
+        click.option("--target", "targets", multiple=True, default=("host-cpu",), show_default=True,
+                     help="Target device profile (repeatable)."),
+        click.option("--method", default="deepinversion", show_default=True, help="Transfer-set synthesis method."),
+        click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
+        click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
+        click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),
+        click.option("--synth-batch", default=256, show_default=True, help="Synthesis batch size."),
+        click.option("--student", default="auto", show_default=True, help="Student family: auto, conv2d, conv1d, mlp."),
+        click.option("--width", type=int, default=None, help="Student width (default: chosen from the teacher's size)."),
+        click.option("--epochs", default=100, show_default=True, help="Distillation epochs."),
+        click.option("--batch-size", default=128, show_default=True, help="Distillation batch size."),
+        click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
+        click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
+        click.option("--calib-samples", default=256, show_default=True, help="Synthesized samples used for int8 calibration."),
+        click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
+        click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
+        click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
+        click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores))."),
+        click.option("--force", is_flag=True, help="Overwrite an output directory holding an earlier run."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _config(teacher: str, **o):
+    from dfkd_edge.distill import KDConfig
+    from dfkd_edge.export.quantize import CalibConfig
+    from dfkd_edge.pipeline import ConvertConfig
+    from dfkd_edge.teacher import parse_input_shape
+
+    kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"])
+    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
+    return ConvertConfig(teacher=teacher, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
+                         factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
+                         holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
+                         student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
+                         seed=o["seed"], threads=o["threads"], force=o["force"])
+
+
+def _run_and_show(cfg) -> dict:
+    from rich.console import Console
+
+    from dfkd_edge.pipeline import convert
+    from dfkd_edge.progress import RichProgress
+
+    console = Console(stderr=True)
+    report = convert(cfg, progress=RichProgress(console))
+    md = (Path(cfg.out) / "report.md").read_text()
+    click.echo(md)
+    click.echo(f"wrote {cfg.out}/ (report.json, report.md, manifest.json, ONNX fp32/int8, transfer set, student)")
+    return report
+
+
+@cli.command()
+@click.argument("teacher", type=click.Path())
+@_convert_options
+def convert(teacher: str, **o) -> None:
+    """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it."""
+    _run_and_show(_config(teacher, **o))
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="0: min(4, cores).")
+@click.option("--force", is_flag=True, help="Overwrite an earlier run in --out.")
+def demo(out: str, seed: int, threads: int, force: bool) -> None:
+    """Run convert on the built-in digits teacher and evaluate on the digits test split."""
+    from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
+
+    tmp = Path(tempfile.mkdtemp(prefix="dfkd-digits-"))
+    test_npz = write_test_npz(tmp / "digits_test.npz")
+    args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
+            "--eval-data", str(test_npz)] + (["--force"] if force else [])
+    with convert.make_context("convert", args) as ctx:
+        opts = dict(ctx.params)
+    opts.pop("teacher")
+    cfg = _config(str(builtin_teacher_path()), **opts)
+    cfg.eval_name = "sklearn-digits test split (450)"
+    _run_and_show(cfg)
+
+
+@cli.command()
+@click.argument("teacher", type=click.Path())
+@click.option("--input-shape", help="Input shape without the batch dimension.")
+@click.option("--factory", help="package.module:function, when TEACHER is a state_dict.")
+def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
+    """Print what dfkd-edge sees in TEACHER (TeacherSpec as JSON)."""
+    from dfkd_edge.teacher import load_teacher, parse_input_shape
+
+    t = load_teacher(teacher, parse_input_shape(input_shape), factory)
+    click.echo(json.dumps(t.spec.to_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Eval-data loading and the built-in digits demo data."""

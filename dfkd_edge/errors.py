@@ -1,0 +1,12 @@
+"""Errors the CLI turns into exit codes (see docs/ARCHITECTURE.md: 2 bad input, 1 internal)."""
+
+
+class UserError(Exception):
+    """Bad input or usage: the CLI prints one line and exits with code 2.
+
+    The message says what is wrong and what to do about it.
+    """
+
+
+class PipelineError(Exception):
+    """A stage failed its own check (e.g. ONNX parity): one clear line, exit code 1."""

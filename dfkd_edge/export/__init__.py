@@ -1,0 +1,1 @@
+"""Builders: ONNX export with parity, int8 calibration (ONNX Runtime quantization)."""

@@ -1,0 +1,317 @@
+"""The stages of ``convert`` in a row, each reading only the files the stages before it wrote.
+
+inspect -> synthesize -> distill -> export -> calibrate -> profile -> evaluate -> report
+
+``manifest.json`` is rewritten (atomically) after every stage: the config, the versions of
+everything that shapes the result, each stage's seconds and the sha256 of each file it wrote.
+``report.json`` follows the schema in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dfkd_edge
+from dfkd_edge.backends import predict
+from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.backends.torch_eager import TorchRunner
+from dfkd_edge.distill import KDConfig, distill
+from dfkd_edge.errors import UserError
+from dfkd_edge.export.onnx_export import check_parity, export_onnx
+from dfkd_edge.export.quantize import CalibConfig, calibrate, calibration_subset
+from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha256
+from dfkd_edge.models import create_student
+from dfkd_edge.models.students import build_from_recipe, count_params
+from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.report import SCHEMA_VERSION, render_markdown
+from dfkd_edge.synthesis import METHODS, TransferSet, create_synthesizer
+from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_latency
+from dfkd_edge.teacher import Teacher, load_teacher
+
+log = logging.getLogger(__name__)
+
+# File names in the output directory (the contract between stages).
+TEACHER_JSON = "teacher.json"
+TRANSFER_SET = "transfer_set.npz"
+STUDENT_PT, STUDENT_JSON = "student.pt", "student.json"
+ONNX_FP32, ONNX_INT8 = "student_fp32.onnx", "student_int8.onnx"
+CALIBRATION_JSON = "calibration.json"
+LATENCY_JSON = "latency.json"
+MANIFEST, REPORT_JSON, REPORT_MD = "manifest.json", "report.json", "report.md"
+
+
+@dataclass
+class ConvertConfig:
+    teacher: str
+    out: str
+    input_shape: tuple[int, ...] | None = None
+    factory: str | None = None
+    targets: tuple[str, ...] = (HOST_TARGET,)
+    method: str = "deepinversion"
+    samples: int = 2048
+    holdout: int = 256
+    synth_batch: int = 256
+    iterations: int = 200
+    student: str = "auto"
+    width: int | None = None
+    kd: KDConfig = field(default_factory=KDConfig)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    eval_data: str | None = None
+    eval_name: str | None = None
+    seed: int = 0
+    threads: int = 0  # 0: min(4, cores)
+    latency_budget_s: float = 1.0
+    force: bool = False
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, min(4, os.cpu_count() or 1))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        d["calib"]["formats"] = list(self.calib.formats)
+        d["targets"] = list(self.targets)
+        return d
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    return {"dfkd_edge": dfkd_edge.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def validate_config(cfg: ConvertConfig) -> None:
+    """Checks that need no teacher: fail before minutes of work, with exit code 2."""
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown --method {cfg.method!r}; known: {', '.join(sorted(METHODS))}")
+    for t in cfg.targets:
+        if t not in KNOWN_TARGETS:
+            raise UserError(f"unknown --target {t!r}; known so far: {', '.join(KNOWN_TARGETS)} "
+                            "(Jetson profiles are not implemented yet)")
+    for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
+                    ("--calib-samples", cfg.calib.samples)):
+        if v <= 0:
+            raise UserError(f"{name} must be positive, got {v}")
+    if cfg.holdout < 16:
+        raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".dfkd-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {out} ({e.strerror or e}); choose a writable --out") from None
+    if (out / MANIFEST).exists() and not force:
+        raise UserError(f"{out} already holds a dfkd-edge run ({MANIFEST}); pass --force to overwrite it "
+                        "or choose another --out")
+
+
+class Run:
+    """One convert run: the output directory, the manifest, stage timing."""
+
+    def __init__(self, cfg: ConvertConfig, progress: Progress | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.progress = progress or NullProgress()
+        self.timings: dict[str, float] = {}
+        self.manifest = {"schema": 1, "tool": "dfkd-edge", "config": cfg.to_dict(), "versions": versions(),
+                         "host": host_info(cfg.resolved_threads()), "stages": {}, "complete": False}
+
+    def stage(self, name: str, seconds: float, files: list[str]) -> None:
+        self.timings[name] = round(seconds, 3)
+        self.manifest["stages"][name] = {"seconds": round(seconds, 3),
+                                         "files": {f: sha256(self.out / f) for f in files}}
+        atomic_write_json(self.out / MANIFEST, self.manifest)
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
+    """Run every stage; returns the report dict (also written to report.json / report.md)."""
+    validate_config(cfg)
+    prepare_out_dir(Path(cfg.out), cfg.force)
+    run = Run(cfg, progress)
+    threads = cfg.resolved_threads()
+    torch.set_num_threads(threads)
+    t_all = time.perf_counter()
+
+    # inspect
+    t0 = time.perf_counter()
+    teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+    spec = teacher.spec
+    eval_xy = None
+    if cfg.eval_data:
+        from dfkd_edge.data.evaldata import load_eval_data
+
+        eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
+    atomic_write_json(run.path(TEACHER_JSON), spec.to_dict())
+    run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
+
+    # synthesize
+    t0 = time.perf_counter()
+    _seed_all(cfg.seed)
+    synth = create_synthesizer(cfg.method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed,
+                               iterations=cfg.iterations)
+    ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress)
+    ts.save(run.path(TRANSFER_SET))
+    run.stage("synthesize", time.perf_counter() - t0, [TRANSFER_SET])
+
+    # distill
+    t0 = time.perf_counter()
+    ts = TransferSet.load(run.path(TRANSFER_SET))
+    _seed_all(cfg.seed)
+    student, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
+    _seed_all(cfg.seed)
+    student = build_from_recipe(recipe)
+    x_train, l_train = ts.train
+    cfg.kd.seed = cfg.seed
+    history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
+    with atomic_path(run.path(STUDENT_PT)) as tmp:
+        torch.save(student.state_dict(), tmp)
+    recipe["num_params"] = count_params(student)
+    recipe["final_kd_loss"] = history["loss"][-1]
+    atomic_write_json(run.path(STUDENT_JSON), recipe)
+    run.stage("distill", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON])
+
+    # export
+    t0 = time.perf_counter()
+    student = load_student(run.out)
+    export_onnx(student, spec.input_shape, run.path(ONNX_FP32))
+    x_hold, l_hold = ts.held_out
+    rng = np.random.default_rng(cfg.seed)
+    parity_x = np.concatenate([x_hold[:64], rng.standard_normal((64, *spec.input_shape)).astype(np.float32)])
+    parity = check_parity(student, run.path(ONNX_FP32), parity_x)
+    run.manifest["parity"] = parity
+    run.stage("export", time.perf_counter() - t0, [ONNX_FP32])
+
+    # calibrate
+    t0 = time.perf_counter()
+    cfg.calib.seed, cfg.calib.threads = cfg.seed, threads
+    calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
+    calib = calibrate(run.path(ONNX_FP32), run.path(ONNX_INT8), calib_x, x_hold, l_hold, cfg.calib,
+                      progress=run.progress)
+    atomic_write_json(run.path(CALIBRATION_JSON), calib)
+    run.stage("calibrate", time.perf_counter() - t0, [ONNX_INT8, CALIBRATION_JSON])
+
+    # profile
+    t0 = time.perf_counter()
+    rows = profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8), spec.input_shape, threads,
+                        cfg.latency_budget_s, run.progress)
+    atomic_write_json(run.path(LATENCY_JSON), [r.to_dict() for r in rows])
+    run.stage("profile", time.perf_counter() - t0, [LATENCY_JSON])
+
+    # evaluate
+    t0 = time.perf_counter()
+    quality = evaluate(teacher, run.path(ONNX_FP32), run.path(ONNX_INT8), x_hold, l_hold, eval_xy, threads)
+    quality["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
+    run.timings["evaluate"] = round(time.perf_counter() - t0, 3)
+
+    # report
+    run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
+    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, [r.to_dict() for r in rows], quality)
+    atomic_write_json(run.path(REPORT_JSON), report)
+    atomic_write_text(run.path(REPORT_MD), render_markdown(report))
+    run.manifest["complete"] = True
+    run.stage("report", 0.0, [REPORT_JSON, REPORT_MD])
+    return report
+
+
+def load_student(out: Path) -> torch.nn.Module:
+    recipe = json.loads((out / STUDENT_JSON).read_text())
+    student = build_from_recipe(recipe)
+    student.load_state_dict(torch.load(out / STUDENT_PT, map_location="cpu", weights_only=True))
+    return student.eval()
+
+
+def profile_host(teacher: Teacher, student: torch.nn.Module, fp32: Path, int8: Path, input_shape, threads: int,
+                 budget_s: float, progress: Progress) -> list:
+    runners = [("teacher", lambda: TorchRunner(teacher.runtime, threads, backend=teacher.backend)),
+               ("student", lambda: TorchRunner(student, threads)),
+               ("student", lambda: OrtRunner(fp32, threads, "fp32")),
+               ("student", lambda: OrtRunner(int8, threads, "int8"))]
+    rng = np.random.default_rng(0)
+    rows = []
+    with progress.task("latency (host)", total=len(runners) * 2) as task:
+        for batch in (1, 32):
+            x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
+            for model, make in runners:
+                rows.append(measure_latency(make(), model, x, budget_s=budget_s))
+                task.advance(1)
+    return rows
+
+
+def evaluate(teacher: Teacher, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy,
+             threads: int) -> dict:
+    top1 = l_hold.argmax(1)
+    with OrtRunner(fp32, threads) as r32, OrtRunner(int8, threads, "int8") as r8:
+        fid = {"student_fp32": float((predict(r32, x_hold).argmax(1) == top1).mean()),
+               "student_int8": float((predict(r8, x_hold).argmax(1) == top1).mean()),
+               "samples": int(len(x_hold))}
+        acc = {"dataset": None, "teacher": None, "student_fp32": None, "student_int8": None}
+        if eval_xy is not None:
+            x, y = eval_xy
+            acc.update(teacher=float((teacher.logits(torch.from_numpy(x)).numpy().argmax(1) == y).mean()),
+                       student_fp32=float((predict(r32, x).argmax(1) == y).mean()),
+                       student_int8=float((predict(r8, x).argmax(1) == y).mean()), samples=int(len(y)))
+    return {"accuracy": acc, "fidelity": fid}
+
+
+def recommend(target: str, rows: list[dict], quality: dict) -> dict:
+    """The fastest student engine at batch 1 among those within 1 point of fp32 quality.
+
+    Quality is accuracy on the eval data when given, else fidelity on held-out synthetic samples."""
+    basis = "accuracy" if quality["accuracy"]["student_fp32"] is not None else "fidelity"
+    q = quality[basis]
+    files = {"fp32": ONNX_FP32, "int8": ONNX_INT8}
+    cands = [r for r in rows if r["model"] == "student" and r["batch"] == 1 and r["backend"] == "onnxruntime-cpu"]
+    ok = [r for r in cands if q[f"student_{r['precision']}"] >= q["student_fp32"] - 0.01]
+    best = min(ok, key=lambda r: r["p50_ms"])
+    others = ", ".join(f"{r['precision']} {r['p50_ms']:.3f} ms" for r in cands)
+    reason = (f"fastest measured at batch 1 ({others}) within 1 point of fp32 {basis} "
+              f"({100 * q['student_' + best['precision']]:.2f}% vs {100 * q['student_fp32']:.2f}%)")
+    return {"target": target, "file": files[best["precision"]], "precision": best["precision"],
+            "backend": best["backend"], "reason": reason}
+
+
+def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSet, calib: dict, parity: dict,
+                 rows: list[dict], quality: dict) -> dict:
+    artifacts = sorted(p.name for p in run.out.iterdir() if p.is_file() and not p.name.startswith("."))
+    artifacts = sorted(set(artifacts) | {REPORT_JSON, REPORT_MD, MANIFEST})
+    return {
+        "schema": SCHEMA_VERSION,
+        "teacher": teacher,
+        "student": recipe,
+        "synthesis": {"method": ts.method, "train": int((~ts.holdout).sum()), "holdout": int(ts.holdout.sum())},
+        "accuracy": quality["accuracy"],
+        "fidelity": quality["fidelity"],
+        "latency": rows,
+        "recommended": [recommend(t, rows, quality) for t in run.cfg.targets],
+        "calibration": calib,
+        "parity": parity,
+        "host": run.manifest["host"],
+        "timings": run.timings,
+        "artifacts": artifacts,
+        "versions": run.manifest["versions"],
+    }

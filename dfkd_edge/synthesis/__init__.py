@@ -1,0 +1,10 @@
+"""Transfer-set synthesis: one module per method over :class:`Synthesizer`.
+
+``create_synthesizer(name, teacher, **cfg)`` builds one by name; ``METHODS`` lists them.
+"""
+
+from dfkd_edge.synthesis.base import METHODS, Synthesizer, TransferSet, create_synthesizer, register_method
+from dfkd_edge.synthesis import deepinversion as _deepinversion  # noqa: F401  (registers)
+from dfkd_edge.synthesis import gaussian as _gaussian  # noqa: F401  (registers)
+
+__all__ = ["METHODS", "Synthesizer", "TransferSet", "create_synthesizer", "register_method"]

@@ -1,0 +1,137 @@
+"""The Synthesizer surface shared by every transfer-set method, and the transfer-set file.
+
+A method implements :meth:`Synthesizer.sample` (one batch of inputs). :meth:`synthesize`
+draws batches until it has ``n`` samples, labels them with the teacher's logits and returns a
+:class:`TransferSet`. Methods that need to see the student while they run (adversarial ones)
+override :meth:`synthesize` as a whole; the surface stays the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dfkd_edge.errors import UserError
+from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.teacher import Teacher
+
+METHODS: dict[str, type["Synthesizer"]] = {}
+
+
+def register_method(cls):
+    METHODS[cls.name] = cls
+    return cls
+
+
+def create_synthesizer(name: str, teacher: Teacher, **cfg) -> "Synthesizer":
+    if name not in METHODS:
+        raise UserError(f"unknown --method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](teacher, **cfg)
+
+
+@dataclass
+class TransferSet:
+    """Synthetic inputs with the teacher's logits; ``holdout`` marks samples kept out of training
+    (fidelity is measured on them)."""
+
+    x: np.ndarray  # float32, (N, *input_shape)
+    logits: np.ndarray  # float32, (N, classes)
+    holdout: np.ndarray  # bool, (N,)
+    method: str
+
+    def save(self, path: str | Path) -> None:
+        from dfkd_edge.io import atomic_savez
+
+        atomic_savez(path, x=self.x, logits=self.logits, holdout=self.holdout, method=np.array(self.method))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferSet":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["x"].astype(np.float32), z["logits"].astype(np.float32),
+                           z["holdout"].astype(bool), str(z["method"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"{path} is not a dfkd-edge transfer set ({e}); re-run synthesis") from None
+
+    @property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[~self.holdout], self.logits[~self.holdout]
+
+    @property
+    def held_out(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[self.holdout], self.logits[self.holdout]
+
+
+class Synthesizer:
+    """Base: batches of ``sample()`` -> TransferSet labelled by the teacher."""
+
+    name = "base"
+
+    def __init__(self, teacher: Teacher, batch_size: int = 256, seed: int = 0, **_unused) -> None:
+        self.teacher = teacher
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.teacher.spec.input_shape
+
+    def sample(self, n: int, task=None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def steps_per_batch(self) -> int:
+        """Units of progress one ``sample()`` call reports (1 unless it iterates)."""
+        return 1
+
+    def synthesize(self, n: int, holdout: int = 0, progress: Progress | None = None) -> TransferSet:
+        progress = progress or NullProgress()
+        total = n + holdout
+        batches = [min(self.batch_size, total - i) for i in range(0, total, self.batch_size)]
+        xs = []
+        with progress.task(f"synthesis ({self.name})", total=len(batches) * self.steps_per_batch()) as task:
+            for b in batches:
+                xs.append(self.sample(b, task=task).detach())
+        x = torch.cat(xs, 0)
+        logits = self.teacher.logits(x)
+        if not torch.isfinite(logits).all():
+            raise UserError("the teacher produced NaN/Inf logits on synthesized inputs; check its weights")
+        mask = np.zeros(total, dtype=bool)
+        if holdout:
+            idx = torch.randperm(total, generator=self.generator)[:holdout].numpy()
+            mask[idx] = True
+        return TransferSet(x.numpy().astype(np.float32), logits.numpy().astype(np.float32), mask, self.name)
+
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:
+    """DeepInversion's feature-distribution prior: for each BN layer, the distance between the
+    batch mean/variance of its input and its running statistics (L2 norms, as in the paper).
+    ``first_weight`` scales the first layer (CDFKD-MFS weights it more)."""
+    total = None
+    for i, r in enumerate(records):
+        x = r.x
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        loss = torch.norm(mean - r.running_mean, 2) + torch.norm(var - r.running_var, 2)
+        loss = loss * (first_weight if i == 0 else 1.0)
+        total = loss if total is None else total + loss
+    return total if total is not None else torch.zeros(())
+
+
+def smoothness_prior(x: torch.Tensor) -> torch.Tensor:
+    """Total-variation (squared differences of neighbours) along each spatial axis; zero for vectors."""
+    if x.dim() <= 2:
+        return x.new_zeros(())
+    tv = x.new_zeros(())
+    for axis in range(2, x.dim()):
+        d = x.diff(dim=axis)
+        tv = tv + d.pow(2).mean()
+    return tv

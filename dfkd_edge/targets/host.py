@@ -1,0 +1,72 @@
+"""Latency on this machine: warm-up, fixed thread count, many timed runs, percentiles."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dfkd_edge.backends.base import Runner
+
+HOST_TARGET = "host-cpu"
+
+
+@dataclass
+class LatencyRow:
+    model: str
+    precision: str
+    backend: str
+    device: str
+    kind: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput_qps: float
+    runs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def host_info(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads}
+
+
+def time_runner(runner: Runner, x: np.ndarray, warmup: int = 10, min_runs: int = 30,
+                max_runs: int = 1000, budget_s: float = 1.0) -> np.ndarray:
+    """Seconds per call: ``warmup`` untimed calls, then at least ``min_runs`` and at most
+    ``max_runs`` timed calls, stopping once ``budget_s`` has been spent."""
+    for _ in range(warmup):
+        runner.infer(x)
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        runner.infer(x)
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
+
+
+def measure_latency(runner: Runner, model: str, x: np.ndarray, device: str = HOST_TARGET,
+                    **timing) -> LatencyRow:
+    with runner:
+        t = time_runner(runner, x, **timing)
+    ms = t * 1000.0
+    batch = int(x.shape[0])
+    return LatencyRow(model=model, precision=runner.precision, backend=runner.backend, device=device,
+                      kind="measured", batch=batch, p50_ms=round(float(np.percentile(ms, 50)), 4),
+                      p90_ms=round(float(np.percentile(ms, 90)), 4), p99_ms=round(float(np.percentile(ms, 99)), 4),
+                      throughput_qps=round(batch / float(t.mean()), 1), runs=int(len(t)))
