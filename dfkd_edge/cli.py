@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import tempfile
+import traceback
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,8 @@ _DEBUG = False
 
 
 def _fail(code: int, msg: str) -> None:
+    if _DEBUG:
+        traceback.print_exc()
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
@@ -30,7 +33,8 @@ def main(argv=None) -> None:
     global _DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args
-    logging.basicConfig(level=logging.DEBUG if _DEBUG else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dfkd_edge").setLevel(logging.DEBUG if _DEBUG else logging.INFO)
     if not _DEBUG:
         warnings.filterwarnings("ignore")
         logging.getLogger("torch").setLevel(logging.ERROR)
@@ -44,20 +48,14 @@ def main(argv=None) -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except UserError as e:
-        if _DEBUG:
-            raise
         _fail(2, str(e))
     except PipelineError as e:
-        if _DEBUG:
-            raise
         _fail(1, str(e))
     except KeyboardInterrupt:
         _fail(130, "interrupted; re-run with --force to start over")
     except MemoryError:
         _fail(1, "out of memory; lower --synth-batch or --batch-size")
     except Exception as e:  # internal error: one line, the traceback with --debug
-        if _DEBUG:
-            raise
         _fail(1, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
                  "(re-run with --debug for the traceback)")
 

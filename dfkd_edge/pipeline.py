@@ -166,6 +166,8 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
         from dfkd_edge.data.evaldata import load_eval_data
 
         eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
+    # the student is chosen (and validated) before minutes of synthesis, built later
+    _, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
     atomic_write_json(run.path(TEACHER_JSON), spec.to_dict())
     run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
 
@@ -181,8 +183,6 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     # distill
     t0 = time.perf_counter()
     ts = TransferSet.load(run.path(TRANSFER_SET))
-    _seed_all(cfg.seed)
-    student, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
     _seed_all(cfg.seed)
     student = build_from_recipe(recipe)
     x_train, l_train = ts.train

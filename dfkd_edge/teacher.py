@@ -139,6 +139,7 @@ class _BatchChunked(nn.Module):
     def __init__(self, inner: nn.Module, batch: int, input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.inner, self.batch, self.input_shape = inner, batch, input_shape
+        self.rec: _Recorder | None = None  # set when taps are installed; padding is trimmed from it
 
     def forward(self, x):
         n = x.shape[0]
@@ -148,7 +149,13 @@ class _BatchChunked(nn.Module):
             pad = self.batch - chunk.shape[0]
             if pad:
                 chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))], 0)
+            seen = (len(self.rec.bn), len(self.rec.features)) if self.rec is not None else (0, 0)
             out = self.inner(chunk)
+            if pad and self.rec is not None:  # padded rows must not enter BN statistics
+                keep = self.batch - pad
+                for r in self.rec.bn[seen[0]:]:
+                    r.x = r.x[:keep]
+                self.rec.features[seen[1]:] = [f[:keep] for f in self.rec.features[seen[1]:]]
             outs.append(out[: self.batch - pad])
         return torch.cat(outs, 0)
 
@@ -506,6 +513,7 @@ def _inspect(module: nn.Module, runtime: nn.Module | None, backend: str, path: P
         bn_names, feat = _tap_graph(module, rec)
     elif isinstance(module, _BatchChunked) and isinstance(module.inner, torch.fx.GraphModule):
         work = module
+        module.rec = rec
         bn_names, feat = _tap_graph(module.inner, rec)
     else:
         work = module

@@ -2,7 +2,7 @@
 
 ``--student auto`` picks the family by input rank and the widest member whose parameter
 count stays within ``budget`` (default 1/4) of the teacher's; the width never drops below
-``MIN_WIDTH``. The families are deliberately plain (conv-BN-ReLU, global pooling, one
+``MIN_WIDTH`` (so a very small teacher can get a student above the budget). The families are deliberately plain (conv-BN-ReLU, global pooling, one
 linear head) so that ONNX export folds BN into the convolutions and every layer quantizes.
 """
 

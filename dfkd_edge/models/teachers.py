@@ -33,3 +33,8 @@ class DigitsCNN(nn.Module):
 @register_model
 def digits_cnn(num_classes: int = 10, width: int = 32, hidden: int = 128, **_):
     return DigitsCNN(num_classes, width, hidden)
+
+
+def digits_cnn_small_for_tests():
+    """A tiny DigitsCNN (width 8, hidden 16), used by the test-suite's --factory cases."""
+    return DigitsCNN(10, 8, 16)

@@ -1,0 +1,59 @@
+"""ONNX export with parity, and int8 calibration through onnxruntime.quantization."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dfkd_edge.errors import PipelineError
+from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
+from dfkd_edge.export.quantize import CANDIDATES, CalibConfig, calibrate
+from dfkd_edge.models import create_student
+
+
+@pytest.fixture
+def student():
+    torch.manual_seed(0)
+    m, _ = create_student("conv2d", (1, 8, 8), 10, 100_000, width=8)
+    m.train()
+    m(torch.randn(128, 1, 8, 8))
+    return m.eval()
+
+
+def test_export_opset_dynamic_batch_and_parity(tmp_path, student):
+    p = export_onnx(student, (1, 8, 8), tmp_path / "s.onnx")
+    model = onnx.load(str(p))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= OPSET
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded into Conv
+    x = np.random.default_rng(0).standard_normal((37, 1, 8, 8)).astype(np.float32)
+    res = check_parity(student, p, x)
+    assert res["max_abs_diff"] < 1e-4 and res["samples"] == 37
+
+
+def test_parity_failure_is_a_clear_error(tmp_path, student):
+    p = export_onnx(student, (1, 8, 8), tmp_path / "s.onnx")
+    other, _ = create_student("conv2d", (1, 8, 8), 10, 100_000, width=8)
+    with torch.no_grad():
+        for prm in other.parameters():
+            prm.add_(0.5)
+    with pytest.raises(PipelineError, match="parity"):
+        check_parity(other.eval(), p, np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32))
+
+
+def test_calibration_builds_int8_and_keeps_the_fastest_faithful_format(tmp_path, student):
+    fp32 = export_onnx(student, (1, 8, 8), tmp_path / "s.onnx")
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+    hold = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        hold_logits = student(torch.from_numpy(hold)).numpy()
+    rec = calibrate(fp32, tmp_path / "s_int8.onnx", calib, hold, hold_logits, CalibConfig())
+    assert {c["format"] for c in rec["candidates"]} == set(CANDIDATES)
+    assert rec["chosen_format"] in CANDIDATES and rec["method"] == "minmax" and rec["samples"] == 64
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "s_int8.onnx")).graph.node}
+    assert ops & {"QuantizeLinear", "QLinearConv", "ConvInteger"}
+    chosen = next(c for c in rec["candidates"] if c["format"] == rec["chosen_format"])
+    if any(c["within_tolerance"] for c in rec["candidates"]):
+        assert chosen["within_tolerance"]
+        assert chosen["p50_ms_batch1"] == min(c["p50_ms_batch1"] for c in rec["candidates"] if c["within_tolerance"])
+    assert not list(tmp_path.glob(".calib-*"))  # the work directory is gone
