@@ -288,7 +288,7 @@ def recommend(target: str, rows: list[dict], quality: dict) -> dict:
     cands = [r for r in rows if r["model"] == "student" and r["batch"] == 1 and r["backend"] == "onnxruntime-cpu"]
     ok = [r for r in cands if q[f"student_{r['precision']}"] >= q["student_fp32"] - 0.01]
     best = min(ok, key=lambda r: r["p50_ms"])
-    others = ", ".join(f"{r['precision']} {r['p50_ms']:.3f} ms" for r in cands)
+    others = ", ".join(f"{r['precision']} {r['p50_ms']:.3g} ms" for r in cands)
     reason = (f"fastest measured at batch 1 ({others}) within 1 point of fp32 {basis} "
               f"({100 * q['student_' + best['precision']]:.2f}% vs {100 * q['student_fp32']:.2f}%)")
     return {"target": target, "file": files[best["precision"]], "precision": best["precision"],

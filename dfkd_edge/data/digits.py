@@ -59,7 +59,7 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8] for i in range(n)])
 
 
-def train_teacher(epochs: int = 40, seed: int = 0, width: int = 32) -> tuple[nn.Module, float]:
+def train_teacher(epochs: int = 60, seed: int = 0, width: int = 32) -> tuple[nn.Module, float]:
     """Train the demo DigitsCNN on the train split; returns (model, test accuracy)."""
     from dfkd_edge.models.teachers import DigitsCNN
 
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description="Train and save the built-in digits teacher (TorchScript).")
     ap.add_argument("--out", default=str(Path(__file__).with_name(TEACHER_FILE)))
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)

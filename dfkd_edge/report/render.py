@@ -7,6 +7,11 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def _ms(v: float) -> str:
+    """Three significant digits: tiny models run in tens of microseconds."""
+    return f"{v:.3g}" if v < 1 else f"{v:.2f}"
+
+
 def render_markdown(report: dict) -> str:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
@@ -43,15 +48,15 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["latency"]:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['backend']} | {r['batch']} | {r['p50_ms']:.3f} | "
-                     f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput_qps']:,.0f} |")
+        lines.append(f"| {r['model']} | {r['precision']} | {r['backend']} | {r['batch']} | {_ms(r['p50_ms'])} | "
+                     f"{_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | {r['throughput_qps']:,.0f} |")
     h = report["host"]
     lines += [
         "",
         f"Host: {h['cpu']}, {h['threads']} thread(s) of {h['cores']} cores; kind = measured.",
         f"int8 calibration: {report['calibration']['method']} on {report['calibration']['samples']} synthesized "
         f"samples; formats tried: " + ", ".join(
-            f"{c['format']} {c['p50_ms_batch1']:.3f} ms / fidelity {_pct(c['fidelity'])}"
+            f"{c['format']} {_ms(c['p50_ms_batch1'])} ms / fidelity {_pct(c['fidelity'])}"
             for c in report["calibration"]["candidates"]) + ".",
         f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}.",
         "",
