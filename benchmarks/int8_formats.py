@@ -10,6 +10,7 @@ batch 1 and 32 with a fixed thread count, and the ratio to fp32 measured in the 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per cell")
     a = ap.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's "consider pre-processing" advice, once per model
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     print(f"threads={a.threads}; p50 ms; ratio = int8 / fp32 (below 1: int8 faster)")

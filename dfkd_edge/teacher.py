@@ -164,7 +164,9 @@ class Teacher:
     """A frozen, eval-mode teacher with its spec and BN/feature taps."""
 
     def __init__(self, module: nn.Module, spec: TeacherSpec, recorder: _Recorder,
-                 runtime: nn.Module | None = None, backend: str = "torch-eager") -> None:
+                 runtime: nn.Module | None = None, backend: str = "torch-eager",
+                 classifier: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
+        self._classifier = classifier
         self.module = module
         self.spec = spec
         self._rec = recorder
@@ -184,6 +186,15 @@ class Teacher:
             yield self._rec
         finally:
             self._rec.active = False
+
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (classes, features), bias (classes,)) of the last linear layer, the part of the
+        teacher after the tapped features. UserError when it could not be found."""
+        if self._classifier is None:
+            raise UserError("this method needs the teacher's last linear layer, which could not be found "
+                            "or observed; use --method deepinversion")
+        w, b = self._classifier
+        return w.detach(), (b.detach() if b is not None else torch.zeros(w.shape[0]))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -406,7 +417,18 @@ def _to_fx(runtime: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None
         return None
 
 
-def _tap_graph(gm: torch.fx.GraphModule, rec: _Recorder) -> tuple[list[str], str | None]:
+def _get_attr(gm: nn.Module, node) -> torch.Tensor | None:
+    if getattr(node, "op", "") != "get_attr":
+        return None
+    obj = gm
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+def _tap_graph(gm: torch.fx.GraphModule, rec: _Recorder) -> tuple[list[str], str | None, tuple | None]:
     """Insert pass-through taps before each BN op and before the last linear op."""
     graph = gm.graph
     bn_names: list[str] = []
@@ -425,8 +447,11 @@ def _tap_graph(gm: torch.fx.GraphModule, rec: _Recorder) -> tuple[list[str], str
             bn_names.append(name)
         elif node.target in _LINEAR_OPS:
             last_linear = node
-    feat_name = None
+    feat_name, classifier = None, None
     if last_linear is not None:
+        w = _get_attr(gm, last_linear.args[1])
+        b = _get_attr(gm, last_linear.args[2]) if len(last_linear.args) > 2 else None
+        classifier = (w, b) if w is not None else None
         inp = last_linear.args[0]
         weight = last_linear.args[1]
         feat_name = str(weight.target).rsplit(".", 1)[0] if getattr(weight, "op", "") == "get_attr" else last_linear.name
@@ -436,10 +461,10 @@ def _tap_graph(gm: torch.fx.GraphModule, rec: _Recorder) -> tuple[list[str], str
         last_linear.replace_input_with(inp, tapped)
     graph.lint()
     gm.recompile()
-    return bn_names, feat_name
+    return bn_names, feat_name, classifier
 
 
-def _hook_module(module: nn.Module, rec: _Recorder, input_shape) -> tuple[list[str], str | None]:
+def _hook_module(module: nn.Module, rec: _Recorder, input_shape) -> tuple[list[str], str | None, tuple | None]:
     """Forward hooks on BN modules and on the last Linear module that runs."""
     bn_names = []
     for name, m in module.named_modules():
@@ -460,10 +485,12 @@ def _hook_module(module: nn.Module, rec: _Recorder, input_shape) -> tuple[list[s
     for h in handles:
         h.remove()
     feat_name = order[-1] if order else None
+    classifier = None
     if feat_name:
         lin = dict(module.named_modules())[feat_name]
         lin.register_forward_pre_hook(lambda mod, inp: rec.features.append(inp[0]) if rec.active else None)
-    return bn_names, feat_name
+        classifier = (lin.weight, lin.bias)
+    return bn_names, feat_name, classifier
 
 
 def _check_forward(module: nn.Module, input_shape: tuple[int, ...], path: Path) -> int:
@@ -503,26 +530,26 @@ def _inspect(module: nn.Module, runtime: nn.Module | None, backend: str, path: P
     if fmt == "torchscript":
         fx = _to_fx(module, input_shape)
         if fx is None:
-            taps, bn_names, feat = False, [], None
+            taps, bn_names, feat, classifier = False, [], None, None
             work = module
         else:
             work = fx
-            bn_names, feat = _tap_graph(fx, rec)
+            bn_names, feat, classifier = _tap_graph(fx, rec)
     elif isinstance(module, torch.fx.GraphModule):
         work = module
-        bn_names, feat = _tap_graph(module, rec)
+        bn_names, feat, classifier = _tap_graph(module, rec)
     elif isinstance(module, _BatchChunked) and isinstance(module.inner, torch.fx.GraphModule):
         work = module
         module.rec = rec
-        bn_names, feat = _tap_graph(module.inner, rec)
+        bn_names, feat, classifier = _tap_graph(module.inner, rec)
     else:
         work = module
-        bn_names, feat = _hook_module(module, rec, input_shape)
+        bn_names, feat, classifier = _hook_module(module, rec, input_shape)
 
     spec = TeacherSpec(path=str(path), format=fmt, input_shape=input_shape, num_classes=num_classes,
                        num_params=_count_params(runtime if runtime is not None else work), taps=taps,
                        feature_layer=feat)
-    teacher = Teacher(work, spec, rec, runtime=runtime, backend=backend)
+    teacher = Teacher(work, spec, rec, runtime=runtime, backend=backend, classifier=classifier)
     if taps:
         with torch.no_grad(), teacher.taps() as r:
             teacher(torch.randn(2, *input_shape))

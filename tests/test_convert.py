@@ -122,3 +122,9 @@ def test_signal_and_vector_teachers(cli, tmp_path, toy_teachers, kind, shape, sl
     assert abs(acc["student_int8"] - acc["student_fp32"]) <= 0.01, acc
     assert r["student"]["name"] == {"signal": "conv1d", "vector": "mlp"}[kind]
     assert r["student"]["num_params"] < r["teacher"]["num_params"] / 2  # MIN_WIDTH can beat the 1/4 budget
+
+
+def test_soft_target_method_plugs_into_convert(cli, tmp_path, digits_teacher):
+    code, _, err = cli("convert", digits_teacher, *FAST, "--method", "soft-target", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert read_json(tmp_path / "o/report.json")["synthesis"]["method"] == "soft-target"

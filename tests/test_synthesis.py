@@ -62,3 +62,29 @@ def test_same_seed_same_samples(digits_teacher):
 def test_unknown_method(digits_teacher):
     with pytest.raises(UserError, match="deepinversion"):
         create_synthesizer("nope", load_teacher(digits_teacher))
+
+
+def test_soft_target_samples_reproduce_their_soft_targets(teacher):
+    s = create_synthesizer("soft-target", teacher, iterations=60, batch_size=64, seed=0)
+    seen = []
+    orig = s.soft_targets
+    s.soft_targets = lambda n: seen.append(orig(n)) or seen[-1]
+    ts = s.synthesize(64)
+    target = seen[0]
+    assert torch.allclose(target.sum(1), torch.ones(64), atol=1e-5)
+    logp = torch.log_softmax(torch.from_numpy(ts.logits), 1)
+    kl_after = float(torch.nn.functional.kl_div(logp, target, reduction="batchmean"))
+    logp0 = torch.log_softmax(teacher.logits(torch.randn(64, *teacher.spec.input_shape)), 1)
+    kl_noise = float(torch.nn.functional.kl_div(logp0, target, reduction="batchmean"))
+    assert kl_after < 0.5 * kl_noise
+    assert (logp.argmax(1) == target.argmax(1)).float().mean() > 0.8
+
+
+def test_feature_covariance_is_positive_definite():
+    from dfkd_edge.synthesis.soft_target import feature_covariance
+
+    w = torch.randn(10, 128)  # rank of the raw correlation is at most 9
+    cov = feature_covariance(w, sigma=1.5)
+    assert torch.allclose(cov, cov.T, atol=1e-6)
+    assert float(torch.linalg.eigvalsh(cov).min()) > 0
+    assert torch.allclose(cov.diagonal(), torch.full((128,), 1.5 ** 2), atol=1e-4)

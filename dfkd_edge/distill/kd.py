@@ -72,7 +72,7 @@ def distill(student: nn.Module, x: np.ndarray, logits: np.ndarray, cfg: KDConfig
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             history.append(total / n)
             task.advance(1, loss=history[-1])
     student.eval()
