@@ -171,23 +171,31 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     atomic_write_json(run.path(TEACHER_JSON), spec.to_dict())
     run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
 
-    # synthesize
+    # synthesize (adversarial methods train the student here too: synthesis and KD interleave)
     t0 = time.perf_counter()
     _seed_all(cfg.seed)
     synth = create_synthesizer(cfg.method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed,
                                iterations=cfg.iterations)
-    ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress)
+    student = None
+    if synth.needs_student:
+        _seed_all(cfg.seed)
+        student = build_from_recipe(recipe)
+        ts = synth.train_student(student, cfg.samples, holdout=cfg.holdout, progress=run.progress)
+        history = {"loss": [None], "trained_by": cfg.method}
+    else:
+        ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress)
     ts.save(run.path(TRANSFER_SET))
     run.stage("synthesize", time.perf_counter() - t0, [TRANSFER_SET])
 
     # distill
     t0 = time.perf_counter()
     ts = TransferSet.load(run.path(TRANSFER_SET))
-    _seed_all(cfg.seed)
-    student = build_from_recipe(recipe)
     x_train, l_train = ts.train
-    cfg.kd.seed = cfg.seed
-    history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
+    if student is None:
+        _seed_all(cfg.seed)
+        student = build_from_recipe(recipe)
+        cfg.kd.seed = cfg.seed
+        history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
     with atomic_path(run.path(STUDENT_PT)) as tmp:
         torch.save(student.state_dict(), tmp)
     recipe["num_params"] = count_params(student)

@@ -128,3 +128,10 @@ def test_soft_target_method_plugs_into_convert(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, *FAST, "--method", "soft-target", "--out", tmp_path / "o")
     assert code == 0, err
     assert read_json(tmp_path / "o/report.json")["synthesis"]["method"] == "soft-target"
+
+
+def test_adversarial_method_plugs_into_convert(cli, tmp_path, digits_teacher):
+    code, _, err = cli("convert", digits_teacher, *FAST, "--method", "adversarial", "--out", tmp_path / "o")
+    assert code == 0, err
+    r = read_json(tmp_path / "o/report.json")
+    assert r["synthesis"]["method"] == "adversarial" and r["fidelity"]["student_fp32"] is not None

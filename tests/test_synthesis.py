@@ -88,3 +88,24 @@ def test_feature_covariance_is_positive_definite():
     assert torch.allclose(cov, cov.T, atol=1e-6)
     assert float(torch.linalg.eigvalsh(cov).min()) > 0
     assert torch.allclose(cov.diagonal(), torch.full((128,), 1.5 ** 2), atol=1e-4)
+
+
+def test_adversarial_trains_the_student_towards_the_teacher(teacher):
+    from dfkd_edge.models import create_student
+
+    s = create_synthesizer("adversarial", teacher, iterations=25, batch_size=64, seed=0)
+    assert s.needs_student
+    torch.manual_seed(0)
+    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, teacher.spec.num_params)
+    probe = s.sample(128)
+    assert probe.shape == (128, *teacher.spec.input_shape) and torch.isfinite(probe).all()
+
+    def gap():
+        student.eval()
+        with torch.no_grad():
+            return float(torch.nn.functional.l1_loss(student(probe), teacher.logits(probe)))
+
+    before = gap()
+    ts = s.train_student(student, 64, holdout=16)
+    assert gap() < before
+    assert ts.x.shape == (80, *teacher.spec.input_shape) and ts.holdout.sum() == 16

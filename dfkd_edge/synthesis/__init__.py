@@ -4,6 +4,7 @@
 """
 
 from dfkd_edge.synthesis.base import METHODS, Synthesizer, TransferSet, create_synthesizer, register_method
+from dfkd_edge.synthesis import adversarial as _adversarial  # noqa: F401  (registers)
 from dfkd_edge.synthesis import deepinversion as _deepinversion  # noqa: F401  (registers)
 from dfkd_edge.synthesis import gaussian as _gaussian  # noqa: F401  (registers)
 from dfkd_edge.synthesis import soft_target as _soft_target  # noqa: F401  (registers)

@@ -70,6 +70,8 @@ class Synthesizer:
     """Base: batches of ``sample()`` -> TransferSet labelled by the teacher."""
 
     name = "base"
+    #: True for methods that train the student while they synthesize (they implement train_student)
+    needs_student = False
 
     def __init__(self, teacher: Teacher, batch_size: int = 256, seed: int = 0, **_unused) -> None:
         self.teacher = teacher
