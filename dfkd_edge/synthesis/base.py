@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -109,7 +107,46 @@ class Synthesizer:
         return TransferSet(x.numpy().astype(np.float32), logits.numpy().astype(np.float32), mask, self.name)
 
 
-LossFn = Callable[[torch.Tensor], torch.Tensor]
+class InputOptimizer(Synthesizer):
+    """Methods that optimise a batch of inputs directly (DeepInversion, soft-target).
+
+    ``sample()`` starts from N(0, 1) and runs ``iterations`` Adam steps (betas 0.5/0.99, cosine
+    decay from ``lr``) on ``loss(x, rec, ctx)`` plus the shared smoothness and L2 priors, where
+    ``rec`` holds the teacher's taps for that step and ``ctx`` is what ``batch_context(n)`` made
+    for the batch (its labels or soft targets)."""
+
+    def __init__(self, teacher: Teacher, iterations: int = 200, lr: float = 0.1, tv_weight: float = 1e-2,
+                 l2_weight: float = 1e-4, **kw) -> None:
+        super().__init__(teacher, **kw)
+        self.iterations, self.lr = int(iterations), lr
+        self.tv_weight, self.l2_weight = tv_weight, l2_weight
+
+    def steps_per_batch(self) -> int:
+        return self.iterations
+
+    def batch_context(self, n: int):
+        return None
+
+    def loss(self, x: torch.Tensor, logits: torch.Tensor, rec, ctx) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError  # pragma: no cover
+
+    def sample(self, n: int, task=None) -> torch.Tensor:
+        ctx = self.batch_context(n)
+        x = torch.randn((n, *self.input_shape), generator=self.generator).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.99))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
+        for _ in range(self.iterations):
+            with self.teacher.taps() as rec:
+                logits = self.teacher(x)
+            loss, fields = self.loss(x, logits, rec, ctx)
+            loss = loss + self.tv_weight * smoothness_prior(x) + self.l2_weight * x.pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if task is not None:
+                task.advance(1, **{k: float(v.detach()) for k, v in fields.items()})
+        return x.detach()
 
 
 def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:

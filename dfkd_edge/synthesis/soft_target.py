@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_edge.errors import UserError
-from dfkd_edge.synthesis.base import Synthesizer, bn_statistics_loss, register_method, smoothness_prior
+from dfkd_edge.synthesis.base import InputOptimizer, bn_statistics_loss, register_method
 
 
 def feature_covariance(weight: torch.Tensor, sigma: float, shrink: float = 0.1) -> torch.Tensor:
@@ -45,17 +45,13 @@ def feature_covariance(weight: torch.Tensor, sigma: float, shrink: float = 0.1) 
 
 
 @register_method
-class SoftTargetSynthesizer(Synthesizer):
+class SoftTargetSynthesizer(InputOptimizer):
     name = "soft-target"
 
-    def __init__(self, teacher, iterations: int = 200, lr: float = 0.1, sigma: float = 1.5,
-                 act_weight: float = 0.05, bn_weight: float = 0.0, first_bn_weight: float = 1.0,
-                 tv_weight: float = 1e-2, l2_weight: float = 1e-4, mu: str = "noise", shrink: float = 0.1,
-                 **kw) -> None:
+    def __init__(self, teacher, sigma: float = 1.5, act_weight: float = 0.05, bn_weight: float = 0.0,
+                 first_bn_weight: float = 1.0, mu: str = "noise", shrink: float = 0.1, **kw) -> None:
         super().__init__(teacher, **kw)
-        self.iterations, self.lr = int(iterations), lr
         self.act_weight, self.bn_weight, self.first_bn_weight = act_weight, bn_weight, first_bn_weight
-        self.tv_weight, self.l2_weight = tv_weight, l2_weight
         if mu not in ("noise", "zero"):
             raise UserError(f"soft-target mu must be 'noise' or 'zero', got {mu!r}")
         self.weight, self.bias = teacher.classifier()
@@ -74,9 +70,6 @@ class SoftTargetSynthesizer(Synthesizer):
                             "they could not be observed (use --method deepinversion)")
         return f.mean(0)
 
-    def steps_per_batch(self) -> int:
-        return self.iterations
-
     def soft_targets(self, n: int) -> torch.Tensor:
         """Probabilities over all classes, from features sampled in the modelled feature space."""
         g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
@@ -84,25 +77,15 @@ class SoftTargetSynthesizer(Synthesizer):
         f = self.mu + eps @ self.dist.scale_tril.T
         return F.softmax(f @ self.weight.T + self.bias, dim=1)
 
-    def sample(self, n: int, task=None) -> torch.Tensor:
-        target = self.soft_targets(n)
-        x = torch.randn((n, *self.input_shape), generator=self.generator).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.99))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
-        for _ in range(self.iterations):
-            with self.teacher.taps() as rec:
-                logits = self.teacher(x)
-            loss_kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")
-            loss = loss_kl + self.tv_weight * smoothness_prior(x) + self.l2_weight * x.pow(2).mean()
-            feats = rec.feature_tensor()
-            if self.act_weight and feats is not None:
-                loss = loss - self.act_weight * feats.abs().mean()
-            if self.bn_weight:
-                loss = loss + self.bn_weight * bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if task is not None:
-                task.advance(1, kl=float(loss_kl.detach()))
-        return x.detach()
+    def batch_context(self, n: int) -> torch.Tensor:
+        return self.soft_targets(n)
+
+    def loss(self, x, logits, rec, target):
+        loss_kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")
+        loss = loss_kl
+        feats = rec.feature_tensor()
+        if self.act_weight and feats is not None:
+            loss = loss - self.act_weight * feats.abs().mean()
+        if self.bn_weight:
+            loss = loss + self.bn_weight * bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight)
+        return loss, {"kl": loss_kl}
