@@ -34,7 +34,7 @@ from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.report import SCHEMA_VERSION, render_markdown
 from dfkd_edge.synthesis import METHODS, TransferSet, create_synthesizer
-from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_latency
+from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_interleaved
 from dfkd_edge.teacher import Teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -261,12 +261,12 @@ def profile_host(teacher: Teacher, student: torch.nn.Module, fp32: Path, int8: P
                ("student", lambda: OrtRunner(int8, threads, "int8"))]
     rng = np.random.default_rng(0)
     rows = []
-    with progress.task("latency (host)", total=len(runners) * 2) as task:
+    with progress.task("latency (host)", total=2) as task:
         for batch in (1, 32):
             x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
-            for model, make in runners:
-                rows.append(measure_latency(make(), model, x, budget_s=budget_s))
-                task.advance(1)
+            rows += measure_interleaved([(model, make()) for model, make in runners], x,
+                                        budget_s=budget_s * len(runners))
+            task.advance(1)
     return rows
 
 

@@ -64,6 +64,30 @@ def measure_latency(runner: Runner, model: str, x: np.ndarray, device: str = HOS
                     **timing) -> LatencyRow:
     with runner:
         t = time_runner(runner, x, **timing)
+    return latency_row(runner, model, x, t, device)
+
+
+def measure_interleaved(runners: list[tuple[str, Runner]], x: np.ndarray, rounds: int = 5,
+                        budget_s: float = 1.0, device: str = HOST_TARGET) -> list[LatencyRow]:
+    """Time several runners in turn, A B C A B C ..., ``rounds`` times, and pool each one's times.
+
+    Shared machines drift; interleaving spreads the drift over every runner alike, so rows
+    measured together can be compared (the recommendation compares them)."""
+    times: list[list[np.ndarray]] = [[] for _ in runners]
+    for _, r in runners:
+        r.activate()
+    try:
+        for k in range(rounds):
+            for i, (_, r) in enumerate(runners):
+                times[i].append(time_runner(r, x, warmup=10 if k == 0 else 2, min_runs=10,
+                                            budget_s=budget_s / rounds))
+    finally:
+        for _, r in runners:
+            r.deactivate()
+    return [latency_row(r, model, x, np.concatenate(t), device) for (model, r), t in zip(runners, times)]
+
+
+def latency_row(runner: Runner, model: str, x: np.ndarray, t: np.ndarray, device: str = HOST_TARGET) -> LatencyRow:
     ms = t * 1000.0
     batch = int(x.shape[0])
     return LatencyRow(model=model, precision=runner.precision, backend=runner.backend, device=device,
