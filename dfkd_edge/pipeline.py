@@ -33,7 +33,7 @@ from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.report import SCHEMA_VERSION, render_markdown
-from dfkd_edge.synthesis import METHODS, TransferSet, create_synthesizer
+from dfkd_edge.synthesis import TransferSet, create_synthesizer, resolve_method
 from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_interleaved
 from dfkd_edge.teacher import Teacher, load_teacher
 
@@ -56,7 +56,7 @@ class ConvertConfig:
     input_shape: tuple[int, ...] | None = None
     factory: str | None = None
     targets: tuple[str, ...] = (HOST_TARGET,)
-    method: str = "deepinversion"
+    method: str = "auto"
     samples: int = 2048
     holdout: int = 256
     synth_batch: int = 256
@@ -93,8 +93,7 @@ def versions() -> dict:
 
 def validate_config(cfg: ConvertConfig) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
-    if cfg.method not in METHODS:
-        raise UserError(f"unknown --method {cfg.method!r}; known: {', '.join(sorted(METHODS))}")
+    resolve_method(cfg.method)  # UserError on an unknown name
     for t in cfg.targets:
         if t not in KNOWN_TARGETS:
             raise UserError(f"unknown --target {t!r}; known so far: {', '.join(KNOWN_TARGETS)} "
@@ -311,7 +310,8 @@ def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSet, calib: 
         "schema": SCHEMA_VERSION,
         "teacher": teacher,
         "student": recipe,
-        "synthesis": {"method": ts.method, "train": int((~ts.holdout).sum()), "holdout": int(ts.holdout.sum())},
+        "synthesis": {"method": ts.method, "requested": run.cfg.method, "train": int((~ts.holdout).sum()),
+                      "holdout": int(ts.holdout.sum())},
         "accuracy": quality["accuracy"],
         "fidelity": quality["fidelity"],
         "latency": rows,

@@ -57,6 +57,7 @@ def test_convert_writes_the_contract(cli, tmp_path, digits_teacher, digits_test)
     assert "Recommended" in stdout
     r = _check_report(out, with_accuracy=True)
     assert r["accuracy"]["teacher"] > 0.95  # the shipped teacher
+    assert r["synthesis"]["requested"] == "auto" and r["synthesis"]["method"] == "deepinversion"
     assert r["parity"]["max_abs_diff"] < 1e-3
 
 

@@ -3,10 +3,10 @@
 ``create_synthesizer(name, teacher, **cfg)`` builds one by name; ``METHODS`` lists them.
 """
 
-from dfkd_edge.synthesis.base import METHODS, InputOptimizer, Synthesizer, TransferSet, create_synthesizer, register_method
+from dfkd_edge.synthesis.base import AUTO_METHOD, METHODS, InputOptimizer, Synthesizer, TransferSet, create_synthesizer, register_method, resolve_method
 from dfkd_edge.synthesis import adversarial as _adversarial  # noqa: F401  (registers)
 from dfkd_edge.synthesis import deepinversion as _deepinversion  # noqa: F401  (registers)
 from dfkd_edge.synthesis import gaussian as _gaussian  # noqa: F401  (registers)
 from dfkd_edge.synthesis import soft_target as _soft_target  # noqa: F401  (registers)
 
-__all__ = ["METHODS", "InputOptimizer", "Synthesizer", "TransferSet", "create_synthesizer", "register_method"]
+__all__ = ["AUTO_METHOD", "METHODS", "resolve_method", "InputOptimizer", "Synthesizer", "TransferSet", "create_synthesizer", "register_method"]

@@ -25,10 +25,21 @@ def register_method(cls):
     return cls
 
 
-def create_synthesizer(name: str, teacher: Teacher, **cfg) -> "Synthesizer":
+#: ``--method auto``: a fixed recipe, the one that measured best across the benchmark's teachers
+#: (digits CNN and 1-D-signal CNN; docs/benchmarks.md, benchmarks/dfkd_methods.py).
+AUTO_METHOD = "deepinversion"
+
+
+def resolve_method(name: str) -> str:
+    if name == "auto":
+        return AUTO_METHOD
     if name not in METHODS:
-        raise UserError(f"unknown --method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](teacher, **cfg)
+        raise UserError(f"unknown --method {name!r}; known: auto, {', '.join(sorted(METHODS))}")
+    return name
+
+
+def create_synthesizer(name: str, teacher: Teacher, **cfg) -> "Synthesizer":
+    return METHODS[resolve_method(name)](teacher, **cfg)
 
 
 @dataclass
@@ -93,9 +104,11 @@ class Synthesizer:
         total = n + holdout
         batches = [min(self.batch_size, total - i) for i in range(0, total, self.batch_size)]
         xs = []
-        with progress.task(f"synthesis ({self.name})", total=len(batches) * self.steps_per_batch()) as task:
+        self.samples_done = 0
+        with progress.task(f"synthesis ({self.name}, {total} samples)", total=len(batches) * self.steps_per_batch()) as task:
             for b in batches:
                 xs.append(self.sample(b, task=task).detach())
+                self.samples_done += b
         x = torch.cat(xs, 0)
         logits = self.teacher.logits(x)
         if not torch.isfinite(logits).all():
@@ -145,7 +158,8 @@ class InputOptimizer(Synthesizer):
             opt.step()
             sched.step()
             if task is not None:
-                task.advance(1, **{k: float(v.detach()) for k, v in fields.items()})
+                task.advance(1, samples=getattr(self, "samples_done", 0),
+                             **{k: float(v.detach()) for k, v in fields.items()})
         return x.detach()
 
 
