@@ -144,16 +144,16 @@ def demo(out: str, seed: int, threads: int, force: bool) -> None:
     """Run convert on the built-in digits teacher and evaluate on the digits test split."""
     from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 
-    tmp = Path(tempfile.mkdtemp(prefix="dfkd-digits-"))
-    test_npz = write_test_npz(tmp / "digits_test.npz")
-    args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
-            "--eval-data", str(test_npz)] + (["--force"] if force else [])
-    with convert.make_context("convert", args) as ctx:
-        opts = dict(ctx.params)
-    opts.pop("teacher")
-    cfg = _config(str(builtin_teacher_path()), **opts)
-    cfg.eval_name = "sklearn-digits test split (450)"
-    _run_and_show(cfg)
+    with tempfile.TemporaryDirectory(prefix="dfkd-digits-") as tmp:
+        test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
+        args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
+                "--eval-data", str(test_npz)] + (["--force"] if force else [])
+        with convert.make_context("convert", args) as ctx:
+            opts = dict(ctx.params)
+        opts.pop("teacher")
+        cfg = _config(str(builtin_teacher_path()), **opts)
+        cfg.eval_name = "sklearn-digits test split (450)"
+        _run_and_show(cfg)
 
 
 @cli.command()

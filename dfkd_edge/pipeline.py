@@ -151,8 +151,10 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     """Run every stage; returns the report dict (also written to report.json / report.md)."""
     validate_config(cfg)
     prepare_out_dir(Path(cfg.out), cfg.force)
-    run = Run(cfg, progress)
     threads = cfg.resolved_threads()
+    cfg.kd.seed = cfg.calib.seed = cfg.seed  # one --seed drives every stage (recorded in the manifest)
+    cfg.calib.threads = threads
+    run = Run(cfg, progress)
     torch.set_num_threads(threads)
     t_all = time.perf_counter()
 
@@ -193,7 +195,6 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     if student is None:
         _seed_all(cfg.seed)
         student = build_from_recipe(recipe)
-        cfg.kd.seed = cfg.seed
         history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
     with atomic_path(run.path(STUDENT_PT)) as tmp:
         torch.save(student.state_dict(), tmp)
@@ -215,7 +216,6 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
     # calibrate
     t0 = time.perf_counter()
-    cfg.calib.seed, cfg.calib.threads = cfg.seed, threads
     calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
     calib = calibrate(run.path(ONNX_FP32), run.path(ONNX_INT8), calib_x, x_hold, l_hold, cfg.calib,
                       progress=run.progress)

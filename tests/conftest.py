@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,13 +56,3 @@ def read_json(path):
 def cli(capsys):
     return lambda *args: run_cli(args, capsys)
 
-
-def small_digits_cnn_state(tmp_path):
-    from dfkd_edge.models.teachers import DigitsCNN
-
-    torch.manual_seed(0)
-    m = DigitsCNN(width=8, hidden=16).eval()
-    return m
-
-
-__all__ = ["FAST", "run_cli", "read_json", "np"]

@@ -79,6 +79,8 @@ def test_same_seed_same_transfer_set_and_student(cli, tmp_path, digits_teacher):
     sa = torch.load(tmp_path / "a/student.pt", weights_only=True)
     sb = torch.load(tmp_path / "b/student.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    cfg = read_json(tmp_path / "a/manifest.json")["config"]
+    assert cfg["seed"] == cfg["kd"]["seed"] == cfg["calib"]["seed"] == 5
 
 
 def test_exported_program_and_factory_teachers_convert(cli, tmp_path):
