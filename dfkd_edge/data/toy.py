@@ -93,12 +93,14 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 def train_signal_teacher(seed: int = 0, epochs: int = 25):
     x_tr, y_tr = signal_dataset(2000, seed=seed)
     x_te, y_te = signal_dataset(500, seed=seed + 1000)
+    torch.manual_seed(seed)  # the initial weights too, not only the training order
     m = fit(SignalCNN(), x_tr, y_tr, epochs, seed)
     return m, (x_te, y_te), accuracy(m, x_te, y_te)
 
 
 def train_vector_teacher(seed: int = 0, epochs: int = 40):
     x_tr, y_tr, x_te, y_te = vector_dataset()
+    torch.manual_seed(seed)
     m = fit(VectorMLP(), x_tr, y_tr, epochs, seed)
     return m, (x_te, y_te), accuracy(m, x_te, y_te)
 
