@@ -2,7 +2,8 @@
 
 Rows (``--rows`` picks by index): 0 Gaussian noise (baseline), 1 DeepInversion without mixup,
 2 DeepInversion with online mixup (the default), 3 a cheaper DeepInversion (fewer steps, more
-samples), 4-6 soft-target variants, 7 adversarial (student trained inside synthesis). Each row: mean and std
+samples), 4-6 soft-target variants (mu, BN prior), 7 adversarial (student trained inside
+synthesis), 8-10 soft-target sigma 0.5 / 3.0 and without the activation term. Each row: mean and std
 over seeds of the student's fp32 accuracy, its fidelity on held-out synthetic samples, and the
 seconds spent in synthesis and distillation. The teacher is the built-in digits teacher.
 
@@ -32,6 +33,9 @@ ROWS = [
     ("soft-target, mu = 0", "soft-target", dict(samples=2048, iterations=200, mu="zero"), dict(mixup=1.0)),
     ("soft-target + BN prior (bn 1.0)", "soft-target", dict(samples=2048, iterations=200, bn_weight=1.0), dict(mixup=1.0)),
     ("adversarial, 300 generator steps", "adversarial", dict(samples=2048, iterations=300), dict()),
+    ("soft-target, sigma 0.5", "soft-target", dict(samples=2048, iterations=200, sigma=0.5), dict(mixup=1.0)),
+    ("soft-target, sigma 3.0", "soft-target", dict(samples=2048, iterations=200, sigma=3.0), dict(mixup=1.0)),
+    ("soft-target, no activation term", "soft-target", dict(samples=2048, iterations=200, act_weight=0.0), dict(mixup=1.0)),
 ]
 
 
