@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     try:
         cli.main(args=args, prog_name="dfkd-edge", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail(130, "interrupted")
+        _fail(130, "interrupted; run the same command with --resume to continue")
     except click.ClickException as e:  # usage errors: click's own message, exit 2
         e.show()
         sys.exit(2 if e.exit_code not in (0,) else 0)
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     except PipelineError as e:
         _fail(1, str(e))
     except KeyboardInterrupt:
-        _fail(130, "interrupted; re-run with --force to start over")
+        _fail(130, "interrupted; run the same command with --resume to continue")
     except MemoryError:
         _fail(1, "out of memory; lower --synth-batch or --batch-size")
     except Exception as e:  # internal error: one line, the traceback with --debug
@@ -92,6 +92,8 @@ def _convert_options(f):
         click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
         click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores))."),
         click.option("--force", is_flag=True, help="Overwrite an output directory holding an earlier run."),
+        click.option("--resume", is_flag=True,
+                     help="Finish an interrupted run in --out: skip stages whose config and inputs are unchanged."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -110,7 +112,7 @@ def _config(teacher: str, **o):
                          factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
                          holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
-                         seed=o["seed"], threads=o["threads"], force=o["force"])
+                         seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"])
 
 
 def _run_and_show(cfg) -> dict:
@@ -140,14 +142,15 @@ def convert(teacher: str, **o) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=0, show_default=True, help="0: min(4, cores).")
 @click.option("--force", is_flag=True, help="Overwrite an earlier run in --out.")
-def demo(out: str, seed: int, threads: int, force: bool) -> None:
+@click.option("--resume", is_flag=True, help="Finish an interrupted demo in --out.")
+def demo(out: str, seed: int, threads: int, force: bool, resume: bool) -> None:
     """Run convert on the built-in digits teacher and evaluate on the digits test split."""
     from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 
     with tempfile.TemporaryDirectory(prefix="dfkd-digits-") as tmp:
         test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
         args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
-                "--eval-data", str(test_npz)] + (["--force"] if force else [])
+                "--eval-data", str(test_npz)] + (["--force"] if force else []) + (["--resume"] if resume else [])
         with convert.make_context("convert", args) as ctx:
             opts = dict(ctx.params)
         opts.pop("teacher")

@@ -9,10 +9,12 @@ everything that shapes the result, each stage's seconds and the sha256 of each f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.backends.torch_eager import TorchRunner
 from dfkd_edge.distill import KDConfig, distill
 from dfkd_edge.errors import UserError
-from dfkd_edge.export.onnx_export import check_parity, export_onnx
+from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
 from dfkd_edge.export.quantize import CalibConfig, calibrate, calibration_subset
 from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha256
 from dfkd_edge.models import create_student
@@ -44,7 +46,8 @@ TEACHER_JSON = "teacher.json"
 TRANSFER_SET = "transfer_set.npz"
 STUDENT_PT, STUDENT_JSON = "student.pt", "student.json"
 ONNX_FP32, ONNX_INT8 = "student_fp32.onnx", "student_int8.onnx"
-CALIBRATION_JSON = "calibration.json"
+CALIBRATION_JSON, PARITY_JSON = "calibration.json", "parity.json"
+PARTIAL = ".partial"  # per-batch synthesis checkpoints, removed when the transfer set is written
 LATENCY_JSON = "latency.json"
 MANIFEST, REPORT_JSON, REPORT_MD = "manifest.json", "report.json", "report.md"
 
@@ -71,6 +74,7 @@ class ConvertConfig:
     threads: int = 0  # 0: min(4, cores)
     latency_budget_s: float = 1.0
     force: bool = False
+    resume: bool = False
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, min(4, os.cpu_count() or 1))
@@ -106,7 +110,7 @@ def validate_config(cfg: ConvertConfig) -> None:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
 
 
-def prepare_out_dir(out: Path, force: bool) -> None:
+def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     try:
@@ -116,13 +120,22 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to output directory {out} ({e.strerror or e}); choose a writable --out") from None
-    if (out / MANIFEST).exists() and not force:
-        raise UserError(f"{out} already holds a dfkd-edge run ({MANIFEST}); pass --force to overwrite it "
-                        "or choose another --out")
+    if force and resume:
+        raise UserError("--force and --resume contradict each other: --force starts over, --resume continues")
+    if (out / MANIFEST).exists() and not (force or resume):
+        raise UserError(f"{out} already holds a dfkd-edge run ({MANIFEST}); pass --resume to finish it, "
+                        "--force to overwrite it, or choose another --out")
+    if force:
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)
 
 
 class Run:
-    """One convert run: the output directory, the manifest, stage timing."""
+    """One convert run: the output directory, the manifest, stage keys, timing and resume.
+
+    A stage's key hashes its own config, the sha256 of the files it reads and the library
+    versions. With ``--resume`` a stage is skipped when the previous manifest holds the same key
+    and every file it wrote is still there with the same sha256; otherwise it runs again (and so
+    do the stages after it, whose inputs then change)."""
 
     def __init__(self, cfg: ConvertConfig, progress: Progress | None = None) -> None:
         self.cfg = cfg
@@ -131,10 +144,35 @@ class Run:
         self.timings: dict[str, float] = {}
         self.manifest = {"schema": 1, "tool": "dfkd-edge", "config": cfg.to_dict(), "versions": versions(),
                          "host": host_info(cfg.resolved_threads()), "stages": {}, "complete": False}
+        self.previous: dict = {}
+        if cfg.resume and (self.out / MANIFEST).exists():
+            try:
+                self.previous = json.loads((self.out / MANIFEST).read_text()).get("stages", {})
+            except (ValueError, OSError):
+                log.warning("manifest.json is unreadable; every stage runs again")
 
-    def stage(self, name: str, seconds: float, files: list[str]) -> None:
+    def key(self, config: dict, inputs: list[str], external: list[str] | None = None) -> str:
+        doc = {"config": config, "versions": self.manifest["versions"],
+               "inputs": {f: sha256(self.out / f) for f in inputs},
+               "external": {str(p): sha256(p) for p in (external or [])}}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def finished(self, name: str, key: str) -> bool:
+        """True (and the stage recorded as resumed) when a previous run finished it with this key."""
+        prev = self.previous.get(name)
+        if not prev or prev.get("key") != key:
+            return False
+        for f, digest in prev.get("files", {}).items():
+            if not (self.out / f).is_file() or sha256(self.out / f) != digest:
+                return False
+        self.manifest["stages"][name] = {**prev, "resumed": True}
+        self.timings[name] = 0.0
+        atomic_write_json(self.out / MANIFEST, self.manifest)
+        return True
+
+    def stage(self, name: str, seconds: float, files: list[str], key: str = "") -> None:
         self.timings[name] = round(seconds, 3)
-        self.manifest["stages"][name] = {"seconds": round(seconds, 3),
+        self.manifest["stages"][name] = {"key": key, "seconds": round(seconds, 3),
                                          "files": {f: sha256(self.out / f) for f in files}}
         atomic_write_json(self.out / MANIFEST, self.manifest)
 
@@ -148,17 +186,18 @@ def _seed_all(seed: int) -> None:
 
 
 def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
-    """Run every stage; returns the report dict (also written to report.json / report.md)."""
+    """Run every stage (skipping finished ones with ``cfg.resume``); returns the report dict."""
     validate_config(cfg)
-    prepare_out_dir(Path(cfg.out), cfg.force)
+    prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
     threads = cfg.resolved_threads()
     cfg.kd.seed = cfg.calib.seed = cfg.seed  # one --seed drives every stage (recorded in the manifest)
     cfg.calib.threads = threads
     run = Run(cfg, progress)
     torch.set_num_threads(threads)
     t_all = time.perf_counter()
+    method = resolve_method(cfg.method)
 
-    # inspect
+    # inspect (always: the later stages need the loaded teacher)
     t0 = time.perf_counter()
     teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
     spec = teacher.spec
@@ -174,62 +213,77 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
     # synthesize (adversarial methods train the student here too: synthesis and KD interleave)
     t0 = time.perf_counter()
+    synth_cfg = {"method": method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
+                 "iterations": cfg.iterations, "seed": cfg.seed}
     _seed_all(cfg.seed)
-    synth = create_synthesizer(cfg.method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed,
-                               iterations=cfg.iterations)
-    student = None
-    if synth.needs_student:
-        _seed_all(cfg.seed)
-        student = build_from_recipe(recipe)
-        ts = synth.train_student(student, cfg.samples, holdout=cfg.holdout, progress=run.progress)
-        history = {"loss": [None], "trained_by": cfg.method}
-    else:
-        ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress)
-    ts.save(run.path(TRANSFER_SET))
-    run.stage("synthesize", time.perf_counter() - t0, [TRANSFER_SET])
+    synth = create_synthesizer(method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations)
+    outputs = [TRANSFER_SET] + ([STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
+    key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON], [cfg.teacher])
+    trained_student = None
+    if not run.finished("synthesize", key):
+        if synth.needs_student:
+            _seed_all(cfg.seed)
+            trained_student = build_from_recipe(recipe)
+            ts = synth.train_student(trained_student, cfg.samples, holdout=cfg.holdout, progress=run.progress)
+            _save_student(run, trained_student, recipe, {"loss": [None], "trained_by": method})
+        else:
+            partial = run.path(PARTIAL) / f"synthesize-{key[:16]}"
+            ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, checkpoint_dir=partial)
+        ts.save(run.path(TRANSFER_SET))
+        run.stage("synthesize", time.perf_counter() - t0, outputs, key)
+        shutil.rmtree(run.path(PARTIAL), ignore_errors=True)
+    ts = TransferSet.load(run.path(TRANSFER_SET))
+    x_train, l_train = ts.train
+    x_hold, l_hold = ts.held_out
 
     # distill
     t0 = time.perf_counter()
-    ts = TransferSet.load(run.path(TRANSFER_SET))
-    x_train, l_train = ts.train
-    if student is None:
-        _seed_all(cfg.seed)
-        student = build_from_recipe(recipe)
-        history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
-    with atomic_path(run.path(STUDENT_PT)) as tmp:
-        torch.save(student.state_dict(), tmp)
-    recipe["num_params"] = count_params(student)
-    recipe["final_kd_loss"] = history["loss"][-1]
-    atomic_write_json(run.path(STUDENT_JSON), recipe)
-    run.stage("distill", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON])
+    if not synth.needs_student:
+        key = run.key({"kd": cfg.kd.to_dict(), "student": recipe}, [TRANSFER_SET], [cfg.teacher])
+        if not run.finished("distill", key):
+            _seed_all(cfg.seed)
+            student = build_from_recipe(recipe)
+            history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
+            _save_student(run, student, recipe, history)
+            run.stage("distill", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON], key)
+    student = load_student(run.out)
+    recipe = json.loads(run.path(STUDENT_JSON).read_text())
 
     # export
     t0 = time.perf_counter()
-    student = load_student(run.out)
-    export_onnx(student, spec.input_shape, run.path(ONNX_FP32))
-    x_hold, l_hold = ts.held_out
-    rng = np.random.default_rng(cfg.seed)
-    parity_x = np.concatenate([x_hold[:64], rng.standard_normal((64, *spec.input_shape)).astype(np.float32)])
-    parity = check_parity(student, run.path(ONNX_FP32), parity_x)
-    run.manifest["parity"] = parity
-    run.stage("export", time.perf_counter() - t0, [ONNX_FP32])
+    key = run.key({"opset": OPSET}, [STUDENT_PT, STUDENT_JSON, TRANSFER_SET])
+    if not run.finished("export", key):
+        export_onnx(student, spec.input_shape, run.path(ONNX_FP32))
+        rng = np.random.default_rng(cfg.seed)
+        parity_x = np.concatenate([x_hold[:64], rng.standard_normal((64, *spec.input_shape)).astype(np.float32)])
+        atomic_write_json(run.path(PARITY_JSON), check_parity(student, run.path(ONNX_FP32), parity_x))
+        run.stage("export", time.perf_counter() - t0, [ONNX_FP32, PARITY_JSON], key)
+    parity = json.loads(run.path(PARITY_JSON).read_text())
 
     # calibrate
     t0 = time.perf_counter()
-    calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
-    calib = calibrate(run.path(ONNX_FP32), run.path(ONNX_INT8), calib_x, x_hold, l_hold, cfg.calib,
-                      progress=run.progress)
-    atomic_write_json(run.path(CALIBRATION_JSON), calib)
-    run.stage("calibrate", time.perf_counter() - t0, [ONNX_INT8, CALIBRATION_JSON])
+    calib_cfg = {k: v for k, v in asdict(cfg.calib).items() if k != "threads"}
+    key = run.key({**calib_cfg, "formats": list(cfg.calib.formats)}, [ONNX_FP32, TRANSFER_SET])
+    if not run.finished("calibrate", key):
+        calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
+        calib = calibrate(run.path(ONNX_FP32), run.path(ONNX_INT8), calib_x, x_hold, l_hold, cfg.calib,
+                          progress=run.progress)
+        atomic_write_json(run.path(CALIBRATION_JSON), calib)
+        run.stage("calibrate", time.perf_counter() - t0, [ONNX_INT8, CALIBRATION_JSON], key)
+    calib = json.loads(run.path(CALIBRATION_JSON).read_text())
 
     # profile
     t0 = time.perf_counter()
-    rows = profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8), spec.input_shape, threads,
-                        cfg.latency_budget_s, run.progress)
-    atomic_write_json(run.path(LATENCY_JSON), [r.to_dict() for r in rows])
-    run.stage("profile", time.perf_counter() - t0, [LATENCY_JSON])
+    key = run.key({"threads": threads, "budget_s": cfg.latency_budget_s},
+                  [TEACHER_JSON, STUDENT_PT, ONNX_FP32, ONNX_INT8], [cfg.teacher])
+    if not run.finished("profile", key):
+        rows = profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8), spec.input_shape, threads,
+                            cfg.latency_budget_s, run.progress)
+        atomic_write_json(run.path(LATENCY_JSON), [r.to_dict() for r in rows])
+        run.stage("profile", time.perf_counter() - t0, [LATENCY_JSON], key)
+    rows = json.loads(run.path(LATENCY_JSON).read_text())
 
-    # evaluate
+    # evaluate (always: cheap, and eval data lives outside the output directory)
     t0 = time.perf_counter()
     quality = evaluate(teacher, run.path(ONNX_FP32), run.path(ONNX_INT8), x_hold, l_hold, eval_xy, threads)
     quality["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
@@ -237,12 +291,19 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
     # report
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
-    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, [r.to_dict() for r in rows], quality)
+    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality)
     atomic_write_json(run.path(REPORT_JSON), report)
     atomic_write_text(run.path(REPORT_MD), render_markdown(report))
     run.manifest["complete"] = True
     run.stage("report", 0.0, [REPORT_JSON, REPORT_MD])
     return report
+
+
+def _save_student(run: Run, student: torch.nn.Module, recipe: dict, history: dict) -> None:
+    with atomic_path(run.path(STUDENT_PT)) as tmp:
+        torch.save(student.state_dict(), tmp)
+    atomic_write_json(run.path(STUDENT_JSON), {**recipe, "num_params": count_params(student),
+                                               "final_kd_loss": history["loss"][-1]})
 
 
 def load_student(out: Path) -> torch.nn.Module:

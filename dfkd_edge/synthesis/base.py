@@ -99,16 +99,50 @@ class Synthesizer:
         """Units of progress one ``sample()`` call reports (1 unless it iterates)."""
         return 1
 
-    def synthesize(self, n: int, holdout: int = 0, progress: Progress | None = None) -> TransferSet:
+    def _load_checkpoints(self, checkpoint_dir, batches: list[int]) -> list[torch.Tensor]:
+        if checkpoint_dir is None:
+            return []
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        xs, state = [], None
+        for i, b in enumerate(batches):
+            f = Path(checkpoint_dir) / f"batch_{i:05d}.npz"
+            if not f.exists():
+                break
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    x, rng = torch.from_numpy(z["x"]), torch.from_numpy(z["rng"])
+            except (OSError, ValueError, KeyError):
+                break  # unreadable: redo from here
+            if tuple(x.shape) != (b, *self.input_shape):
+                break
+            xs.append(x)
+            state = rng
+        if state is not None:
+            self.generator.set_state(state)
+        return xs
+
+    def synthesize(self, n: int, holdout: int = 0, progress: Progress | None = None,
+                   checkpoint_dir: str | Path | None = None) -> TransferSet:
+        """Draw ``n + holdout`` samples batch by batch and label them with the teacher.
+
+        With ``checkpoint_dir``, every finished batch is saved there with the random state that
+        follows it, and batches already there are loaded instead of redrawn: an interrupted run
+        continues where it stopped and gives the same samples as an uninterrupted one."""
         progress = progress or NullProgress()
         total = n + holdout
         batches = [min(self.batch_size, total - i) for i in range(0, total, self.batch_size)]
-        xs = []
-        self.samples_done = 0
+        xs = self._load_checkpoints(checkpoint_dir, batches)
+        self.samples_done = sum(len(x) for x in xs)
         with progress.task(f"synthesis ({self.name}, {total} samples)", total=len(batches) * self.steps_per_batch()) as task:
-            for b in batches:
+            task.advance(len(xs) * self.steps_per_batch())
+            for i, b in enumerate(batches[len(xs):], start=len(xs)):
                 xs.append(self.sample(b, task=task).detach())
                 self.samples_done += b
+                if checkpoint_dir is not None:
+                    from dfkd_edge.io import atomic_savez
+
+                    atomic_savez(Path(checkpoint_dir) / f"batch_{i:05d}.npz", x=xs[-1].numpy(),
+                                 rng=self.generator.get_state().numpy())
         x = torch.cat(xs, 0)
         logits = self.teacher.logits(x)
         if not torch.isfinite(logits).all():
