@@ -522,8 +522,15 @@ def _count_params(m: nn.Module) -> int:
     return n
 
 
+def _check_weights(m: nn.Module, path: Path) -> None:
+    for name, t in list(m.named_parameters()) + list(m.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"{path.name} has NaN or Inf in its weights ({name}); the teacher is damaged")
+
+
 def _inspect(module: nn.Module, runtime: nn.Module | None, backend: str, path: Path, fmt: str,
              input_shape: tuple[int, ...]) -> Teacher:
+    _check_weights(runtime if runtime is not None else module, path)
     num_classes = _check_forward(runtime if runtime is not None else module, input_shape, path)
     rec = _Recorder()
     taps = True

@@ -107,14 +107,30 @@ def test_teacher_output_not_n_by_classes(cli, tmp_path, module):
     _assert_one_line_exit2(code, err, "(N, classes)")
 
 
-def test_teacher_with_nan_output(cli, tmp_path):
+def test_teacher_with_nan_weights(cli, tmp_path):
     lin = nn.Linear(30, 3)
     with torch.no_grad():
         lin.weight[0, 0] = float("nan")
     p = tmp_path / "nan.pt"
     torch.jit.save(torch.jit.script(lin), str(p))
     code, _, err = cli("convert", p, "--input-shape", "30", "--out", tmp_path / "o")
-    _assert_one_line_exit2(code, err, "NaN")
+    _assert_one_line_exit2(code, err, "NaN", "weight")
+
+
+class _NanOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(30, 3)
+
+    def forward(self, x):
+        return torch.sqrt(self.fc(x) - 1e6)  # finite weights, NaN outputs
+
+
+def test_teacher_with_nan_output(cli, tmp_path):
+    p = tmp_path / "nan_out.pt"
+    torch.jit.save(torch.jit.script(_NanOut()), str(p))
+    code, _, err = cli("convert", p, "--input-shape", "30", "--out", tmp_path / "o")
+    _assert_one_line_exit2(code, err, "NaN", "outputs")
 
 
 @pytest.mark.parametrize("arrays,needle", [
