@@ -263,11 +263,12 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     # calibrate
     t0 = time.perf_counter()
     calib_cfg = {k: v for k, v in asdict(cfg.calib).items() if k != "threads"}
-    key = run.key({**calib_cfg, "formats": list(cfg.calib.formats)}, [ONNX_FP32, TRANSFER_SET])
+    key = run.key({**calib_cfg, "formats": list(cfg.calib.formats)}, [ONNX_FP32, TRANSFER_SET],
+                  [cfg.eval_data] if cfg.eval_data else [])
     if not run.finished("calibrate", key):
         calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
         calib = calibrate(run.path(ONNX_FP32), run.path(ONNX_INT8), calib_x, x_hold, l_hold, cfg.calib,
-                          progress=run.progress)
+                          progress=run.progress, extra_check_x=eval_xy[0] if eval_xy is not None else None)
         atomic_write_json(run.path(CALIBRATION_JSON), calib)
         run.stage("calibrate", time.perf_counter() - t0, [ONNX_INT8, CALIBRATION_JSON], key)
     calib = json.loads(run.path(CALIBRATION_JSON).read_text())

@@ -57,3 +57,62 @@ def test_calibration_builds_int8_and_keeps_the_fastest_faithful_format(tmp_path,
         assert chosen["within_tolerance"]
         assert chosen["p50_ms_batch1"] == min(c["p50_ms_batch1"] for c in rec["candidates"] if c["within_tolerance"])
     assert not list(tmp_path.glob(".calib-*"))  # the work directory is gone
+
+
+def _outlier_mlp():
+    """A trained MLP (breast-cancer features) made outlier-heavy without changing its function:
+    one hidden ReLU channel is scaled x500 and the next layer divides it back, so per-tensor int8
+    activations lose every other channel of that tensor."""
+    from dfkd_edge.data import toy
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                            torch.nn.Linear(64, 2))
+    x, y, _, _ = toy.vector_dataset()
+    toy.fit(m, x, y, epochs=30)
+    with torch.no_grad():
+        m[0].weight[0] *= 500
+        m[0].bias[0] *= 500
+        m[2].weight[:, 0] /= 500
+    return m.eval()
+
+
+def test_guardrail_leaves_sensitive_layers_in_float(tmp_path):
+    m = _outlier_mlp()
+    fp32 = export_onnx(m, (30,), tmp_path / "m.onnx")
+    from dfkd_edge.data import toy
+
+    x = toy.vector_dataset()[0]  # stands in for a transfer set here: the guardrail's logic is under test
+    calib, hold = x[:128], x[128:]
+    with torch.no_grad():
+        logits = m(torch.from_numpy(hold)).numpy()
+    rec = calibrate(fp32, tmp_path / "m_int8.onnx", calib, hold, logits, CalibConfig())
+    g = rec["guardrail"]
+    assert g["triggered"] and g["agreement_before"] < 0.95  # plain int8 breaks this model
+    assert g["held"] and g["excluded"] and rec["chosen"]["agreement_with_fp32"] >= 0.99
+    from dfkd_edge.backends import predict
+    from dfkd_edge.backends.onnxruntime import OrtRunner
+
+    with OrtRunner(fp32, 1) as a, OrtRunner(tmp_path / "m_int8.onnx", 1) as b:
+        assert (predict(a, hold).argmax(1) == predict(b, hold).argmax(1)).mean() >= 0.99
+    from dfkd_edge.export.quantize import quantizable_nodes
+
+    assert len(g["excluded"]) < len(quantizable_nodes(fp32))  # not everything left in float
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m_int8.onnx")).graph.node]
+    assert "QuantizeLinear" in ops or "QLinearMatMul" in ops  # the rest stays int8
+
+
+def test_guardrail_not_triggered_on_a_well_behaved_model(tmp_path):
+    from dfkd_edge.data import toy
+    from dfkd_edge.data.digits import load_split
+
+    x_tr, y_tr, x_te, _ = load_split()
+    torch.manual_seed(0)
+    m, _ = create_student("conv2d", (1, 8, 8), 10, 100_000, width=8)
+    toy.fit(m, x_tr, y_tr, epochs=8)  # real margins: a random-weight model's logits are near ties
+    fp32 = export_onnx(m, (1, 8, 8), tmp_path / "s.onnx")
+    with torch.no_grad():
+        logits = m(torch.from_numpy(x_te)).numpy()
+    rec = calibrate(fp32, tmp_path / "s8.onnx", x_tr[:256], x_te, logits, CalibConfig())
+    assert not rec["guardrail"]["triggered"] and rec["guardrail"]["excluded"] == []
+    assert rec["chosen"]["agreement_with_fp32"] >= 0.99

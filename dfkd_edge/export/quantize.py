@@ -5,7 +5,8 @@ never seen). Static quantization, per-channel weights. Which int8 format is fast
 Runtime's CPU provider depends on the model and the CPU (probes here: U8S8 Q/DQ about 3x
 faster than fp32 on a ResNet-18, S8S8 Q/DQ slower than fp32; tiny models can be slower in
 int8 than fp32 at all), so every candidate format is built and timed, and the fastest one whose
-top-1 agreement with the teacher stays within ``max_fidelity_drop`` of the fp32 model's is kept.
+top-1 agreement with the fp32 model is at least ``min_agreement`` (99%) is kept; when none
+is, the guardrail leaves the most sensitive layers in float until it holds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class CalibConfig:
     method: str = "minmax"
     formats: tuple[str, ...] = tuple(CANDIDATES)
     per_channel: bool = True
-    max_fidelity_drop: float = 0.01
+    min_agreement: float = 0.99  # int8 vs fp32 top-1 agreement the guardrail holds
     seed: int = 0
     threads: int = 1
 
@@ -69,7 +70,8 @@ def calibration_subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(x[np.sort(idx)], dtype=np.float32)
 
 
-def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, cfg: CalibConfig) -> None:
+def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, cfg: CalibConfig,
+                 exclude: list[str] | None = None) -> None:
     import onnxruntime.quantization as q
 
     qformat, act, wt = CANDIDATES[fmt]
@@ -81,12 +83,93 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
     q.quantize_static(str(fp32_path), str(out_path), _Reader(name, calib),
                       quant_format=getattr(q.QuantFormat, qformat), activation_type=getattr(q.QuantType, act),
                       weight_type=getattr(q.QuantType, wt), per_channel=cfg.per_channel,
-                      calibrate_method=method)
+                      calibrate_method=method, nodes_to_exclude=list(exclude or []))
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    return [u[0] for u in sensitivity_units(path) if len(u) == 1]
+
+
+def _top1(path: Path, x: np.ndarray, threads: int, precision: str = "int8") -> np.ndarray:
+    with OrtRunner(path, threads, precision) as r:
+        return predict(r, x).argmax(1)
+
+
+def _p50_ms(path: Path, x1: np.ndarray, threads: int) -> float:
+    with OrtRunner(path, threads) as r:
+        return round(float(np.median(time_runner(r, x1, budget_s=0.5))) * 1000, 4)
+
+
+_QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def sensitivity_units(path: Path) -> list[tuple[str, ...]]:
+    """Units the guardrail can leave in float: each quantizable node alone, and each pair of a
+    quantizable node with a quantizable node it feeds (through ReLU, pooling, reshapes ...).
+
+    Pairs matter: an activation tensor stays quantized while either its producer or its consumer
+    is, so an outlier-heavy tensor only goes back to float when both sides do."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    quant = [n for n in graph.node if n.op_type in _QUANTIZABLE]
+    units: list[tuple[str, ...]] = [(n.name,) for n in quant]
+    for n in quant:
+        seen, frontier = set(), list(n.output)
+        while frontier:
+            for c in consumers.get(frontier.pop(), []):
+                if c.name in seen:
+                    continue
+                seen.add(c.name)
+                if c.op_type in _QUANTIZABLE:
+                    units.append((n.name, c.name))
+                else:
+                    frontier.extend(c.output)
+    return units
+
+
+def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp32_top1: np.ndarray,
+              cfg: CalibConfig, work: Path) -> tuple[Path, dict]:
+    """Leave the most sensitive layers in float until int8 agrees with fp32 on ``min_agreement``.
+
+    Each unit of ``sensitivity_units`` is left in float alone and scored by the agreement that
+    restores; units are then left in float cumulatively, best first, until the threshold holds or
+    every layer is float: at most (units + units) quantizations, units ~ 2 x layers."""
+    agree = lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean())  # noqa: E731
+    sensitivity = []
+    for unit in sensitivity_units(pre):
+        p = work / "one.onnx"
+        quantize_one(pre, p, calib_x, fmt, cfg, exclude=list(unit))
+        sensitivity.append({"nodes": list(unit), "agreement_if_float": agree(p)})
+    ranked = sorted(sensitivity, key=lambda s: (-s["agreement_if_float"], len(s["nodes"])))
+    excluded: list[str] = []
+    final, agreement = work / "guarded.onnx", 0.0
+    for unit in ranked:
+        new = [n for n in unit["nodes"] if n not in excluded]
+        if not new:
+            continue
+        excluded += new
+        quantize_one(pre, final, calib_x, fmt, cfg, exclude=excluded)
+        agreement = agree(final)
+        if agreement >= cfg.min_agreement:
+            break
+    return final, {"sensitivity": sensitivity, "excluded": excluded, "agreement": agreement,
+                   "held": agreement >= cfg.min_agreement}
 
 
 def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, heldout_x: np.ndarray,
-              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None) -> dict:
-    """Build each candidate int8 model, measure it, keep the best at ``out_path``; returns a record."""
+              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None,
+              extra_check_x: np.ndarray | None = None) -> dict:
+    """Build each candidate int8 model, measure it, keep the best at ``out_path``; returns a record.
+
+    A candidate is within tolerance when its top-1 agreement with the fp32 model, on the held-out
+    synthetic samples (and ``extra_check_x``, the eval inputs, when given), is at least
+    ``min_agreement``; the fastest such candidate at batch 1 is kept. When none is, the guardrail
+    leaves the most sensitive nodes of the most faithful candidate in float (see ``guardrail``)."""
     progress = progress or NullProgress()
     if cfg.method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {cfg.method!r}; known: {', '.join(CALIBRATION_METHODS)}")
@@ -101,32 +184,47 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         pre = work / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         teacher_top1 = heldout_teacher.argmax(1)
+        check_x = heldout_x if extra_check_x is None else np.concatenate([heldout_x, extra_check_x])
         x1 = heldout_x[:1]
-        with OrtRunner(fp32_path, cfg.threads) as r:
-            fp32_fid = float((predict(r, heldout_x).argmax(1) == teacher_top1).mean())
-            fp32_ms = float(np.median(time_runner(r, x1, budget_s=0.5))) * 1000
+        fp32_top1 = _top1(fp32_path, check_x, cfg.threads, "fp32")
+        fp32 = {"fidelity": float((fp32_top1[:len(heldout_x)] == teacher_top1).mean()),
+                "p50_ms_batch1": _p50_ms(fp32_path, x1, cfg.threads)}
         rows = []
         with progress.task("int8 calibration", total=len(cfg.formats)) as task:
             for fmt in cfg.formats:
                 path = work / f"{fmt}.onnx"
                 quantize_one(pre, path, calib_x, fmt, cfg)
-                with OrtRunner(path, cfg.threads, precision="int8") as r:
-                    fid = float((predict(r, heldout_x).argmax(1) == teacher_top1).mean())
-                    ms = float(np.median(time_runner(r, x1, budget_s=0.5))) * 1000
-                rows.append({"format": fmt, "fidelity": fid, "p50_ms_batch1": round(ms, 4),
-                             "within_tolerance": fid >= fp32_fid - cfg.max_fidelity_drop})
+                top1 = _top1(path, check_x, cfg.threads)
+                agreement = float((top1 == fp32_top1).mean())
+                rows.append({"format": fmt, "agreement_with_fp32": agreement,
+                             "fidelity": float((top1[:len(heldout_x)] == teacher_top1).mean()),
+                             "p50_ms_batch1": _p50_ms(path, x1, cfg.threads),
+                             "within_tolerance": agreement >= cfg.min_agreement})
                 task.advance(1)
         ok = [r for r in rows if r["within_tolerance"]]
-        chosen = min(ok, key=lambda r: r["p50_ms_batch1"]) if ok else max(rows, key=lambda r: r["fidelity"])
-        shutil.move(str(work / f"{chosen['format']}.onnx"), str(out_path))
-        if not ok:
-            log.warning("no int8 format kept fidelity within %.1f points of fp32; keeping the most faithful (%s)",
-                        100 * cfg.max_fidelity_drop, chosen["format"])
+        guard = {"threshold": cfg.min_agreement, "checked_on": int(len(check_x)), "triggered": not ok,
+                 "excluded": [], "held": bool(ok)}
+        if ok:
+            chosen = min(ok, key=lambda r: r["p50_ms_batch1"])
+            final = work / f"{chosen['format']}.onnx"
+            reason = (f"fastest at batch 1 among formats whose top-1 agreement with fp32 is >= "
+                      f"{100 * cfg.min_agreement:.0f}%")
+        else:
+            chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
+            final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work)
+            guard.update(found, agreement_before=chosen["agreement_with_fp32"])
+            top1 = _top1(final, check_x, cfg.threads)
+            chosen.update(agreement_with_fp32=found["agreement"], p50_ms_batch1=_p50_ms(final, x1, cfg.threads),
+                          fidelity=float((top1[:len(heldout_x)] == teacher_top1).mean()))
+            reason = (f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%; the guardrail left "
+                      f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}")
+            if not found["held"]:
+                reason += " and still could not reach the threshold"
+                log.warning("int8 guardrail: agreement %.3f < %.3f even with every quantizable node in float",
+                            found["agreement"], cfg.min_agreement)
+        shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
-                "source": "synthesized transfer set", "chosen_format": chosen["format"],
-                "reason": ("fastest at batch 1 among formats within "
-                           f"{100 * cfg.max_fidelity_drop:.1f} points of fp32 fidelity") if ok
-                else "no format within tolerance; most faithful kept",
-                "fp32": {"fidelity": fp32_fid, "p50_ms_batch1": round(fp32_ms, 4)}, "candidates": rows}
+                "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,
+                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard}
     finally:
         shutil.rmtree(work, ignore_errors=True)

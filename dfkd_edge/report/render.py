@@ -12,6 +12,18 @@ def _ms(v: float) -> str:
     return f"{v:.3g}" if v < 1 else f"{v:.2f}"
 
 
+def _guard_line(calib: dict) -> str:
+    g = calib.get("guardrail") or {}
+    if not g:
+        return ""
+    head = (f"int8 guardrail: top-1 agreement with fp32 {_pct(calib['chosen']['agreement_with_fp32'])} on "
+            f"{g['checked_on']} inputs (threshold {_pct(g['threshold'])})")
+    if not g["triggered"]:
+        return head + "; every layer quantized."
+    return (head + f"; plain int8 reached {_pct(g['agreement_before'])}, so these layers stay in float: "
+            + ", ".join(f"`{n}`" for n in g["excluded"]) + ("." if g["held"] else " (threshold still not met)."))
+
+
 def render_markdown(report: dict) -> str:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
@@ -58,6 +70,7 @@ def render_markdown(report: dict) -> str:
         f"samples; formats tried: " + ", ".join(
             f"{c['format']} {_ms(c['p50_ms_batch1'])} ms / fidelity {_pct(c['fidelity'])}"
             for c in report["calibration"]["candidates"]) + ".",
+        _guard_line(report["calibration"]),
         f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}.",
         "",
         "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()),
