@@ -178,3 +178,16 @@ def test_wrong_student_family_for_rank(cli, tmp_path, digits_teacher):
 def test_debug_shows_the_traceback(cli, tmp_path):
     code, _, err = cli("--debug", "convert", tmp_path / "nope.pt", "--out", tmp_path / "o")
     assert code == 2 and "Traceback" in err and "does not exist" in err
+
+
+def test_bad_input_writes_nothing_outside_the_output_directory(cli, tmp_path, monkeypatch, toy_teachers):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    bad = tmp_path / "eval.npz"
+    np.savez(bad, x=np.zeros((5, 3, 40), np.float32), y=np.zeros(5, np.int64))
+    code, _, err = cli("convert", toy_teachers["signal"]["teacher"], "--input-shape", "1,40", "--eval-data", bad,
+                       "--out", work / "o")
+    _assert_one_line_exit2(code, err, "shape")
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert written == [], written  # the run failed before writing anything, and left no temp file

@@ -111,3 +111,21 @@ def test_resume_reruns_only_what_changed(cli, tmp_path, digits_teacher, referenc
 def test_force_and_resume_contradict(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, "--out", tmp_path / "o", "--force", "--resume")
     assert code == 2 and "contradict" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_synthesis_exits_130_and_resumes(cli, tmp_path, digits_teacher, reference):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dfkd_edge.cli", "convert", digits_teacher, *ARGS, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list(out.glob(".partial/*/batch_*.npz"))) < 1:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--resume" in err
+    assert not list(out.glob("**/*.tmp"))
+    code, _, err = cli("convert", digits_teacher, *ARGS, "--out", out, "--resume")
+    assert code == 0, err
+    _same_result(out, reference)
