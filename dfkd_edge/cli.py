@@ -19,6 +19,8 @@ import click
 from dfkd_edge.errors import PipelineError, UserError
 
 _DEBUG = False
+_OOM = ("a batch does not fit in memory; lower --synth-batch (synthesis) or --batch-size (distillation) "
+        "and run again with --resume")
 
 
 def _fail(code: int, msg: str) -> None:
@@ -54,7 +56,12 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         _fail(130, "interrupted; run the same command with --resume to continue")
     except MemoryError:
-        _fail(1, "out of memory; lower --synth-batch or --batch-size")
+        _fail(2, _OOM)
+    except RuntimeError as e:
+        if any(k in str(e) for k in ("can't allocate memory", "not enough memory", "out of memory")):
+            _fail(2, _OOM)
+        _fail(1, f"internal error: RuntimeError: {str(e).splitlines()[0] if str(e) else ''} "
+                 "(re-run with --debug for the traceback)")
     except Exception as e:  # internal error: one line, the traceback with --debug
         _fail(1, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
                  "(re-run with --debug for the traceback)")

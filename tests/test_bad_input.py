@@ -191,3 +191,20 @@ def test_bad_input_writes_nothing_outside_the_output_directory(cli, tmp_path, mo
     _assert_one_line_exit2(code, err, "shape")
     written = [p for p in work.rglob("*") if p.is_file()]
     assert written == [], written  # the run failed before writing anything, and left no temp file
+
+
+def test_batch_that_does_not_fit_in_memory(tmp_path, digits_teacher):
+    """A real allocation failure (address space capped at 4 GiB) becomes exit 2 and advice."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    r = subprocess.run([sys.executable, "-m", "dfkd_edge.cli", "convert", digits_teacher, "--out", str(tmp_path / "o"),
+                        "--samples", "400000", "--synth-batch", "400000", "--iterations", "2", "--threads", "1"],
+                       capture_output=True, text=True, preexec_fn=cap, timeout=300)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "does not fit in memory" in last and "--synth-batch" in last and "Traceback" not in r.stderr
