@@ -35,7 +35,8 @@ from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.report import SCHEMA_VERSION, render_markdown
-from dfkd_edge.synthesis import TransferSet, create_synthesizer, resolve_method
+from dfkd_edge.synthesis import create_synthesizer, resolve_method
+from dfkd_edge.synthesis.store import TransferSetFile
 from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_interleaved
 from dfkd_edge.teacher import Teacher, load_teacher
 
@@ -219,21 +220,20 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     synth = create_synthesizer(method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations)
     outputs = [TRANSFER_SET] + ([STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
     key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON], [cfg.teacher])
-    trained_student = None
     if not run.finished("synthesize", key):
+        # batches are checkpointed and the transfer set is streamed to disk: memory follows the batch size
+        stream = {"checkpoint_dir": run.path(PARTIAL) / f"synthesize-{key[:16]}", "out_path": run.path(TRANSFER_SET)}
         if synth.needs_student:
             _seed_all(cfg.seed)
-            trained_student = build_from_recipe(recipe)
-            ts = synth.train_student(trained_student, cfg.samples, holdout=cfg.holdout, progress=run.progress)
-            _save_student(run, trained_student, recipe, {"loss": [None], "trained_by": method})
+            trained = build_from_recipe(recipe)
+            synth.train_student(trained, cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
+            _save_student(run, trained, recipe, {"loss": [None], "trained_by": method})
         else:
-            partial = run.path(PARTIAL) / f"synthesize-{key[:16]}"
-            ts = synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, checkpoint_dir=partial)
-        ts.save(run.path(TRANSFER_SET))
+            synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
         run.stage("synthesize", time.perf_counter() - t0, outputs, key)
         shutil.rmtree(run.path(PARTIAL), ignore_errors=True)
-    ts = TransferSet.load(run.path(TRANSFER_SET))
-    x_train, l_train = ts.train
+    ts = TransferSetFile(run.path(TRANSFER_SET))
+    x_train, l_train = ts.train  # rows read from disk batch by batch
     x_hold, l_hold = ts.held_out
 
     # distill
@@ -364,7 +364,7 @@ def recommend(target: str, rows: list[dict], quality: dict) -> dict:
             "backend": best["backend"], "reason": reason}
 
 
-def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSet, calib: dict, parity: dict,
+def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSetFile, calib: dict, parity: dict,
                  rows: list[dict], quality: dict) -> dict:
     artifacts = sorted(p.name for p in run.out.iterdir() if p.is_file() and not p.name.startswith("."))
     artifacts = sorted(set(artifacts) | {REPORT_JSON, REPORT_MD, MANIFEST})

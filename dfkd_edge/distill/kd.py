@@ -40,14 +40,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean", log_target=True) * t * t
 
 
-def distill(student: nn.Module, x: np.ndarray, logits: np.ndarray, cfg: KDConfig,
+def take(x, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of an array, or of a row source read from disk (``synthesis.store.Rows``)."""
+    return x.take(idx) if hasattr(x, "store") else x[idx]
+
+
+def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             teacher=None, progress: Progress | None = None) -> dict:
-    """Train ``student`` in place; returns a small history ({'loss': [...per epoch]})."""
+    """Train ``student`` in place; returns a small history ({'loss': [...per epoch]}).
+
+    ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time."""
     progress = progress or NullProgress()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    xt, lt = torch.from_numpy(x), torch.from_numpy(logits)
-    n = len(xt)
+    lt = torch.from_numpy(logits)
+    n = len(x)
     steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
@@ -60,7 +67,7 @@ def distill(student: nn.Module, x: np.ndarray, logits: np.ndarray, cfg: KDConfig
             total = 0.0
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
-                xb, tb = xt[idx], lt[idx]
+                xb, tb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy()))), lt[idx]
                 if beta is not None:
                     lam = beta.sample((len(idx),)).view(-1, *([1] * (xb.dim() - 1)))
                     other = xb[torch.randperm(len(idx), generator=gen)]

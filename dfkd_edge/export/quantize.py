@@ -64,10 +64,13 @@ class _Reader:
         self.i = 0
 
 
-def calibration_subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+def calibration_subset(x, n: int, seed: int) -> np.ndarray:
+    """A seeded subset of ``x`` (an array or a row source on disk), in file order."""
+    from dfkd_edge.distill.kd import take
+
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
-    return np.ascontiguousarray(x[np.sort(idx)], dtype=np.float32)
+    return np.ascontiguousarray(take(x, np.sort(idx)), dtype=np.float32)
 
 
 def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, cfg: CalibConfig,

@@ -63,7 +63,7 @@ class AdversarialSynthesizer(Synthesizer):
         return x
 
     def train_student(self, student: torch.nn.Module, n: int, holdout: int = 0,
-                      progress: Progress | None = None) -> TransferSet:
+                      progress: Progress | None = None, **synth_kw) -> TransferSet:
         progress = progress or NullProgress()
         g, b = self.generator_net, self.batch_size
         opt_g = torch.optim.Adam(g.parameters(), lr=self.lr_g, betas=(0.5, 0.999))
@@ -98,4 +98,4 @@ class AdversarialSynthesizer(Synthesizer):
                 sched_s.step()
                 task.advance(1, l1=float(loss_s.detach()), bn=float(loss_bn.detach()))
         student.eval()
-        return self.synthesize(n, holdout)
+        return self.synthesize(n, holdout, **synth_kw)

@@ -99,59 +99,92 @@ class Synthesizer:
         """Units of progress one ``sample()`` call reports (1 unless it iterates)."""
         return 1
 
-    def _load_checkpoints(self, checkpoint_dir, batches: list[int]) -> list[torch.Tensor]:
+    def _checkpoint(self, checkpoint_dir, i: int) -> Path:
+        return Path(checkpoint_dir) / f"batch_{i:05d}.npz"
+
+    def _resume_checkpoints(self, checkpoint_dir, batches: list[int], keep: bool) -> tuple[int, list[torch.Tensor]]:
+        """(batches already done, their inputs if ``keep``); restores the random state after them."""
         if checkpoint_dir is None:
-            return []
+            return 0, []
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        xs, state = [], None
+        done, xs, state = 0, [], None
         for i, b in enumerate(batches):
-            f = Path(checkpoint_dir) / f"batch_{i:05d}.npz"
+            f = self._checkpoint(checkpoint_dir, i)
             if not f.exists():
                 break
             try:
                 with np.load(f, allow_pickle=False) as z:
-                    x, rng = torch.from_numpy(z["x"]), torch.from_numpy(z["rng"])
+                    x, rng = z["x"], torch.from_numpy(z["rng"])
             except (OSError, ValueError, KeyError):
                 break  # unreadable: redo from here
             if tuple(x.shape) != (b, *self.input_shape):
                 break
-            xs.append(x)
-            state = rng
+            if keep:
+                xs.append(torch.from_numpy(x))
+            done, state = i + 1, rng
         if state is not None:
             self.generator.set_state(state)
-        return xs
+        return done, xs
 
     def synthesize(self, n: int, holdout: int = 0, progress: Progress | None = None,
-                   checkpoint_dir: str | Path | None = None) -> TransferSet:
+                   checkpoint_dir: str | Path | None = None, out_path: str | Path | None = None):
         """Draw ``n + holdout`` samples batch by batch and label them with the teacher.
 
         With ``checkpoint_dir``, every finished batch is saved there with the random state that
         follows it, and batches already there are loaded instead of redrawn: an interrupted run
-        continues where it stopped and gives the same samples as an uninterrupted one."""
+        continues where it stopped and gives the same samples as an uninterrupted one.
+
+        Returns a TransferSet in memory; with ``out_path`` (needs ``checkpoint_dir``) the set is
+        streamed to that file instead, batch by batch, and a TransferSetFile is returned: memory
+        then depends on the batch size, not on ``n``."""
         progress = progress or NullProgress()
         total = n + holdout
         batches = [min(self.batch_size, total - i) for i in range(0, total, self.batch_size)]
-        xs = self._load_checkpoints(checkpoint_dir, batches)
-        self.samples_done = sum(len(x) for x in xs)
+        stream = out_path is not None
+        if stream and checkpoint_dir is None:
+            raise ValueError("streaming to out_path needs a checkpoint_dir")
+        done, xs = self._resume_checkpoints(checkpoint_dir, batches, keep=not stream)
+        self.samples_done = sum(batches[:done])
         with progress.task(f"synthesis ({self.name}, {total} samples)", total=len(batches) * self.steps_per_batch()) as task:
-            task.advance(len(xs) * self.steps_per_batch())
-            for i, b in enumerate(batches[len(xs):], start=len(xs)):
-                xs.append(self.sample(b, task=task).detach())
-                self.samples_done += b
+            task.advance(done * self.steps_per_batch())
+            for i in range(done, len(batches)):
+                x = self.sample(batches[i], task=task).detach()
+                self.samples_done += batches[i]
                 if checkpoint_dir is not None:
                     from dfkd_edge.io import atomic_savez
 
-                    atomic_savez(Path(checkpoint_dir) / f"batch_{i:05d}.npz", x=xs[-1].numpy(),
+                    atomic_savez(self._checkpoint(checkpoint_dir, i), x=x.numpy(),
                                  rng=self.generator.get_state().numpy())
-        x = torch.cat(xs, 0)
-        logits = self.teacher.logits(x)
-        if not torch.isfinite(logits).all():
-            raise UserError("the teacher produced NaN/Inf logits on synthesized inputs; check its weights")
+                if not stream:
+                    xs.append(x)
         mask = np.zeros(total, dtype=bool)
         if holdout:
             idx = torch.randperm(total, generator=self.generator)[:holdout].numpy()
             mask[idx] = True
-        return TransferSet(x.numpy().astype(np.float32), logits.numpy().astype(np.float32), mask, self.name)
+        if stream:
+            return self._stream(out_path, checkpoint_dir, batches, mask)
+        x = torch.cat(xs, 0)
+        logits = self._label(x)
+        return TransferSet(x.numpy().astype(np.float32), logits, mask, self.name)
+
+    def _label(self, x: torch.Tensor) -> np.ndarray:
+        logits = self.teacher.logits(x)
+        if not torch.isfinite(logits).all():
+            raise UserError("the teacher produced NaN/Inf logits on synthesized inputs; check its weights")
+        return logits.numpy().astype(np.float32)
+
+    def _stream(self, out_path, checkpoint_dir, batches: list[int], mask: np.ndarray):
+        from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
+
+        def load(i):
+            with np.load(self._checkpoint(checkpoint_dir, i), allow_pickle=False) as z:
+                return z["x"]
+
+        # the logits (N x classes) are small: label batch by batch, keep them, then write x again
+        logits = np.concatenate([self._label(torch.from_numpy(load(i))) for i in range(len(batches))])
+        write_transfer_set(out_path, (load(i) for i in range(len(batches))), sum(batches), self.input_shape,
+                           logits, mask, self.name)
+        return TransferSetFile(out_path)
 
 
 class InputOptimizer(Synthesizer):
