@@ -577,4 +577,25 @@ def save_torchscript(module: nn.Module, path: str | Path, input_shape: tuple[int
     torch.jit.save(scripted, str(path), _extra_files={META_FILE: json.dumps(info)})
 
 
-__all__ = ["Teacher", "TeacherSpec", "BNLayer", "load_teacher", "parse_input_shape", "save_torchscript"]
+
+
+def check_compatible(specs: list[TeacherSpec]) -> None:
+    """Teachers distilled together must take the same input shape and predict the same classes.
+
+    Used by multi-teacher runs; a disagreement is a UserError (exit 2) naming both teachers."""
+    if not specs:
+        raise UserError("no teacher given")
+    first = specs[0]
+    for s in specs[1:]:
+        if s.input_shape != first.input_shape:
+            raise UserError(f"teachers disagree on the input shape: {Path(first.path).name} takes "
+                            f"{first.input_shape}, {Path(s.path).name} takes {s.input_shape}; "
+                            "every teacher must consume the same inputs")
+        if s.num_classes != first.num_classes:
+            raise UserError(f"teachers disagree on the classes: {Path(first.path).name} predicts "
+                            f"{first.num_classes}, {Path(s.path).name} predicts {s.num_classes}; "
+                            "every teacher must predict the same classes")
+
+
+__all__ = ["Teacher", "TeacherSpec", "BNLayer", "check_compatible", "load_teacher", "parse_input_shape",
+           "save_torchscript"]

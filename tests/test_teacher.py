@@ -94,3 +94,17 @@ def test_teacher_outputs_are_finite_and_deterministic(digits_teacher):
     t = load_teacher(digits_teacher)
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32))
     assert torch.equal(t.logits(x), t.logits(x))
+
+
+def test_teachers_that_disagree_cannot_be_distilled_together(digits_teacher, toy_teachers):
+    from dfkd_edge.teacher import check_compatible
+
+    digits = load_teacher(digits_teacher).spec
+    check_compatible([digits, load_teacher(digits_teacher).spec])  # the same teacher twice is fine
+    signal = load_teacher(toy_teachers["signal"]["teacher"], (1, 40)).spec
+    with pytest.raises(UserError, match="input shape"):
+        check_compatible([digits, signal])
+    other = load_teacher(digits_teacher).spec
+    other.num_classes = 7
+    with pytest.raises(UserError, match="classes"):
+        check_compatible([digits, other])
