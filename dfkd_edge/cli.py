@@ -98,6 +98,8 @@ def _convert_options(f):
         click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
         click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
         click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores))."),
+        click.option("--latency-budget", default=1.0, show_default=True,
+                     help="Seconds of timed runs per engine and batch size (more: steadier latency figures)."),
         click.option("--force", is_flag=True, help="Overwrite an output directory holding an earlier run."),
         click.option("--resume", is_flag=True,
                      help="Finish an interrupted run in --out: skip stages whose config and inputs are unchanged."),
@@ -119,7 +121,8 @@ def _config(teacher: str, **o):
                          factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
                          holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
-                         seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"])
+                         seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
+                         latency_budget_s=o["latency_budget"])
 
 
 def _run_and_show(cfg) -> dict:

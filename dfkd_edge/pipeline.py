@@ -104,7 +104,7 @@ def validate_config(cfg: ConvertConfig) -> None:
             raise UserError(f"unknown --target {t!r}; known so far: {', '.join(KNOWN_TARGETS)} "
                             "(Jetson profiles are not implemented yet)")
     for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
-                    ("--calib-samples", cfg.calib.samples)):
+                    ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)):
         if v <= 0:
             raise UserError(f"{name} must be positive, got {v}")
     if cfg.holdout < 16:

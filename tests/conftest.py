@@ -13,7 +13,7 @@ from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 
 #: a convert configuration small enough for contract tests (seconds, not minutes)
 FAST = ["--samples", "128", "--holdout", "32", "--iterations", "10", "--synth-batch", "64", "--epochs", "3",
-        "--calib-samples", "32", "--threads", "1"]
+        "--calib-samples", "32", "--threads", "1", "--latency-budget", "0.1"]
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ class _SmallConv(nn.Module):
 def _peak_rss_mb(teacher, out, samples: int) -> float:
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(out) + ".rss", sys.executable, "-m", "dfkd_edge.cli", "convert",
            str(teacher), "--input-shape", "3,32,32", "--method", "gaussian", "--samples", str(samples),
-           "--holdout", "64", "--synth-batch", "256", "--epochs", "1", "--calib-samples", "64", "--threads", "1",
+           "--holdout", "64", "--synth-batch", "256", "--epochs", "1", "--calib-samples", "64", "--threads", "1", "--latency-budget", "0.1",
            "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -17,7 +17,7 @@ from tests.conftest import read_json
 
 # slow enough synthesis (8 batches) and distillation (60 epochs) to be killed inside each
 ARGS = ["--samples", "448", "--holdout", "64", "--synth-batch", "64", "--iterations", "150", "--epochs", "60",
-        "--calib-samples", "64", "--threads", "1", "--seed", "3"]
+        "--calib-samples", "64", "--threads", "1", "--seed", "3", "--latency-budget", "0.1"]
 
 
 @pytest.fixture(scope="module")
