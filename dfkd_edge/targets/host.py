@@ -60,13 +60,6 @@ def time_runner(runner: Runner, x: np.ndarray, warmup: int = 10, min_runs: int =
     return np.asarray(times)
 
 
-def measure_latency(runner: Runner, model: str, x: np.ndarray, device: str = HOST_TARGET,
-                    **timing) -> LatencyRow:
-    with runner:
-        t = time_runner(runner, x, **timing)
-    return latency_row(runner, model, x, t, device)
-
-
 def measure_interleaved(runners: list[tuple[str, Runner]], x: np.ndarray, rounds: int = 5,
                         budget_s: float = 1.0, device: str = HOST_TARGET) -> list[LatencyRow]:
     """Time several runners in turn, A B C A B C ..., ``rounds`` times, and pool each one's times.
