@@ -146,16 +146,28 @@ class Run:
         self.manifest = {"schema": 1, "tool": "dfkd-edge", "config": cfg.to_dict(), "versions": versions(),
                          "host": host_info(cfg.resolved_threads()), "stages": {}, "complete": False}
         self.previous: dict = {}
+        self._digests: dict[str, tuple[int, int, str]] = {}
         if cfg.resume and (self.out / MANIFEST).exists():
             try:
                 self.previous = json.loads((self.out / MANIFEST).read_text()).get("stages", {})
             except (ValueError, OSError):
                 log.warning("manifest.json is unreadable; every stage runs again")
 
+    def digest(self, path: str | Path) -> str:
+        """sha256 of a file, computed once per (size, mtime): stage keys and records reuse it."""
+        p = Path(path) if Path(path).is_absolute() else self.out / path
+        st = p.stat()
+        cached = self._digests.get(str(p))
+        if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
+            return cached[2]
+        d = sha256(p)
+        self._digests[str(p)] = (st.st_size, st.st_mtime_ns, d)
+        return d
+
     def key(self, config: dict, inputs: list[str], external: list[str] | None = None) -> str:
         doc = {"config": config, "versions": self.manifest["versions"],
-               "inputs": {f: sha256(self.out / f) for f in inputs},
-               "external": {str(p): sha256(p) for p in (external or [])}}
+               "inputs": {f: self.digest(f) for f in inputs},
+               "external": {str(p): self.digest(Path(p).resolve()) for p in (external or [])}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def finished(self, name: str, key: str) -> bool:
@@ -164,7 +176,7 @@ class Run:
         if not prev or prev.get("key") != key:
             return False
         for f, digest in prev.get("files", {}).items():
-            if not (self.out / f).is_file() or sha256(self.out / f) != digest:
+            if not (self.out / f).is_file() or self.digest(f) != digest:
                 return False
         self.manifest["stages"][name] = {**prev, "resumed": True}
         self.timings[name] = 0.0
@@ -174,7 +186,7 @@ class Run:
     def stage(self, name: str, seconds: float, files: list[str], key: str = "") -> None:
         self.timings[name] = round(seconds, 3)
         self.manifest["stages"][name] = {"key": key, "seconds": round(seconds, 3),
-                                         "files": {f: sha256(self.out / f) for f in files}}
+                                         "files": {f: self.digest(f) for f in files}}
         atomic_write_json(self.out / MANIFEST, self.manifest)
 
     def path(self, name: str) -> Path:

@@ -11,6 +11,7 @@ is, the guardrail leaves the most sensitive layers in float until it holds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -73,6 +74,17 @@ def calibration_subset(x, n: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(take(x, np.sort(idx)), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _input_name_cached(path: str, mtime_ns: int) -> str:
+    import onnx
+
+    return onnx.load(path, load_external_data=False).graph.input[0].name
+
+
+def _input_name(path: Path) -> str:
+    return _input_name_cached(str(path), Path(path).stat().st_mtime_ns)
+
+
 def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, cfg: CalibConfig,
                  exclude: list[str] | None = None) -> None:
     import onnxruntime.quantization as q
@@ -80,10 +92,7 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
     qformat, act, wt = CANDIDATES[fmt]
     method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
               "percentile": q.CalibrationMethod.Percentile}[cfg.method]
-    import onnx
-
-    name = onnx.load(str(fp32_path)).graph.input[0].name
-    q.quantize_static(str(fp32_path), str(out_path), _Reader(name, calib),
+    q.quantize_static(str(fp32_path), str(out_path), _Reader(_input_name(fp32_path), calib),
                       quant_format=getattr(q.QuantFormat, qformat), activation_type=getattr(q.QuantType, act),
                       weight_type=getattr(q.QuantType, wt), per_channel=cfg.per_channel,
                       calibrate_method=method, nodes_to_exclude=list(exclude or []))

@@ -176,14 +176,17 @@ class Synthesizer:
     def _stream(self, out_path, checkpoint_dir, batches: list[int], mask: np.ndarray):
         from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
 
-        def load(i):
-            with np.load(self._checkpoint(checkpoint_dir, i), allow_pickle=False) as z:
-                return z["x"]
+        logits: list[np.ndarray] = []  # N x classes: small, kept; x is not
 
-        # the logits (N x classes) are small: label batch by batch, keep them, then write x again
-        logits = np.concatenate([self._label(torch.from_numpy(load(i))) for i in range(len(batches))])
-        write_transfer_set(out_path, (load(i) for i in range(len(batches))), sum(batches), self.input_shape,
-                           logits, mask, self.name)
+        def labelled_batches():
+            for i in range(len(batches)):
+                with np.load(self._checkpoint(checkpoint_dir, i), allow_pickle=False) as z:
+                    x = z["x"]
+                logits.append(self._label(torch.from_numpy(x)))
+                yield x
+
+        write_transfer_set(out_path, labelled_batches(), sum(batches), self.input_shape,
+                           lambda: np.concatenate(logits), mask, self.name)
         return TransferSetFile(out_path)
 
 

@@ -22,8 +22,11 @@ from dfkd_edge.io import atomic_path
 
 
 def write_transfer_set(path: str | Path, batches: Iterable[np.ndarray], n: int, input_shape: tuple[int, ...],
-                       logits: np.ndarray, holdout: np.ndarray, method: str) -> None:
-    """Write the transfer set, pulling ``x`` from ``batches`` one batch at a time (atomically)."""
+                       logits, holdout: np.ndarray, method: str) -> None:
+    """Write the transfer set, pulling ``x`` from ``batches`` one batch at a time (atomically).
+
+    ``logits`` is an array, or a callable returning it once every batch has been pulled (so a
+    caller can label each batch as it streams past)."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
               "shape": (int(n), *map(int, input_shape))}
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -36,6 +39,7 @@ def write_transfer_set(path: str | Path, batches: Iterable[np.ndarray], n: int, 
                 written += len(b)
         if written != n:
             raise RuntimeError(f"transfer set: wrote {written} rows, expected {n}")
+        logits = logits() if callable(logits) else logits
         for name, arr in (("logits", logits.astype(np.float32)), ("holdout", holdout.astype(bool)),
                           ("method", np.array(method))):
             with z.open(f"{name}.npy", "w", force_zip64=True) as f:
