@@ -80,7 +80,8 @@ def _convert_options(f):
         click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (when the file does not record it)."),
         click.option("--factory", help="package.module:function building the model, when TEACHER is a state_dict."),
         click.option("--target", "targets", multiple=True, default=("host-cpu",), show_default=True,
-                     help="Target device profile (repeatable)."),
+                     help="Target device profile, by name (dfkd-edge targets list) or path to a .toml (repeatable). "
+                          "The host is always measured; other targets get their artifacts and estimated latency."),
         click.option("--method", default="auto", show_default=True,
                      help="Transfer-set synthesis: auto (= deepinversion), deepinversion, soft-target, adversarial, gaussian."),
         click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
@@ -135,7 +136,8 @@ def _run_and_show(cfg) -> dict:
     report = convert(cfg, progress=RichProgress(console))
     md = (Path(cfg.out) / "report.md").read_text()
     click.echo(md)
-    click.echo(f"wrote {cfg.out}/ (report.json, report.md, manifest.json, ONNX fp32/int8, transfer set, student)")
+    click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, ONNX models, "
+               "per-target build scripts, transfer set, student)")
     return report
 
 
@@ -179,6 +181,75 @@ def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
 
     t = load_teacher(teacher, parse_input_shape(input_shape), factory)
     click.echo(json.dumps(t.spec.to_dict(), indent=2))
+
+
+@cli.group()
+def targets() -> None:
+    """Device profiles: what runs on each target and how fast it is on paper."""
+
+
+@targets.command("list")
+def targets_list() -> None:
+    """The profiles shipped with dfkd-edge."""
+    from dfkd_edge.targets import list_profiles
+
+    rows = [("name", "kind", "runtime", "precisions", "int8 peak", "memory")]
+    for p in list_profiles():
+        runtime = (f"TensorRT {p.tensorrt[0]}" + (f"-{p.tensorrt[1]}" if p.tensorrt[1] != p.tensorrt[0] else "")
+                   + ".x" if p.tensorrt else "ONNX Runtime " + "/".join(e.replace("ExecutionProvider", "")
+                                                                       for e in p.onnxruntime_ep))
+        peak = f"{p.peak['int8'] / 1e12:g} TOPS" if "int8" in p.peak else "measured"
+        mem = f"{p.bandwidth_gbs:g} GB/s" if p.bandwidth_gbs else "-"
+        rows.append((p.name, p.kind, runtime, ",".join(p.precisions), peak, mem))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    click.echo("\nA profile of your own: copy one (`dfkd-edge targets show NAME > my.toml`), edit it and pass "
+               "--target my.toml.")
+
+
+@targets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The parsed profile as JSON instead of its TOML.")
+def targets_show(name: str, as_json: bool) -> None:
+    """One profile (NAME, or the path of a .toml): its TOML with the sources of every figure."""
+    from dfkd_edge.targets.profile import load_profile, profile_text
+
+    p = load_profile(name)  # validates, UserError on anything wrong
+    click.echo(json.dumps(p.to_dict(), indent=2) if as_json else profile_text(name).rstrip())
+
+
+@cli.command()
+@click.argument("model", type=click.Path(), required=False)
+@click.option("--target", "target", default="host-cpu", show_default=True, help="Target profile name or .toml path.")
+@click.option("--remote", help="[user@]host (or a Host alias of your ssh config) to measure on, over SSH.")
+@click.option("--ssh-config", type=click.Path(), help="ssh config file passed as `ssh -F` (default: ~/.ssh/config).")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="Python on the device with numpy and onnxruntime (for the ONNX Runtime runner).")
+@click.option("--runner", type=click.Choice(["auto", "trtexec", "onnxruntime"]), default="auto", show_default=True,
+              help="On the device: trtexec (TensorRT targets, engines) or the bundled ONNX Runtime runner.")
+@click.option("--trtexec", "trtexec_bin", default="trtexec", show_default=True, help="trtexec on the device.")
+@click.option("--trtexec-log", type=click.Path(), multiple=True,
+              help="Read latency from trtexec output already captured (e.g. the build script's logs); no MODEL needed.")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default=None,
+              help="What the model computes in (default: from the file name, fp32 otherwise).")
+@click.option("--input-shape", help="Input shape without batch, when not read from the ONNX (engines, trtexec).")
+@click.option("--batch", "batches", type=int, multiple=True, default=(1, 32), show_default=True)
+@click.option("--budget", default=1.0, show_default=True, help="Seconds of timed runs per batch size.")
+@click.option("--threads", default=0, show_default=True, help="Local ONNX Runtime threads (0: min(4, cores)).")
+@click.option("--report", "report_dir", type=click.Path(), help="A convert output directory: add these rows to "
+              "its report (replacing rows of the same device, kind, precision and batch) and re-render it.")
+def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bin, trtexec_log, precision,
+            input_shape, batches, budget, threads, report_dir) -> None:
+    """Measure the latency of MODEL (.onnx, or a TensorRT .engine/.plan) for a target: here, or on the
+    device with --remote, or from captured trtexec logs (--trtexec-log)."""
+    from dfkd_edge.targets.profiling import profile_command
+
+    rows = profile_command(model, target, remote=remote, ssh_config=ssh_config, remote_python=remote_python,
+                           runner=runner, trtexec_bin=trtexec_bin, trtexec_logs=list(trtexec_log),
+                           precision=precision, input_shape=input_shape, batches=tuple(batches), budget_s=budget,
+                           threads=threads, report_dir=report_dir)
+    click.echo(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

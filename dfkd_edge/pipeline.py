@@ -1,6 +1,10 @@
 """The stages of ``convert`` in a row, each reading only the files the stages before it wrote.
 
-inspect -> synthesize -> distill -> export -> calibrate -> profile -> evaluate -> report
+inspect -> synthesize -> distill -> export -> calibrate -> targets -> profile -> evaluate -> report
+
+``targets`` writes what each non-host target needs (TensorRT: the S8S8 Q/DQ ONNX, an fp16 ONNX,
+a calibration cache per TensorRT version, ``build_<target>.sh``); ``profile`` measures the host
+and estimates the targets it cannot reach (a roofline; rows say ``estimated``).
 
 ``manifest.json`` is rewritten (atomically) after every stage: the config, the versions of
 everything that shapes the result, each stage's seconds and the sha256 of each file it wrote.
@@ -15,6 +19,7 @@ import logging
 import os
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,17 +32,18 @@ from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.backends.torch_eager import TorchRunner
 from dfkd_edge.distill import KDConfig, distill
-from dfkd_edge.errors import UserError
+from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
 from dfkd_edge.export.quantize import CalibConfig, calibrate, calibration_subset
 from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha256
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
-from dfkd_edge.report import SCHEMA_VERSION, render_markdown
+from dfkd_edge.report import SCHEMA_VERSION, write_report
 from dfkd_edge.synthesis import create_synthesizer, resolve_method
 from dfkd_edge.synthesis.store import TransferSetFile
-from dfkd_edge.targets import HOST_TARGET, KNOWN_TARGETS, host_info, measure_interleaved
+from dfkd_edge.targets import HOST_TARGET, TargetProfile, host_info, load_profile, measure_interleaved
+from dfkd_edge.targets.estimate import estimate_rows
 from dfkd_edge.teacher import Teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,18 @@ ONNX_FP32, ONNX_INT8 = "student_fp32.onnx", "student_int8.onnx"
 CALIBRATION_JSON, PARITY_JSON = "calibration.json", "parity.json"
 PARTIAL = ".partial"  # per-batch synthesis checkpoints, removed when the transfer set is written
 LATENCY_JSON = "latency.json"
+ONNX_TRT_QDQ, ONNX_FP16 = "student_trt_qdq.onnx", "student_fp16.onnx"
+TARGETS_JSON = "targets.json"
+PLOTS = ("latency.png", "accuracy_latency.png")
+REPORT_HTML = "report.html"
+
+
+def build_script_name(target: str) -> str:
+    return f"build_{target}.sh"
+
+
+def calib_cache_name(trt_version: str) -> str:
+    return f"student_fp32.trt-{trt_version}.calib.cache"
 MANIFEST, REPORT_JSON, REPORT_MD = "manifest.json", "report.json", "report.md"
 
 
@@ -99,10 +117,11 @@ def versions() -> dict:
 def validate_config(cfg: ConvertConfig) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
     resolve_method(cfg.method)  # UserError on an unknown name
-    for t in cfg.targets:
-        if t not in KNOWN_TARGETS:
-            raise UserError(f"unknown --target {t!r}; known so far: {', '.join(KNOWN_TARGETS)} "
-                            "(Jetson profiles are not implemented yet)")
+    if not cfg.targets:
+        raise UserError("give at least one --target")
+    names = [load_profile(t).name for t in cfg.targets]  # UserError on an unknown name or a bad file
+    if len(set(names)) != len(names):
+        raise UserError(f"--target given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
                     ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)):
         if v <= 0:
@@ -285,16 +304,38 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
         run.stage("calibrate", time.perf_counter() - t0, [ONNX_INT8, CALIBRATION_JSON], key)
     calib = json.loads(run.path(CALIBRATION_JSON).read_text())
 
-    # profile
+    # targets: per-target artifacts (TensorRT: Q/DQ ONNX, fp16 ONNX, calibration cache, build script)
     t0 = time.perf_counter()
-    key = run.key({"threads": threads, "budget_s": cfg.latency_budget_s},
+    profiles = [load_profile(t) for t in cfg.targets]
+    trt = [p for p in profiles if p.engine == "tensorrt"]
+    target_doc = {"profiles": {p.name: p.to_dict() for p in profiles}}
+    if trt:
+        key = run.key({"targets": [p.to_dict() for p in trt], "calib": calib_cfg}, [ONNX_FP32, TRANSFER_SET],
+                      [p.path for p in trt if p.path.endswith(".toml")])
+        if not run.finished("targets", key):
+            calib_x = calibration_subset(x_train, cfg.calib.samples, cfg.seed)
+            written = write_tensorrt_artifacts(run, trt, spec.input_shape, calib_x, x_hold, threads)
+            run.stage("targets", time.perf_counter() - t0, written, key)
+        target_doc["tensorrt"] = json.loads(run.path(TARGETS_JSON).read_text())["tensorrt"]
+
+    # profile: measured on the host, estimated for every other target
+    t0 = time.perf_counter()
+    key = run.key({"threads": threads, "budget_s": cfg.latency_budget_s,
+                   "estimate": [p.to_dict() for p in profiles if not p.is_host]},
                   [TEACHER_JSON, STUDENT_PT, ONNX_FP32, ONNX_INT8], [cfg.teacher])
     if not run.finished("profile", key):
-        rows = profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8), spec.input_shape, threads,
-                            cfg.latency_budget_s, run.progress)
-        atomic_write_json(run.path(LATENCY_JSON), [r.to_dict() for r in rows])
+        rows = [r.to_dict() for r in profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8),
+                                                  spec.input_shape, threads, cfg.latency_budget_s, run.progress)]
+        estimates = {}
+        for p in profiles:
+            if not p.is_host:
+                est_rows, estimates[p.name] = estimate_rows(run.path(ONNX_FP32), p)
+                rows += est_rows
+        atomic_write_json(run.path(LATENCY_JSON), {"rows": rows, "estimates": estimates})
         run.stage("profile", time.perf_counter() - t0, [LATENCY_JSON], key)
-    rows = json.loads(run.path(LATENCY_JSON).read_text())
+    lat_doc = json.loads(run.path(LATENCY_JSON).read_text())
+    rows = lat_doc["rows"]
+    target_doc["estimates"] = lat_doc["estimates"]
 
     # evaluate (always: cheap, and eval data lives outside the output directory)
     t0 = time.perf_counter()
@@ -304,11 +345,10 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
     # report
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
-    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality)
-    atomic_write_json(run.path(REPORT_JSON), report)
-    atomic_write_text(run.path(REPORT_MD), render_markdown(report))
+    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
+    written = write_report(run.out, report)
     run.manifest["complete"] = True
-    run.stage("report", 0.0, [REPORT_JSON, REPORT_MD])
+    run.stage("report", 0.0, written)
     return report
 
 
@@ -343,6 +383,54 @@ def profile_host(teacher: Teacher, student: torch.nn.Module, fp32: Path, int8: P
     return rows
 
 
+def write_tensorrt_artifacts(run: Run, profiles: list[TargetProfile], input_shape, calib_x: np.ndarray,
+                             x_hold: np.ndarray, threads: int) -> list[str]:
+    """The files TensorRT targets share (Q/DQ ONNX, fp16 ONNX, one calibration cache per TensorRT
+    version tag) and each one's build script; ``targets.json`` records what was checked."""
+    from onnxruntime.quantization import quant_pre_process
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from dfkd_edge.export.onnx_export import INPUT_NAME
+    from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt, tensorrt_qdq_violations, write_calibration_cache
+    from dfkd_edge.export.trt_script import write_build_script
+
+    import onnx
+
+    work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
+    try:
+        pre = work / "pre.onnx"
+        quant_pre_process(str(run.path(ONNX_FP32)), str(pre), skip_symbolic_shape=False)
+        quantize_for_tensorrt(pre, run.path(ONNX_TRT_QDQ), calib_x, run.cfg.calib.method)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    violations = tensorrt_qdq_violations(run.path(ONNX_TRT_QDQ))
+    if violations:
+        raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
+    with OrtRunner(run.path(ONNX_FP32), threads) as r32, OrtRunner(run.path(ONNX_TRT_QDQ), threads, "int8") as rq:
+        agreement = float((predict(r32, x_hold).argmax(1) == predict(rq, x_hold).argmax(1)).mean())
+    with atomic_path(run.path(ONNX_FP16)) as tmp:
+        onnx.save(convert_float_to_float16(onnx.load(str(run.path(ONNX_FP32))), keep_io_types=True), str(tmp))
+    written = [ONNX_TRT_QDQ, ONNX_FP16]
+    caches = {}
+    for p in profiles:
+        if p.tensorrt[0] <= 10 and p.tensorrt_version not in caches:  # TensorRT 11 has no calibration caches
+            caches[p.tensorrt_version] = calib_cache_name(p.tensorrt_version)
+            write_calibration_cache(run.path(ONNX_FP32), calib_x, p.tensorrt_version,
+                                    run.path(caches[p.tensorrt_version]))
+            written.append(caches[p.tensorrt_version])
+        files = {"qdq": ONNX_TRT_QDQ, "fp32": ONNX_FP32, "fp16": ONNX_FP16,
+                 "cache": caches.get(p.tensorrt_version, "")}
+        write_build_script(run.path(build_script_name(p.name)), p, files, INPUT_NAME, tuple(input_shape))
+        written.append(build_script_name(p.name))
+    doc = {"tensorrt": {"qdq_model": ONNX_TRT_QDQ, "fp16_model": ONNX_FP16, "qdq_rule_violations": violations,
+                        "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)),
+                        "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)",
+                        "calibration_caches": caches, "calibration_samples": int(len(calib_x)),
+                        "build_scripts": {p.name: build_script_name(p.name) for p in profiles}}}
+    atomic_write_json(run.path(TARGETS_JSON), doc)
+    return written + [TARGETS_JSON]
+
+
 def evaluate(teacher: Teacher, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy,
              threads: int) -> dict:
     top1 = l_hold.argmax(1)
@@ -359,27 +447,53 @@ def evaluate(teacher: Teacher, fp32: Path, int8: Path, x_hold: np.ndarray, l_hol
     return {"accuracy": acc, "fidelity": fid}
 
 
-def recommend(target: str, rows: list[dict], quality: dict) -> dict:
-    """The fastest student engine at batch 1 among those within 1 point of fp32 quality.
+def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_doc: dict) -> dict:
+    """One engine per target: the fastest at batch 1 among those within 1 point of fp32 quality.
 
-    Quality is accuracy on the eval data when given, else fidelity on held-out synthetic samples."""
+    Quality is accuracy on the eval data when given, else fidelity on held-out synthetic samples.
+    Measured rows decide where the target was measured (host, or measured-remote rows merged by
+    ``dfkd-edge profile --report``); otherwise estimated rows do, and the reason says so."""
     basis = "accuracy" if quality["accuracy"]["student_fp32"] is not None else "fidelity"
     q = quality[basis]
-    files = {"fp32": ONNX_FP32, "int8": ONNX_INT8}
-    cands = [r for r in rows if r["model"] == "student" and r["batch"] == 1 and r["backend"] == "onnxruntime-cpu"]
-    ok = [r for r in cands if q[f"student_{r['precision']}"] >= q["student_fp32"] - 0.01]
+    ok_int8 = q["student_int8"] >= q["student_fp32"] - 0.01
+    trt = profile.engine == "tensorrt"
+    if trt:
+        ok_int8 = ok_int8 and target_doc.get("tensorrt", {}).get("qdq_agreement_with_fp32", 0) >= 0.99
+    device_rows = [r for r in rows if r["model"] == "student" and r["batch"] == 1
+                   and r["backend"].startswith(("onnxruntime", "tensorrt"))
+                   and (r["device"] == profile.name or r["device"].startswith(profile.name + " ("))]
+    for kind in ("measured", "measured-remote", "estimated"):
+        cands = [r for r in device_rows if r["kind"] == kind]
+        if cands:
+            break
+    files = ({"int8": ONNX_TRT_QDQ, "fp16": ONNX_FP16, "fp32": ONNX_FP32} if trt
+             else {"int8": ONNX_INT8, "fp32": ONNX_FP32, "fp16": ONNX_FP16})
+    ok = [r for r in cands if r["precision"] != "int8" or ok_int8]
+    if not ok:
+        return {"target": profile.name, "file": files["fp32"], "precision": "fp32", "backend": "unknown",
+                "kind": None, "reason": "no latency rows for this target"}
     best = min(ok, key=lambda r: r["p50_ms"])
     others = ", ".join(f"{r['precision']} {r['p50_ms']:.3g} ms" for r in cands)
-    reason = (f"fastest measured at batch 1 ({others}) within 1 point of fp32 {basis} "
-              f"({100 * q['student_' + best['precision']]:.2f}% vs {100 * q['student_fp32']:.2f}%)")
-    return {"target": target, "file": files[best["precision"]], "precision": best["precision"],
-            "backend": best["backend"], "reason": reason}
+    reason = (f"fastest {best['kind']} at batch 1 ({others}) within 1 point of fp32 {basis} "
+              f"({100 * q['student_' + ('int8' if best['precision'] == 'int8' else 'fp32')]:.2f}% vs "
+              f"{100 * q['student_fp32']:.2f}%)")
+    if best["kind"] == "estimated":
+        reason = "not measured: " + reason + "; roofline estimate from the target profile"
+    if trt:
+        reason += (f"; build the engine on the device with {build_script_name(profile.name)} "
+                   "(TensorRT engines are not portable)")
+    return {"target": profile.name, "file": files[best["precision"]], "precision": best["precision"],
+            "backend": best["backend"], "kind": best["kind"], "reason": reason}
+
+
+def model_sizes(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(out.glob("*.onnx"))}
 
 
 def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSetFile, calib: dict, parity: dict,
-                 rows: list[dict], quality: dict) -> dict:
+                 rows: list[dict], quality: dict, profiles: list[TargetProfile], target_doc: dict) -> dict:
     artifacts = sorted(p.name for p in run.out.iterdir() if p.is_file() and not p.name.startswith("."))
-    artifacts = sorted(set(artifacts) | {REPORT_JSON, REPORT_MD, MANIFEST})
+    artifacts = sorted(set(artifacts) | {REPORT_JSON, REPORT_MD, REPORT_HTML, MANIFEST, *PLOTS})
     return {
         "schema": SCHEMA_VERSION,
         "teacher": teacher,
@@ -389,7 +503,9 @@ def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSetFile, cal
         "accuracy": quality["accuracy"],
         "fidelity": quality["fidelity"],
         "latency": rows,
-        "recommended": [recommend(t, rows, quality) for t in run.cfg.targets],
+        "recommended": [recommend(p, rows, quality, target_doc) for p in profiles],
+        "targets": target_doc,
+        "model_sizes": model_sizes(run.out),
         "calibration": calib,
         "parity": parity,
         "host": run.manifest["host"],

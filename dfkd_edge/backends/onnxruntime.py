@@ -8,12 +8,14 @@ from dfkd_edge.backends.base import Runner
 
 
 class OrtRunner(Runner):
-    """An ONNX Runtime session on the CPU execution provider with a fixed thread count."""
+    """An ONNX Runtime session with a fixed thread count, on the CPU execution provider unless
+    ``providers`` says otherwise (``backend`` names the first: onnxruntime-cpu, onnxruntime-cuda ...)."""
 
-    backend = "onnxruntime-cpu"
-
-    def __init__(self, path: str | Path, threads: int, precision: str = "fp32") -> None:
+    def __init__(self, path: str | Path, threads: int, precision: str = "fp32",
+                 providers: list[str] | None = None) -> None:
         self.path, self.threads, self.precision = str(path), threads, precision
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.backend = "onnxruntime-" + self.providers[0].replace("ExecutionProvider", "").lower()
         self.session = None
 
     def activate(self) -> None:
@@ -24,7 +26,7 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(self.path, so, providers=self.providers)
         self._input = self.session.get_inputs()[0].name
 
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -1,15 +1,44 @@
-"""report.md: the few tables a person reads in ten seconds."""
+"""report.md and report.html from report.json: the same sections, two renderings.
+
+The sections are built once as blocks (heading, paragraph, table, image); Markdown and HTML
+renderers walk them. report.html is one self-contained file (inline CSS, plots as data URIs).
+Latency tables are split by target and by kind, so measured, measured-remote and estimated
+figures never share a table.
+"""
 
 from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KIND_TITLE = {"measured": "measured on this host", "measured-remote": "measured on the device over SSH",
+              "estimated": "estimated (roofline from the target profile, not measured)"}
+
+
+@dataclass
+class Block:
+    kind: str  # h1 h2 h3 p table img
+    text: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
 
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _ms(v: float) -> str:
+def _ms(v) -> str:
     """Three significant digits: tiny models run in tens of microseconds."""
+    if v is None:
+        return "-"
     return f"{v:.3g}" if v < 1 else f"{v:.2f}"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
 def _guard_line(calib: dict) -> str:
@@ -24,56 +53,136 @@ def _guard_line(calib: dict) -> str:
             + ", ".join(f"`{n}`" for n in g["excluded"]) + ("." if g["held"] else " (threshold still not met)."))
 
 
-def render_markdown(report: dict) -> str:
+def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """(device, kind, rows) in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["device"], r["kind"]), []).append(r)
+    return [(d, k, rs) for (d, k), rs in groups.items()]
+
+
+def sections(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
-    lines = [
-        f"# dfkd-edge report: {t['path'].rsplit('/', 1)[-1]}",
-        "",
-        f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
-        f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
-        f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "
-        f"Transfer set: {report['synthesis']['method']}, {report['synthesis']['train']} samples "
-        f"(+{report['synthesis']['holdout']} held out). No real training data was used.",
-        "",
-        "## Recommended",
-        "",
-        "| target | file | precision | backend | why |",
-        "|---|---|---|---|---|",
-    ]
-    for r in report["recommended"]:
-        lines.append(f"| {r['target']} | `{r['file']}` | {r['precision']} | {r['backend']} | {r['reason']} |")
-    lines += [
-        "",
-        "## Quality",
-        "",
-        f"| model | accuracy ({acc['dataset'] or 'no eval data'}) | fidelity to teacher (held-out synthetic) |",
-        "|---|---|---|",
-        f"| teacher | {_pct(acc['teacher'])} | - |",
-        f"| student fp32 | {_pct(acc['student_fp32'])} | {_pct(fid['student_fp32'])} |",
-        f"| student int8 ({report['calibration']['chosen_format']}) | {_pct(acc['student_int8'])} | "
-        f"{_pct(fid['student_int8'])} |",
-        "",
-        "## Latency (measured on this host)",
-        "",
-        "| model | precision | backend | batch | p50 ms | p90 ms | p99 ms | throughput /s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["latency"]:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['backend']} | {r['batch']} | {_ms(r['p50_ms'])} | "
-                     f"{_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | {r['throughput_qps']:,.0f} |")
-    h = report["host"]
-    lines += [
-        "",
-        f"Host: {h['cpu']}, {h['threads']} thread(s) of {h['cores']} cores; kind = measured.",
-        f"int8 calibration: {report['calibration']['method']} on {report['calibration']['samples']} synthesized "
-        f"samples; formats tried: " + ", ".join(
-            f"{c['format']} {_ms(c['p50_ms_batch1'])} ms / fidelity {_pct(c['fidelity'])}"
-            for c in report["calibration"]["candidates"]) + ".",
-        _guard_line(report["calibration"]),
-        f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}.",
-        "",
-        "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()),
-        "",
-    ]
-    return "\n".join(lines)
+    calib = report["calibration"]
+    b = [Block("h1", f"dfkd-edge report: {t['path'].rsplit('/', 1)[-1]}"),
+         Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
+                    f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
+                    f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "
+                    f"Transfer set: {report['synthesis']['method']}, {report['synthesis']['train']} samples "
+                    f"(+{report['synthesis']['holdout']} held out). No real training data was used."),
+         Block("h2", "Recommended"),
+         Block("table", header=["target", "file", "precision", "backend", "basis", "why"],
+               rows=[[r["target"], f"`{r['file']}`", r["precision"], r["backend"], r.get("kind") or "-", r["reason"]]
+                     for r in report["recommended"]]),
+         Block("h2", "Quality"),
+         Block("table", header=["model", f"accuracy ({acc['dataset'] or 'no eval data'})",
+                                "fidelity to teacher (held-out synthetic)"],
+               rows=[["teacher", _pct(acc["teacher"]), "-"],
+                     ["student fp32", _pct(acc["student_fp32"]), _pct(fid["student_fp32"])],
+                     [f"student int8 ({calib['chosen_format']})", _pct(acc["student_int8"]),
+                      _pct(fid["student_int8"])]])]
+    trt = (report.get("targets") or {}).get("tensorrt")
+    if trt:
+        b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): top-1 agreement "
+                            f"with fp32 {_pct(trt['qdq_agreement_with_fp32'])} on {trt['agreement_samples']} held-out "
+                            f"synthetic samples, measured with {trt['agreement_measured_with']}; TensorRT Q/DQ "
+                            f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."))
+    b.append(Block("h2", "Latency"))
+    b.append(Block("img", "latency.png"))
+    for device, kind, rs in _latency_groups(report["latency"]):
+        b.append(Block("h3", f"{device}: {KIND_TITLE.get(kind, kind)}"))
+        b.append(Block("table", header=["model", "precision", "backend", "batch", "p50 ms", "p90 ms", "p99 ms",
+                                        "throughput /s"],
+                       rows=[[r["model"], r["precision"], r["backend"], str(r["batch"]), _ms(r["p50_ms"]),
+                              _ms(r["p90_ms"]), _ms(r["p99_ms"]), f"{r['throughput_qps']:,.0f}"] for r in rs]))
+        if kind == "measured" and device == "host-cpu":
+            h = report["host"]
+            b.append(Block("p", f"Host: {h['cpu']}, {h['threads']} thread(s) of {h['cores']} cores."))
+        if kind == "estimated":
+            est = (report.get("targets") or {}).get("estimates", {}).get(device)
+            if est:
+                b.append(Block("p", "Assumptions: " + est["method"] + "; compute efficiency "
+                               f"{est['compute_efficiency']:.0%} of peak, bandwidth efficiency "
+                               f"{est['bandwidth_efficiency']:.0%} of {est['bandwidth_gbs']} GB/s, "
+                               f"{est['kernel_overhead_us']} us per kernel, {est['fixed_overhead_us']} us per "
+                               "inference; peaks " + ", ".join(f"{k} {v / 1e12:.3g} T/s" for k, v in
+                                                                 est["peak_ops_per_s"].items())
+                               + ". p90/p99 are not estimated. Figures and sources: `dfkd-edge targets show "
+                               f"{device}`."))
+    b.append(Block("h2", "Accuracy and latency"))
+    b.append(Block("img", "accuracy_latency.png"))
+    sizes = report.get("model_sizes") or {}
+    if sizes:
+        b.append(Block("h2", "Model files"))
+        b.append(Block("table", header=["file", "size"], rows=[[f"`{k}`", _size(v)] for k, v in sizes.items()]))
+    if trt:
+        b.append(Block("p", "TensorRT engines are built on the device: " + ", ".join(
+            f"`{v}` ({k})" for k, v in trt["build_scripts"].items()) + ". Calibration caches (TensorRT 10.x "
+            "implicit int8): " + (", ".join(f"`{v}`" for v in trt["calibration_caches"].values()) or "none")
+            + ". dfkd-edge has not run these on a real TensorRT."))
+    b.append(Block("h2", "Details"))
+    b.append(Block("p", f"int8 calibration: {calib['method']} on {calib['samples']} synthesized samples; formats "
+                        "tried: " + ", ".join(f"{c['format']} {_ms(c['p50_ms_batch1'])} ms / fidelity "
+                                             f"{_pct(c['fidelity'])}" for c in calib["candidates"]) + "."))
+    if _guard_line(calib):
+        b.append(Block("p", _guard_line(calib)))
+    b.append(Block("p", f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}."))
+    b.append(Block("p", "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items())))
+    return b
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: dict) -> str:
+    out = []
+    for blk in sections(report):
+        if blk.kind in ("h1", "h2", "h3"):
+            out += ["#" * int(blk.kind[1]) + " " + blk.text, ""]
+        elif blk.kind == "p":
+            out += [blk.text, ""]
+        elif blk.kind == "img":
+            out += [f"![{blk.text}]({blk.text})", ""]
+        elif blk.kind == "table":
+            out.append("| " + " | ".join(blk.header) + " |")
+            out.append("|" + "---|" * len(blk.header))
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in blk.rows]
+            out.append("")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape, then `code` -> <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d2330;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #dde;
+padding-bottom:.2em}h3{font-size:1.05em;margin-top:1.2em}table{border-collapse:collapse;margin:.5em 0 1em;
+font-size:.92em}th,td{border:1px solid #d5d9e2;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f2f4f8}td:nth-child(n+4){font-variant-numeric:tabular-nums}code{background:#f2f4f8;
+padding:0 .25em;border-radius:3px}img{max-width:100%;border:1px solid #e3e6ee}"""
+
+
+def render_html(report: dict, out_dir: Path) -> str:
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{html.escape(sections(report)[0].text)}</title><style>{_CSS}</style></head><body>"]
+    for blk in sections(report):
+        if blk.kind in ("h1", "h2", "h3"):
+            parts.append(f"<{blk.kind}>{_inline(blk.text)}</{blk.kind}>")
+        elif blk.kind == "p":
+            parts.append(f"<p>{_inline(blk.text)}</p>")
+        elif blk.kind == "img":
+            png = out_dir / blk.text
+            if png.exists():
+                data = base64.b64encode(png.read_bytes()).decode()
+                parts.append(f"<p><img alt='{html.escape(blk.text)}' src='data:image/png;base64,{data}'></p>")
+        elif blk.kind == "table":
+            parts.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in blk.header)
+                         + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in blk.rows]
+            parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

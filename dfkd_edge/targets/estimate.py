@@ -39,6 +39,7 @@ class LayerCost:
 
 
 def _shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the float tensors at ``batch`` (integer tensors are shape arithmetic: no cost)."""
     import onnx
 
     m = onnx.ModelProto()
@@ -50,10 +51,13 @@ def _shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
     out = {}
     for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
         dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            continue
         if dims and all(d.HasField("dim_value") for d in dims):
             out[vi.name] = tuple(d.dim_value for d in dims)
     for init in m.graph.initializer:
-        out[init.name] = tuple(init.dims)
+        if init.data_type == onnx.TensorProto.FLOAT:
+            out[init.name] = tuple(init.dims)
     return out
 
 
@@ -80,6 +84,8 @@ def layer_costs(onnx_path: str | Path, batch: int, precision: str) -> list[Layer
             flops = 2.0 * out_elems * k
         else:
             flops = max(out_elems, in_elems)
+        if not out_elems:  # Constant, Shape, ...: no float tensor written
+            continue
         costs.append(LayerCost(n.name or n.op_type, n.op_type, flops, (in_elems + out_elems + w_elems) * width,
                                kernel=n.op_type not in FUSED))
     return costs
