@@ -208,3 +208,23 @@ def test_batch_that_does_not_fit_in_memory(tmp_path, digits_teacher):
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert "does not fit in memory" in last and "--synth-batch" in last and "Traceback" not in r.stderr
+
+
+def test_target_given_twice(cli, tmp_path, digits_teacher):
+    code, _, err = cli("convert", digits_teacher, "--target", "jetson-orin-nano", "--target", "jetson-orin-nano",
+                       "--out", tmp_path / "o")
+    _assert_one_line_exit2(code, err, "--target given twice", "jetson-orin-nano")
+
+
+def test_profile_bad_input(cli, tmp_path):
+    code, _, err = cli("profile")
+    _assert_one_line_exit2(code, err, "give the MODEL")
+    code, _, err = cli("profile", tmp_path / "nope.onnx")
+    _assert_one_line_exit2(code, err, "does not exist")
+    (tmp_path / "m.bin").write_bytes(b"x")
+    code, _, err = cli("profile", tmp_path / "m.bin")
+    _assert_one_line_exit2(code, err, "expected .onnx")
+    log = tmp_path / "failed.log"
+    log.write_text("&&&& FAILED TensorRT.trtexec [TensorRT v100300]\n")
+    code, _, err = cli("profile", "--trtexec-log", log, "--target", "jetson-orin-nano")
+    _assert_one_line_exit2(code, err, "Performance summary")

@@ -50,6 +50,38 @@ def _check_report(out: Path, with_accuracy: bool) -> dict:
     return r
 
 
+def test_convert_for_a_jetson_target(cli, tmp_path, digits_teacher, digits_test):
+    """The TensorRT artifacts, measured host rows, estimated device rows and a self-contained report.html."""
+    from dfkd_edge.export.tensorrt_qdq import parse_calibration_cache, tensorrt_qdq_violations
+
+    out = tmp_path / "o"
+    code, _, err = cli("convert", digits_teacher, *FAST, "--eval-data", digits_test, "--target", "jetson-orin-nano",
+                       "--target", "host-cpu", "--out", out)
+    assert code == 0, err
+    names = {p.name for p in out.iterdir()}
+    assert {"student_trt_qdq.onnx", "student_fp16.onnx", "student_fp32.trt-10.3.0.calib.cache",
+            "build_jetson-orin-nano.sh", "report.html", "latency.png", "accuracy_latency.png", "targets.json"} <= names
+    assert tensorrt_qdq_violations(out / "student_trt_qdq.onnx") == []
+    tag, scales = parse_calibration_cache((out / "student_fp32.trt-10.3.0.calib.cache").read_text())
+    assert tag == 100300 and "input" in scales and "logits" in scales
+    r = read_json(out / "report.json")
+    kinds = {(row["device"], row["kind"]) for row in r["latency"]}
+    assert kinds == {("host-cpu", "measured"), ("jetson-orin-nano", "estimated")}
+    rec = {x["target"]: x for x in r["recommended"]}
+    assert set(rec) == {"jetson-orin-nano", "host-cpu"}
+    assert rec["jetson-orin-nano"]["kind"] == "estimated" and rec["jetson-orin-nano"]["backend"] == "tensorrt"
+    assert rec["jetson-orin-nano"]["reason"].startswith("not measured")
+    assert rec["host-cpu"]["kind"] == "measured"
+    assert r["targets"]["estimates"]["jetson-orin-nano"]["bandwidth_gbs"] == 68.0
+    assert r["model_sizes"]["student_int8.onnx"] < r["model_sizes"]["student_fp32.onnx"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "src='http" not in page
+    assert "estimated (roofline" in page and "measured on this host" in page
+    md = (out / "report.md").read_text()
+    assert "### jetson-orin-nano: estimated" in md and "![latency.png](latency.png)" in md
+    assert set(r["artifacts"]) >= names - {"manifest.json"}
+
+
 def test_convert_writes_the_contract(cli, tmp_path, digits_teacher, digits_test):
     out = tmp_path / "o"
     code, stdout, err = cli("convert", digits_teacher, *FAST, "--eval-data", digits_test, "--out", out)

@@ -21,6 +21,8 @@ def latency_plot(report: dict, path: Path) -> Path:
     """p50 at batch 1 for every row, one bar each, log scale, coloured by kind."""
     plt = _plt()
     rows = [r for r in report["latency"] if r["batch"] == 1]
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    rows.sort(key=lambda r: devices.index(r["device"]))  # stable: one block per device
     labels = [f"{r['device']} · {r['model']} · {r['backend']} · {r['precision']}" for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.4), dpi=110)
     for i, r in enumerate(rows):

@@ -46,8 +46,10 @@ def onnx_input(path: Path) -> tuple[str, tuple[int, ...] | None]:
     return inp.name, shape
 
 
-def rows_from_trtexec_logs(logs: list[str], profile: TargetProfile, precision: str,
+def rows_from_trtexec_logs(logs: list[str], profile: TargetProfile, precision: str | None,
                            batches: tuple[int, ...]) -> list[dict]:
+    """Rows from captured trtexec output; precision from the option, else from each log's name
+    (the build script names them ``student_int8_qdq.engine.b1.log``, ``student_fp16.engine.b32.log``)."""
     from dfkd_edge.targets.host import LatencyRow
 
     rows = []
@@ -66,7 +68,7 @@ def rows_from_trtexec_logs(logs: list[str], profile: TargetProfile, precision: s
             batch = batches[0]
         lat = latency_from_trtexec(parsed, batch)
         lat.pop("note")
-        rows.append(LatencyRow(model="student", precision=precision, backend="tensorrt",
+        rows.append(LatencyRow(model="student", precision=precision or precision_from_name(p), backend="tensorrt",
                                device=f"{profile.name} (trtexec log)", kind="measured-remote", batch=batch,
                                runs=0, **lat).to_dict())
     return rows
@@ -109,7 +111,11 @@ def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile)
                          if (r["device"], r["kind"], r["precision"], r["batch"], r["backend"]) not in keys] + rows
     quality = {"accuracy": report["accuracy"], "fidelity": report["fidelity"]}
     rec = recommend(profile, report["latency"], quality, report.get("targets") or {})
-    report["recommended"] = [r for r in report["recommended"] if r["target"] != profile.name] + [rec]
+    names = [r["target"] for r in report["recommended"]]
+    if profile.name in names:  # keep the report's order of targets
+        report["recommended"][names.index(profile.name)] = rec
+    else:
+        report["recommended"].append(rec)
     write_report(d, report)
 
 
@@ -127,7 +133,7 @@ def profile_command(model: str | None, target: str, *, remote: str | None = None
     if trtexec_logs:
         if model:
             raise UserError("give MODEL or --trtexec-log, not both")
-        rows = rows_from_trtexec_logs(trtexec_logs, profile, precision or "int8", batches)
+        rows = rows_from_trtexec_logs(trtexec_logs, profile, precision, batches)
     else:
         if not model:
             raise UserError("give the MODEL to profile (.onnx, .engine or .plan), or --trtexec-log")
