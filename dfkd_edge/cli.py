@@ -155,7 +155,9 @@ def convert(teacher: str, **o) -> None:
 @click.option("--threads", default=0, show_default=True, help="0: min(4, cores).")
 @click.option("--force", is_flag=True, help="Overwrite an earlier run in --out.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted demo in --out.")
-def demo(out: str, seed: int, threads: int, force: bool, resume: bool) -> None:
+@click.option("--target", "targets", multiple=True, default=("host-cpu", "jetson-orin-nano"), show_default=True,
+              help="Target profiles (repeatable).")
+def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: tuple[str, ...]) -> None:
     """Run convert on the built-in digits teacher and evaluate on the digits test split."""
     from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 
@@ -163,6 +165,7 @@ def demo(out: str, seed: int, threads: int, force: bool, resume: bool) -> None:
         test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
         args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
                 "--eval-data", str(test_npz)] + (["--force"] if force else []) + (["--resume"] if resume else [])
+        args += [a for t in targets for a in ("--target", t)]
         with convert.make_context("convert", args) as ctx:
             opts = dict(ctx.params)
         opts.pop("teacher")

@@ -396,18 +396,31 @@ def write_tensorrt_artifacts(run: Run, profiles: list[TargetProfile], input_shap
 
     import onnx
 
+    from dfkd_edge.export.quantize import guardrail
+
     work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
     try:
         pre = work / "pre.onnx"
         quant_pre_process(str(run.path(ONNX_FP32)), str(pre), skip_symbolic_shape=False)
         quantize_for_tensorrt(pre, run.path(ONNX_TRT_QDQ), calib_x, run.cfg.calib.method)
+        with OrtRunner(run.path(ONNX_FP32), threads) as r32:
+            fp32_top1 = predict(r32, x_hold).argmax(1)
+        with OrtRunner(run.path(ONNX_TRT_QDQ), threads, "int8") as rq:
+            agreement = float((predict(rq, x_hold).argmax(1) == fp32_top1).mean())
+        guard = {"threshold": run.cfg.calib.min_agreement, "triggered": agreement < run.cfg.calib.min_agreement,
+                 "agreement_before": agreement, "excluded": [], "held": True}
+        if guard["triggered"]:  # leave the most sensitive layers in float (TensorRT runs them in fp16/fp32)
+            cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
+            final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
+                                     quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex))
+            shutil.move(str(final), str(run.path(ONNX_TRT_QDQ)))
+            agreement = found["agreement"]
+            guard.update(excluded=found["excluded"], held=found["held"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     violations = tensorrt_qdq_violations(run.path(ONNX_TRT_QDQ))
     if violations:
         raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
-    with OrtRunner(run.path(ONNX_FP32), threads) as r32, OrtRunner(run.path(ONNX_TRT_QDQ), threads, "int8") as rq:
-        agreement = float((predict(r32, x_hold).argmax(1) == predict(rq, x_hold).argmax(1)).mean())
     with atomic_path(run.path(ONNX_FP16)) as tmp:
         onnx.save(convert_float_to_float16(onnx.load(str(run.path(ONNX_FP32))), keep_io_types=True), str(tmp))
     written = [ONNX_TRT_QDQ, ONNX_FP16]
@@ -424,6 +437,7 @@ def write_tensorrt_artifacts(run: Run, profiles: list[TargetProfile], input_shap
         written.append(build_script_name(p.name))
     doc = {"tensorrt": {"qdq_model": ONNX_TRT_QDQ, "fp16_model": ONNX_FP16, "qdq_rule_violations": violations,
                         "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)),
+                        "guardrail": guard,
                         "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)",
                         "calibration_caches": caches, "calibration_samples": int(len(calib_x)),
                         "build_scripts": {p.name: build_script_name(p.name) for p in profiles}}}

@@ -100,11 +100,24 @@ def test_tensorrt_qdq_model_follows_the_placement_rules(student_onnx, tmp_path):
     g = onnx.load(str(q)).graph
     assert sum(n.op_type == "QuantizeLinear" for n in g.node) >= 5
     # the fp32 model and ORT's default asymmetric U8S8 model are not what TensorRT takes
-    assert any("does not come from DequantizeLinear" in v for v in tensorrt_qdq_violations(fp32))
+    assert any("not explicitly quantized" in v for v in tensorrt_qdq_violations(fp32))
     u8 = tmp_path / "u8.onnx"
     quantize_one(fp32, u8, x, "qdq-u8s8", CalibConfig())
     bad = tensorrt_qdq_violations(u8)
     assert any("zero point" in v for v in bad)
+
+
+def test_layers_left_in_float_are_allowed_half_quantized_layers_are_not(student_onnx, tmp_path):
+    fp32, x = student_onnx
+    conv = next(n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv")
+    q = quantize_for_tensorrt(fp32, tmp_path / "q.onnx", x, exclude=[conv])
+    assert tensorrt_qdq_violations(q) == []  # the guardrail's float layer is legal
+    m = onnx.load(str(q))
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    dq_x = next(n for n in m.graph.node if n.output[0] == gemm.input[0])
+    gemm.input[0] = next(n for n in m.graph.node if n.output[0] == dq_x.input[0]).input[0]  # bypass data Q/DQ
+    onnx.save(m, str(tmp_path / "half.onnx"))
+    assert any("data input" in v for v in tensorrt_qdq_violations(tmp_path / "half.onnx"))
 
 
 def test_qdq_checker_catches_per_tensor_weights_and_quantized_bias(student_onnx, tmp_path):

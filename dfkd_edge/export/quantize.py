@@ -145,17 +145,21 @@ def sensitivity_units(path: Path) -> list[tuple[str, ...]]:
 
 
 def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp32_top1: np.ndarray,
-              cfg: CalibConfig, work: Path) -> tuple[Path, dict]:
+              cfg: CalibConfig, work: Path, quantize=None) -> tuple[Path, dict]:
     """Leave the most sensitive layers in float until int8 agrees with fp32 on ``min_agreement``.
 
     Each unit of ``sensitivity_units`` is left in float alone and scored by the agreement that
     restores; units are then left in float cumulatively, best first, until the threshold holds or
-    every layer is float: at most (units + units) quantizations, units ~ 2 x layers."""
+    every layer is float: at most (units + units) quantizations, units ~ 2 x layers.
+    ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
+    model passes its own)."""
+    if quantize is None:
+        quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude)  # noqa: E731
     agree = lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean())  # noqa: E731
     sensitivity = []
     for unit in sensitivity_units(pre):
         p = work / "one.onnx"
-        quantize_one(pre, p, calib_x, fmt, cfg, exclude=list(unit))
+        quantize(p, list(unit))
         sensitivity.append({"nodes": list(unit), "agreement_if_float": agree(p)})
     ranked = sorted(sensitivity, key=lambda s: (-s["agreement_if_float"], len(s["nodes"])))
     excluded: list[str] = []
@@ -165,7 +169,7 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
         if not new:
             continue
         excluded += new
-        quantize_one(pre, final, calib_x, fmt, cfg, exclude=excluded)
+        quantize(final, excluded)
         agreement = agree(final)
         if agreement >= cfg.min_agreement:
             break

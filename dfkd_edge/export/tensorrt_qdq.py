@@ -71,9 +71,10 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
 
     Rules checked: opset >= 13; Q and DQ are int8 with an all-zero zero point (symmetric) and a
     positive finite scale; activation Q/DQ are per tensor; weight Q/DQ are per channel along the
-    output-channel axis (Conv 0, Gemm 0 when transB else 1, MatMul 1); each Conv/Gemm/MatMul reads
-    its data and weight through DequantizeLinear, its data DQ fed by a QuantizeLinear; the bias
-    is not quantized; no DQ feeds another Q/DQ directly."""
+    output-channel axis (Conv 0, Gemm 0 when transB else 1, MatMul 1); a quantized Conv/Gemm/MatMul
+    (one whose weight comes through DequantizeLinear) reads its data through DequantizeLinear too, fed
+    by a QuantizeLinear (a layer with float weights is a float layer, which TensorRT runs in fp16/fp32,
+    even when its input passed a Q/DQ pair; at least one layer must be quantized); the bias is not quantized; no DQ feeds another DQ directly."""
     import onnx
 
     model = onnx.load(str(path))
@@ -85,8 +86,13 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
     producer = {o: n for n in g.node for o in n.output}
     weights = {i.name for i in g.initializer}
     weight_dq: dict[str, int] = {}  # DQ node name -> expected axis, from the layers they feed
+    float_layers: list[str] = []
     for n in g.node:
         if n.op_type not in QUANTIZABLE:
+            continue
+        w = producer.get(n.input[1])
+        if w is None or w.op_type != "DequantizeLinear":
+            float_layers.append(n.name)  # float weights: a float layer (the guardrail's), run in fp16/fp32
             continue
         for idx, role in ((0, "data"), (1, "weight")):
             dq = producer.get(n.input[idx])
@@ -114,6 +120,10 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
             b = producer.get(n.input[2])
             if b is not None and b.op_type == "DequantizeLinear":
                 out.append(f"{n.name}: bias is quantized (TensorRT keeps bias in float)")
+    if not any(n.op_type == "QuantizeLinear" for n in g.node):
+        out.append("no QuantizeLinear/DequantizeLinear nodes: the model is not explicitly quantized")
+    if float_layers and len(float_layers) == sum(n.op_type in QUANTIZABLE for n in g.node):
+        out.append("no Conv/Gemm/MatMul reads its inputs through DequantizeLinear: nothing runs in int8")
     for n in g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue

@@ -53,6 +53,14 @@ def _guard_line(calib: dict) -> str:
             + ", ".join(f"`{n}`" for n in g["excluded"]) + ("." if g["held"] else " (threshold still not met)."))
 
 
+def _trt_guard_line(g: dict) -> str:
+    if not g.get("triggered"):
+        return ""
+    return (f" Plain int8 agreed on {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}), so these layers stay "
+            "in float there (TensorRT runs them in fp16/fp32): " + ", ".join(f"`{n}`" for n in g["excluded"])
+            + ("." if g.get("held") else "; the threshold is still not met."))
+
+
 def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """(device, kind, rows) in first-seen order."""
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -87,7 +95,8 @@ def sections(report: dict) -> list[Block]:
         b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): top-1 agreement "
                             f"with fp32 {_pct(trt['qdq_agreement_with_fp32'])} on {trt['agreement_samples']} held-out "
                             f"synthetic samples, measured with {trt['agreement_measured_with']}; TensorRT Q/DQ "
-                            f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."))
+                            f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."
+                            + _trt_guard_line(trt.get("guardrail") or {})))
     b.append(Block("h2", "Latency"))
     b.append(Block("img", "latency.png"))
     for device, kind, rs in _latency_groups(report["latency"]):
