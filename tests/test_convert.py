@@ -27,16 +27,17 @@ def _check_report(out: Path, with_accuracy: bool) -> dict:
         if with_accuracy:
             assert 0.0 <= acc[k] <= 1.0
         assert 0.0 <= r["fidelity"].get(k, 0.5) <= 1.0
-    rows = r["latency"]
-    assert all(ROW_KEYS <= set(row) for row in rows)
+    assert all(ROW_KEYS <= set(row) for row in r["latency"])
+    assert all(row["kind"] == "estimated" for row in r["latency"] if row["device"] != "host-cpu")
+    rows = [row for row in r["latency"] if row["device"] == "host-cpu"]
     combos = {(row["model"], row["precision"], row["backend"], row["batch"]) for row in rows}
     for b in (1, 32):
         assert ("student", "fp32", "onnxruntime-cpu", b) in combos and ("student", "int8", "onnxruntime-cpu", b) in combos
         assert ("student", "fp32", "torch-eager", b) in combos
         assert any(m == "teacher" and bb == b for m, _, _, bb in combos)
     assert all(row["kind"] == "measured" and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] for row in rows)
-    (rec,) = r["recommended"]
-    assert rec["target"] == "host-cpu" and rec["file"] in ("student_fp32.onnx", "student_int8.onnx")
+    rec = next(x for x in r["recommended"] if x["target"] == "host-cpu")
+    assert rec["file"] in ("student_fp32.onnx", "student_int8.onnx")
     assert {"precision", "backend", "reason"} <= set(rec)
     assert set(r["artifacts"]) >= FILES
     assert r["timings"]["total_s"] > 0 and "synthesize" in r["timings"]
@@ -142,6 +143,8 @@ def test_demo_digits_int8_accuracy(cli, tmp_path):
     assert acc["student_int8"] >= 0.95, acc
     assert abs(acc["student_int8"] - acc["student_fp32"]) <= 0.01, acc
     assert r["synthesis"]["method"] == "deepinversion"
+    assert [x["target"] for x in r["recommended"]] == ["host-cpu", "jetson-orin-nano"]  # the demo's two targets
+    assert (tmp_path / "demo" / "build_jetson-orin-nano.sh").exists()
 
 
 @pytest.mark.slow
