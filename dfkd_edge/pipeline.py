@@ -387,16 +387,14 @@ def write_tensorrt_artifacts(run: Run, profiles: list[TargetProfile], input_shap
                              x_hold: np.ndarray, threads: int) -> list[str]:
     """The files TensorRT targets share (Q/DQ ONNX, fp16 ONNX, one calibration cache per TensorRT
     version tag) and each one's build script; ``targets.json`` records what was checked."""
+    import onnx
     from onnxruntime.quantization import quant_pre_process
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from dfkd_edge.export.onnx_export import INPUT_NAME
+    from dfkd_edge.export.quantize import guardrail
     from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt, tensorrt_qdq_violations, write_calibration_cache
     from dfkd_edge.export.trt_script import write_build_script
-
-    import onnx
-
-    from dfkd_edge.export.quantize import guardrail
 
     work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
     try:

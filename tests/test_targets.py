@@ -58,9 +58,8 @@ def test_jetson_figures_match_the_data_sheets():
 
 
 def test_user_profile_by_path(tmp_path, cli):
-    text = Path(load_profile("raspberry-pi-5").path.split(" ")[0]).name  # the shipped name
     code, toml, _ = cli("targets", "show", "raspberry-pi-5")
-    assert code == 0 and "bandwidth_gbs = 17.1" in toml and text
+    assert code == 0 and "bandwidth_gbs = 17.1" in toml
     mine = tmp_path / "my-board.toml"
     mine.write_text(toml.replace('name = "raspberry-pi-5"', 'name = "my-board"').replace("17.1", "8.5"))
     p = load_profile(str(mine))
@@ -166,8 +165,7 @@ def _recording_trtexec(tmp_path: Path, tag: int) -> Path:
 
 
 @pytest.mark.parametrize("tag, expect, absent", [
-    (100300, ["--int8 --fp16", "--calib=student_fp32.trt-10.3.0.calib.cache", "--onnx=student_fp16.onnx"][:2],
-     ["--stronglyTyped"]),
+    (100300, ["--int8 --fp16", "--calib=student_fp32.trt-10.3.0.calib.cache"], ["--stronglyTyped"]),
     (110400, ["--stronglyTyped", "--onnx=student_fp16.onnx"], ["--int8", "--fp16", "--calib"]),
 ])
 def test_build_script_takes_the_path_of_the_installed_tensorrt(tmp_path, tag, expect, absent):
