@@ -39,7 +39,7 @@ from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha2
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
-from dfkd_edge.report import SCHEMA_VERSION, write_report
+from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.synthesis import create_synthesizer, resolve_method
 from dfkd_edge.synthesis.store import TransferSetFile
 from dfkd_edge.targets import HOST_TARGET, TargetProfile, host_info, load_profile, measure_interleaved
@@ -58,8 +58,6 @@ PARTIAL = ".partial"  # per-batch synthesis checkpoints, removed when the transf
 LATENCY_JSON = "latency.json"
 ONNX_TRT_QDQ, ONNX_FP16 = "student_trt_qdq.onnx", "student_fp16.onnx"
 TARGETS_JSON = "targets.json"
-PLOTS = ("latency.png", "accuracy_latency.png")
-REPORT_HTML = "report.html"
 
 
 def build_script_name(target: str) -> str:
@@ -68,7 +66,7 @@ def build_script_name(target: str) -> str:
 
 def calib_cache_name(trt_version: str) -> str:
     return f"student_fp32.trt-{trt_version}.calib.cache"
-MANIFEST, REPORT_JSON, REPORT_MD = "manifest.json", "report.json", "report.md"
+MANIFEST = "manifest.json"  # report files: dfkd_edge.report.REPORT_FILES
 
 
 @dataclass
@@ -505,7 +503,7 @@ def model_sizes(out: Path) -> dict[str, int]:
 def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSetFile, calib: dict, parity: dict,
                  rows: list[dict], quality: dict, profiles: list[TargetProfile], target_doc: dict) -> dict:
     artifacts = sorted(p.name for p in run.out.iterdir() if p.is_file() and not p.name.startswith("."))
-    artifacts = sorted(set(artifacts) | {REPORT_JSON, REPORT_MD, REPORT_HTML, MANIFEST, *PLOTS})
+    artifacts = sorted(set(artifacts) | {*REPORT_FILES, MANIFEST})
     return {
         "schema": SCHEMA_VERSION,
         "teacher": teacher,

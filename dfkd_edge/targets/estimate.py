@@ -91,6 +91,12 @@ def layer_costs(onnx_path: str | Path, batch: int, precision: str) -> list[Layer
     return costs
 
 
+def at_width(costs: list[LayerCost], precision: str) -> list[LayerCost]:
+    """The same layers with bytes at ``precision``'s width (``costs`` counted at fp32)."""
+    f = BYTES[precision] / BYTES["fp32"]
+    return [LayerCost(c.name, c.op, c.flops, c.bytes * f, c.kernel) for c in costs]
+
+
 def estimate_ms(costs: list[LayerCost], profile: TargetProfile, precision: str) -> dict:
     e = profile.estimate
     peak = profile.peak.get(precision) or profile.peak.get("fp32")
@@ -112,9 +118,10 @@ def estimate_rows(onnx_path: str | Path, profile: TargetProfile, batches=(1, 32)
                   model: str = "student") -> tuple[list[dict], dict]:
     """Estimated rows for each precision the target runs, and the assumptions behind them."""
     rows, detail = [], []
+    fp32_costs = {b: layer_costs(onnx_path, b, "fp32") for b in batches}  # one shape inference per batch
     for precision in profile.precisions:
         for b in batches:
-            est = estimate_ms(layer_costs(onnx_path, b, precision), profile, precision)
+            est = estimate_ms(at_width(fp32_costs[b], precision), profile, precision)
             ms = round(est["ms"], 4)
             row = LatencyRow(model=model, precision=precision, backend=backend_for(profile), device=profile.name,
                              kind="estimated", batch=b, p50_ms=ms, p90_ms=None, p99_ms=None,
