@@ -94,6 +94,18 @@ def _convert_options(f):
         click.option("--batch-size", default=128, show_default=True, help="Distillation batch size."),
         click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
         click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
+        click.option("--distill", "distill_mode", type=click.Choice(["kd", "vkd", "kd+vkd"]), default="kd",
+                     show_default=True,
+                     help="Soft targets: kd (the teacher), vkd (a class-conditional virtual generator trained on the "
+                          "teacher's outputs over the transfer set; the teacher is not run while the student "
+                          "trains), kd+vkd (both, weighted by --vkd-weight)."),
+        click.option("--vkd-weight", default=0.5, show_default=True,
+                     help="kd+vkd: the VKD term's share of the loss (0..1; KD gets the rest)."),
+        click.option("--vkd-epochs", default=200, show_default=True,
+                     help="Epochs of virtual-generator training over the transfer set's logits."),
+        click.option("--compare-kd/--no-compare-kd", default=True, show_default=True,
+                     help="With vkd or kd+vkd: also distill a plain-KD student from the same transfer set and "
+                          "report both (about one more distillation's time)."),
         click.option("--calib-samples", default=256, show_default=True, help="Synthesized samples used for int8 calibration."),
         click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
         click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
@@ -112,16 +124,19 @@ def _convert_options(f):
 
 def _config(teacher: str, **o):
     from dfkd_edge.distill import KDConfig
+    from dfkd_edge.distill.vkd import VKDConfig
     from dfkd_edge.export.quantize import CalibConfig
     from dfkd_edge.pipeline import ConvertConfig
     from dfkd_edge.teacher import parse_input_shape
 
-    kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"])
+    kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
+                  mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
     return ConvertConfig(teacher=teacher, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
                          factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
                          holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
+                         vkd=VKDConfig(epochs=o["vkd_epochs"]), compare_kd=o["compare_kd"],
                          seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
                          latency_budget_s=o["latency_budget"])
 

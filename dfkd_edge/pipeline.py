@@ -32,6 +32,9 @@ from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.backends.torch_eager import TorchRunner
 from dfkd_edge.distill import KDConfig, distill
+from dfkd_edge.distill.kd import check_mode
+from dfkd_edge.distill.vkd import (VKDConfig, fit_virtual_generator, generator_fidelity, load_virtual_generator,
+                                   save_virtual_generator)
 from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
 from dfkd_edge.export.quantize import CalibConfig, calibrate, calibration_subset
@@ -58,6 +61,8 @@ PARTIAL = ".partial"  # per-batch synthesis checkpoints, removed when the transf
 LATENCY_JSON = "latency.json"
 ONNX_TRT_QDQ, ONNX_FP16 = "student_trt_qdq.onnx", "student_fp16.onnx"
 TARGETS_JSON = "targets.json"
+VIRTUAL_PT, VIRTUAL_JSON = "virtual_generator.pt", "virtual_generator.json"  # --distill vkd | kd+vkd
+KD_BASELINE_PT = "student_kd_baseline.pt"  # plain KD from the same transfer set, for the comparison
 
 
 def build_script_name(target: str) -> str:
@@ -84,6 +89,8 @@ class ConvertConfig:
     student: str = "auto"
     width: int | None = None
     kd: KDConfig = field(default_factory=KDConfig)
+    vkd: VKDConfig = field(default_factory=VKDConfig)
+    compare_kd: bool = True  # with --distill vkd | kd+vkd: also train plain KD and report both
     calib: CalibConfig = field(default_factory=CalibConfig)
     eval_data: str | None = None
     eval_name: str | None = None
@@ -115,12 +122,14 @@ def versions() -> dict:
 def validate_config(cfg: ConvertConfig) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
     resolve_method(cfg.method)  # UserError on an unknown name
+    check_mode(cfg.kd)
     if not cfg.targets:
         raise UserError("give at least one --target")
     names = [load_profile(t).name for t in cfg.targets]  # UserError on an unknown name or a bad file
     if len(set(names)) != len(names):
         raise UserError(f"--target given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
+                    ("--vkd-epochs", cfg.vkd.epochs),
                     ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)):
         if v <= 0:
             raise UserError(f"{name} must be positive, got {v}")
@@ -220,7 +229,8 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     validate_config(cfg)
     prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
     threads = cfg.resolved_threads()
-    cfg.kd.seed = cfg.calib.seed = cfg.seed  # one --seed drives every stage (recorded in the manifest)
+    cfg.kd.seed = cfg.calib.seed = cfg.vkd.seed = cfg.seed  # one --seed drives every stage (in the manifest)
+    cfg.vkd.temperature = cfg.kd.temperature  # the generator mimics the softening the student learns at
     cfg.calib.threads = threads
     run = Run(cfg, progress)
     torch.set_num_threads(threads)
@@ -247,6 +257,9 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
                  "iterations": cfg.iterations, "seed": cfg.seed}
     _seed_all(cfg.seed)
     synth = create_synthesizer(method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations)
+    if synth.needs_student and cfg.kd.mode != "kd":
+        raise UserError(f"--distill {cfg.kd.mode} needs a transfer set to distill from, but --method {method} "
+                        "trains the student during synthesis; use --method deepinversion or soft-target")
     outputs = [TRANSFER_SET] + ([STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
     key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON], [cfg.teacher])
     if not run.finished("synthesize", key):
@@ -265,16 +278,44 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     x_train, l_train = ts.train  # rows read from disk batch by batch
     x_hold, l_hold = ts.held_out
 
-    # distill
+    # virtual: the class-conditional generator of the teacher's softened outputs (VKD)
+    uses_vkd = cfg.kd.mode != "kd" and not synth.needs_student
+    if uses_vkd:
+        t0 = time.perf_counter()
+        key = run.key({"vkd": cfg.vkd.to_dict()}, [TRANSFER_SET])
+        if not run.finished("virtual", key):
+            _seed_all(cfg.seed)
+            vk = fit_virtual_generator(l_train, cfg.vkd, progress=run.progress)  # the stored logits: no teacher run
+            save_virtual_generator(run.path(VIRTUAL_PT), vk.generator)
+            fid = generator_fidelity(vk.generator, l_hold, l_train, seed=cfg.seed)
+            atomic_write_json(run.path(VIRTUAL_JSON), {"config": cfg.vkd.to_dict(), "fidelity": fid,
+                                                       "seconds": round(time.perf_counter() - t0, 3)})
+            run.stage("virtual", time.perf_counter() - t0, [VIRTUAL_PT, VIRTUAL_JSON], key)
+
+    # distill (vkd: the teacher is not passed, so it cannot run)
     t0 = time.perf_counter()
     if not synth.needs_student:
-        key = run.key({"kd": cfg.kd.to_dict(), "student": recipe}, [TRANSFER_SET], [cfg.teacher])
+        key = run.key({"kd": cfg.kd.to_dict(), "student": recipe}, [TRANSFER_SET] + ([VIRTUAL_PT] if uses_vkd else []),
+                      [cfg.teacher])
         if not run.finished("distill", key):
             _seed_all(cfg.seed)
             student = build_from_recipe(recipe)
-            history = distill(student, x_train, l_train, cfg.kd, teacher=teacher, progress=run.progress)
+            history = distill(student, x_train, l_train, cfg.kd, teacher=None if cfg.kd.mode == "vkd" else teacher,
+                              progress=run.progress,
+                              virtual=load_virtual_generator(run.path(VIRTUAL_PT)) if uses_vkd else None)
             _save_student(run, student, recipe, history)
             run.stage("distill", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON], key)
+    if uses_vkd and cfg.compare_kd:  # plain KD from the same transfer set, for the report's comparison
+        t0 = time.perf_counter()
+        kd_cfg = KDConfig(**{**asdict(cfg.kd), "mode": "kd"})
+        key = run.key({"kd": kd_cfg.to_dict(), "student": recipe}, [TRANSFER_SET], [cfg.teacher])
+        if not run.finished("distill-kd-baseline", key):
+            _seed_all(cfg.seed)
+            baseline = build_from_recipe(recipe)
+            distill(baseline, x_train, l_train, kd_cfg, teacher=teacher, progress=run.progress)
+            with atomic_path(run.path(KD_BASELINE_PT)) as tmp:
+                torch.save(baseline.state_dict(), tmp)
+            run.stage("distill-kd-baseline", time.perf_counter() - t0, [KD_BASELINE_PT], key)
     student = load_student(run.out)
     recipe = json.loads(run.path(STUDENT_JSON).read_text())
 
@@ -339,11 +380,14 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
     quality = evaluate(teacher, run.path(ONNX_FP32), run.path(ONNX_INT8), x_hold, l_hold, eval_xy, threads)
     quality["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
+    distillation = distillation_summary(run, recipe, student, x_hold, l_hold, eval_xy, uses_vkd,
+                                        method if synth.needs_student else None)
     run.timings["evaluate"] = round(time.perf_counter() - t0, 3)
 
     # report
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
     report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
+    report["distillation"] = distillation
     written = write_report(run.out, report)
     run.manifest["complete"] = True
     run.stage("report", 0.0, written)
@@ -362,6 +406,44 @@ def load_student(out: Path) -> torch.nn.Module:
     student = build_from_recipe(recipe)
     student.load_state_dict(torch.load(out / STUDENT_PT, map_location="cpu", weights_only=True))
     return student.eval()
+
+
+def _torch_quality(model: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy) -> dict:
+    """fp32 PyTorch figures of one student: accuracy on eval data (or None), fidelity on held-out."""
+    with torch.no_grad():
+        fid = float((model(torch.from_numpy(x_hold)).argmax(1).numpy() == l_hold.argmax(1)).mean())
+        acc = None
+        if eval_xy is not None:
+            acc = float((model(torch.from_numpy(eval_xy[0])).argmax(1).numpy() == eval_xy[1]).mean())
+    return {"accuracy": acc, "fidelity": fid}
+
+
+def distillation_summary(run: Run, recipe: dict, student: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray,
+                         eval_xy, uses_vkd: bool, trained_by: str | None) -> dict:
+    """report.json's ``distillation``: the mode, the soft-target sources' weights, the virtual
+    generator's fidelity and, with VKD, the student next to plain KD from the same transfer set."""
+    kd = run.cfg.kd
+    if trained_by:  # adversarial: the student was trained during synthesis
+        return {"mode": f"{trained_by} (during synthesis)", "weights": None, "teacher_run_during_training": True,
+                "virtual_generator": None, "comparison": None}
+    weights = {"kd": {"kd": 1.0, "vkd": 0.0}, "vkd": {"kd": 0.0, "vkd": 1.0},
+               "kd+vkd": {"kd": 1 - kd.vkd_weight, "vkd": kd.vkd_weight}}[kd.mode]
+    doc = {"mode": kd.mode, "weights": weights, "temperature": kd.temperature,
+           "teacher_run_during_training": kd.mode != "vkd" and kd.mixup > 0, "virtual_generator": None,
+           "comparison": None}
+    if uses_vkd:
+        vdoc = json.loads(run.path(VIRTUAL_JSON).read_text())
+        doc["virtual_generator"] = {"file": VIRTUAL_PT, "fidelity": vdoc["fidelity"], "config": vdoc["config"],
+                                    "parameters": count_params(load_virtual_generator(run.path(VIRTUAL_PT))),
+                                    "size_bytes": run.path(VIRTUAL_PT).stat().st_size}
+        if run.path(KD_BASELINE_PT).is_file():
+            baseline = build_from_recipe(recipe)
+            baseline.load_state_dict(torch.load(run.path(KD_BASELINE_PT), map_location="cpu", weights_only=True))
+            doc["comparison"] = {"measured_with": "PyTorch fp32, same student, transfer set and seed",
+                                 kd.mode: _torch_quality(student, x_hold, l_hold, eval_xy),
+                                 "kd": {**_torch_quality(baseline.eval(), x_hold, l_hold, eval_xy),
+                                        "file": KD_BASELINE_PT}}
+    return doc
 
 
 def profile_host(teacher: Teacher, student: torch.nn.Module, fp32: Path, int8: Path, input_shape, threads: int,

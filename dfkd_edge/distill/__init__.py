@@ -1,5 +1,5 @@
-"""Distillation: KD losses and the trainer."""
+"""Distillation: KD losses and the trainer; virtual knowledge (VKD) in dfkd_edge.distill.vkd."""
 
-from dfkd_edge.distill.kd import KDConfig, distill, kd_loss
+from dfkd_edge.distill.kd import DISTILL_MODES, KDConfig, distill, kd_loss
 
-__all__ = ["KDConfig", "distill", "kd_loss"]
+__all__ = ["DISTILL_MODES", "KDConfig", "distill", "kd_loss"]

@@ -6,6 +6,11 @@ mixes pairs of synthetic samples (Beta(mixup, mixup) weights) and asks the teach
 mixed samples' logits online: the transfer set is small and synthetic, and mixing covers the
 space between its points (as Fast-Datafree and others do). ``mixup = 0`` trains on the stored
 logits alone and never runs the teacher.
+
+``mode`` picks the soft-target source (dfkd_edge.distill.vkd): ``kd`` the teacher; ``vkd`` a
+virtual generator conditioned on the sample's label (the argmax of the stored logits), the teacher
+never run; ``kd+vkd`` ``(1 - vkd_weight) * KD + vkd_weight * VKD``. With mixup, the virtual
+targets of the two mixed samples are mixed with the inputs' weights.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_edge.distill.vkd import VirtualGenerator, _optimizer, soft_kl
+from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
 
 
@@ -29,15 +36,26 @@ class KDConfig:
     temperature: float = 4.0
     mixup: float = 1.0  # Beta(a, a) for online mixup; 0 disables it
     seed: int = 0
+    mode: str = "kd"  # kd | vkd | kd+vkd (DISTILL_MODES)
+    vkd_weight: float = 0.5  # kd+vkd only: the VKD term's share of the loss
+    vkd_mix: str = "none"  # VKD term's inputs: none (as stored) | class (mixup within a label)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+DISTILL_MODES = ("kd", "vkd", "kd+vkd")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                    reduction="batchmean", log_target=True) * t * t
+    return soft_kl(student_logits, F.log_softmax(teacher_logits / temperature, 1), temperature)
+
+
+def check_mode(cfg: KDConfig) -> None:
+    if cfg.mode not in DISTILL_MODES:
+        raise UserError(f"unknown --distill {cfg.mode!r}; known: {', '.join(DISTILL_MODES)}")
+    if cfg.mode == "kd+vkd" and not 0.0 < cfg.vkd_weight < 1.0:
+        raise UserError(f"--vkd-weight must lie strictly between 0 and 1 for kd+vkd, got {cfg.vkd_weight}")
 
 
 def take(x, idx: np.ndarray) -> np.ndarray:
@@ -45,22 +63,46 @@ def take(x, idx: np.ndarray) -> np.ndarray:
     return x.take(idx) if hasattr(x, "store") else x[idx]
 
 
+def _mix(x: torch.Tensor, lam: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+    lx = lam.view(-1, *([1] * (x.dim() - 1)))
+    return lx * x + (1 - lx) * x[pair]
+
+
+def _same_label_pairs(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For each row, a random row with the same label (itself when it is alone in its class)."""
+    pair = torch.arange(len(y))
+    for c in y.unique():
+        rows = (y == c).nonzero().squeeze(1)
+        pair[rows] = rows[torch.randperm(len(rows), generator=gen)]
+    return pair
+
+
 def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
-            teacher=None, progress: Progress | None = None) -> dict:
+            teacher=None, progress: Progress | None = None, virtual: VirtualGenerator | None = None) -> dict:
     """Train ``student`` in place; returns a small history ({'loss': [...per epoch]}).
 
-    ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time."""
+    ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time.
+    ``virtual`` is the generator for ``vkd`` and ``kd+vkd``; in ``vkd`` mode ``teacher`` is never
+    called."""
+    check_mode(cfg)
     progress = progress or NullProgress()
+    use_kd, use_vkd = cfg.mode in ("kd", "kd+vkd"), cfg.mode in ("vkd", "kd+vkd")
+    if use_vkd and virtual is None:
+        raise ValueError(f"distill mode {cfg.mode} needs a virtual generator")
+    w_kd, w_vkd = {"kd": (1.0, 0.0), "vkd": (0.0, 1.0), "kd+vkd": (1 - cfg.vkd_weight, cfg.vkd_weight)}[cfg.mode]
+    teacher = teacher if use_kd else None
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.Generator().manual_seed(cfg.seed + 1)
     lt = torch.from_numpy(logits)
     n = len(x)
     steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
-    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
-    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if cfg.mixup > 0 and teacher is not None else None
+    opt, sched = _optimizer(student.parameters(), cfg.lr, cfg.weight_decay, steps)
+    mix = cfg.mixup > 0
+    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix and teacher is not None else None
+    vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix else None
     history = []
-    with progress.task("distillation (KD)", total=cfg.epochs) as task:
+    with progress.task(f"distillation ({cfg.mode.upper()})", total=cfg.epochs) as task:
         for _ in range(cfg.epochs):
             student.train()
             perm = torch.randperm(n, generator=gen)
@@ -68,13 +110,25 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
                 xb, tb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy()))), lt[idx]
-                if beta is not None:
-                    lam = beta.sample((len(idx),)).view(-1, *([1] * (xb.dim() - 1)))
-                    other = xb[torch.randperm(len(idx), generator=gen)]
-                    xb = lam * xb + (1 - lam) * other
+                loss = 0.0
+                out = xk = None
+                if use_kd:
+                    xk = xb
+                    if beta is not None:  # online mixup: the teacher labels the mixed inputs
+                        xk = _mix(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=gen))
+                        with torch.no_grad():
+                            tb = teacher(xk)
+                    out = student(xk)
+                    loss = loss + w_kd * kd_loss(out, tb, cfg.temperature)
+                if use_vkd:
+                    yb = lt[idx].argmax(1)  # the label: the teacher's argmax, stored by synthesis
                     with torch.no_grad():
-                        tb = teacher(xb)
-                loss = kd_loss(student(xb), tb, cfg.temperature)
+                        vb = virtual.sample(yb, noise)
+                    xv = xb
+                    if cfg.vkd_mix == "class" and mix:  # mixup within a class: the label still holds
+                        xv = _mix(xb, vbeta.sample((len(idx),)), _same_label_pairs(yb, gen))
+                    ov = student(xv) if (out is None or xv is not xk) else out
+                    loss = loss + w_vkd * soft_kl(ov, vb, virtual.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

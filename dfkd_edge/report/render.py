@@ -69,6 +69,39 @@ def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     return [(d, k, rs) for (d, k), rs in groups.items()]
 
 
+_MODE_TEXT = {"kd": "KD from the teacher's soft targets",
+              "vkd": "VKD: soft targets from the virtual generator alone (the teacher was not run while the "
+                     "student trained)",
+              "kd+vkd": "KD + VKD: the teacher's and the virtual generator's soft targets, weighted"}
+
+
+def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
+    if not d:
+        return []
+    text = f"Distillation: {_MODE_TEXT.get(d['mode'], d['mode'])}"
+    if d.get("weights"):
+        text += f" (loss weights KD {d['weights']['kd']:g}, VKD {d['weights']['vkd']:g}; T = {d['temperature']:g})"
+    out = [Block("p", text + ".")]
+    g = d.get("virtual_generator")
+    if g:
+        f = g["fidelity"]
+        out.append(Block("p", f"Virtual generator `{g['file']}` ({g['parameters']:,} parameters, "
+                              f"{_size(g['size_bytes'])}): on {f['held_out_samples']} held-out synthetic samples, "
+                              f"KL(teacher class mean || generator class mean) = {f['class_kl']:.4f}; per-sample "
+                              f"KL {f['sample_kl']:.3f} (a fixed class-mean target: {f['sample_kl_class_mean']:.3f}); "
+                              f"argmax = label for {_pct(f['label_agreement'])} of noise draws; mean entropy "
+                              f"{f['entropy_generator']:.3f} vs the teacher's {f['entropy_teacher']:.3f} nats."))
+    c = d.get("comparison")
+    if c:
+        out.append(Block("table", header=["student (PyTorch fp32)", f"accuracy ({dataset or 'no eval data'})",
+                                          "fidelity to teacher (held-out synthetic)"],
+                         rows=[[f"{d['mode']} (this run)", _pct(c[d['mode']]["accuracy"]),
+                                _pct(c[d['mode']]["fidelity"])],
+                               [f"plain KD, same transfer set (`{c['kd']['file']}`)", _pct(c["kd"]["accuracy"]),
+                                _pct(c["kd"]["fidelity"])]]))
+    return out
+
+
 def sections(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
@@ -90,6 +123,7 @@ def sections(report: dict) -> list[Block]:
                      ["student fp32", _pct(acc["student_fp32"]), _pct(fid["student_fp32"])],
                      [f"student int8 ({calib['chosen_format']})", _pct(acc["student_int8"]),
                       _pct(fid["student_int8"])]])]
+    b += _distillation_blocks(report.get("distillation") or {}, acc["dataset"])
     trt = (report.get("targets") or {}).get("tensorrt")
     if trt:
         b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): top-1 agreement "
