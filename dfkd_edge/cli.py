@@ -190,6 +190,57 @@ def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: 
 
 
 @cli.command()
+@click.argument("model")
+@click.argument("data", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--factory", help="package.module:function, when MODEL is a state_dict.")
+@click.option("--input-shape", help="Input shape without the batch dimension (when MODEL does not record it).")
+@click.option("--width", type=int, help="Width of a zoo MODEL (auto, conv2d, conv1d, mlp).")
+@click.option("--eval-data", type=click.Path(), help="Labelled .npz to validate on (default: hold out --val-fraction).")
+@click.option("--val-fraction", default=0.1, show_default=True, help="Share of DATA held out for validation.")
+@click.option("--epochs", default=100, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", default=5e-3, show_default=True, help="Peak learning rate (AdamW, one-cycle).")
+@click.option("--temperature", default=4.0, show_default=True)
+@click.option("--vkd-weight", default=1.0, show_default=True, help="Weight of the VKD term next to cross-entropy.")
+@click.option("--compare-ce/--no-compare-ce", default=True, show_default=True,
+              help="Also train the same model with cross-entropy alone and report both.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="0: PyTorch's default.")
+@click.option("--force", is_flag=True, help="Overwrite an earlier selfdistill run in --out.")
+def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fraction, epochs, batch_size, lr,
+                temperature, vkd_weight, compare_ce, seed, threads, force) -> None:
+    """Train MODEL on the labelled DATA (.npz x, y) with its own concurrently trained virtual generator
+    as the soft-target source (self-distillation via VKD). MODEL: auto, conv2d, conv1d, mlp (built for
+    the data's shape) or a model file (TorchScript, or a state_dict with --factory)."""
+    from rich.console import Console
+
+    from dfkd_edge.distill.vkd import SelfDistillConfig
+    from dfkd_edge.progress import RichProgress
+    from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
+    from dfkd_edge.teacher import parse_input_shape
+
+    for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--temperature", temperature)):
+        if v <= 0:
+            raise UserError(f"{name} must be positive, got {v}")
+    if vkd_weight < 0:
+        raise UserError(f"--vkd-weight must not be negative, got {vkd_weight}")
+    job = SelfDistillJob(model=model, data=data, out=out, factory=factory, input_shape=parse_input_shape(input_shape),
+                         width=width, eval_data=eval_data, val_fraction=val_fraction, compare_ce=compare_ce,
+                         threads=threads, force=force,
+                         train=SelfDistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
+                                                 vkd_weight=vkd_weight, seed=seed))
+    r = run_selfdistill(job, RichProgress(Console(stderr=True)))
+    acc = r["accuracy"]
+    line = f"validation accuracy ({r['validation']}): self-distillation (VKD) {100 * acc['selfdistill_vkd']:.2f}%"
+    if acc["cross_entropy"] is not None:
+        line += f", cross-entropy alone {100 * acc['cross_entropy']:.2f}%"
+    click.echo(line)
+    click.echo(f"wrote {out}/ (model.pt: TorchScript, usable as a convert teacher; virtual_generator.pt; "
+               "selfdistill.json)")
+
+
+@cli.command()
 @click.argument("teacher", type=click.Path())
 @click.option("--input-shape", help="Input shape without the batch dimension.")
 @click.option("--factory", help="package.module:function, when TEACHER is a state_dict.")

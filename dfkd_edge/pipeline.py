@@ -137,7 +137,8 @@ def validate_config(cfg: ConvertConfig) -> None:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
 
 
-def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> None:
+def prepare_out_dir(out: Path, force: bool, resume: bool = False, marker: str = MANIFEST) -> None:
+    """A writable output directory; one holding an earlier run (``marker``) needs --force or --resume."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     try:
@@ -149,9 +150,10 @@ def prepare_out_dir(out: Path, force: bool, resume: bool = False) -> None:
         raise UserError(f"cannot write to output directory {out} ({e.strerror or e}); choose a writable --out") from None
     if force and resume:
         raise UserError("--force and --resume contradict each other: --force starts over, --resume continues")
-    if (out / MANIFEST).exists() and not (force or resume):
-        raise UserError(f"{out} already holds a dfkd-edge run ({MANIFEST}); pass --resume to finish it, "
-                        "--force to overwrite it, or choose another --out")
+    if (out / marker).exists() and not (force or resume):
+        raise UserError(f"{out} already holds a dfkd-edge run ({marker}); pass "
+                        + ("--resume to finish it, " if marker == MANIFEST else "")
+                        + "--force to overwrite it, or choose another --out")
     if force:
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
 
