@@ -9,8 +9,10 @@ logits alone and never runs the teacher.
 
 ``mode`` picks the soft-target source (dfkd_edge.distill.vkd): ``kd`` the teacher; ``vkd`` a
 virtual generator conditioned on the sample's label (the argmax of the stored logits), the teacher
-never run; ``kd+vkd`` ``(1 - vkd_weight) * KD + vkd_weight * VKD``. With mixup, the virtual
-targets of the two mixed samples are mixed with the inputs' weights.
+never run; ``kd+vkd`` ``(1 - vkd_weight) * KD + vkd_weight * VKD``. Online mixup applies to the
+KD term (the teacher labels the mixed inputs); the VKD term sees the stored inputs, whose labels its
+targets are conditioned on (``vkd_mix`` selects the measured alternatives: ``pair`` mixes inputs and
+virtual targets alike, ``class`` mixes inputs of the same label).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class KDConfig:
     seed: int = 0
     mode: str = "kd"  # kd | vkd | kd+vkd (DISTILL_MODES)
     vkd_weight: float = 0.5  # kd+vkd only: the VKD term's share of the loss
-    vkd_mix: str = "none"  # VKD term's inputs: none (as stored) | class (mixup within a label)
+    vkd_mix: str = "none"  # the VKD term's inputs: none (as stored) | pair (mixup, targets mixed) | class
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def check_mode(cfg: KDConfig) -> None:
     if cfg.mode not in DISTILL_MODES:
         raise UserError(f"unknown --distill {cfg.mode!r}; known: {', '.join(DISTILL_MODES)}")
+    if cfg.vkd_mix not in ("none", "pair", "class"):
+        raise UserError(f"unknown vkd_mix {cfg.vkd_mix!r}; known: none, pair, class")
     if cfg.mode == "kd+vkd" and not 0.0 < cfg.vkd_weight < 1.0:
         raise UserError(f"--vkd-weight must lie strictly between 0 and 1 for kd+vkd, got {cfg.vkd_weight}")
 
@@ -125,8 +129,13 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
                     with torch.no_grad():
                         vb = virtual.sample(yb, noise)
                     xv = xb
-                    if cfg.vkd_mix == "class" and mix:  # mixup within a class: the label still holds
-                        xv = _mix(xb, vbeta.sample((len(idx),)), _same_label_pairs(yb, gen))
+                    if mix and cfg.vkd_mix != "none":  # measured alternatives (docs/benchmarks.md)
+                        lam = vbeta.sample((len(idx),))
+                        pair = _same_label_pairs(yb, gen) if cfg.vkd_mix == "class" else \
+                            torch.randperm(len(idx), generator=gen)
+                        xv = _mix(xb, lam, pair)
+                        if cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
+                            vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
                     ov = student(xv) if (out is None or xv is not xk) else out
                     loss = loss + w_vkd * soft_kl(ov, vb, virtual.temperature)
                 opt.zero_grad(set_to_none=True)
