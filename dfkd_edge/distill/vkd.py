@@ -251,8 +251,9 @@ def load_virtual_generator(path: str | Path) -> VirtualGenerator:
         doc = torch.load(path, map_location="cpu", weights_only=True)
         g = VirtualGenerator(int(doc["num_classes"]), int(doc["z_dim"]), int(doc["hidden"]), float(doc["temperature"]))
         g.load_state_dict(doc["state_dict"])
-    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise UserError(f"{path} is not a dfkd-edge virtual generator ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix: one line, exit 2
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{path} is not a dfkd-edge virtual generator ({type(e).__name__}: {msg})") from None
     return g.eval()
 
 
