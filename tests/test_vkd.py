@@ -242,3 +242,30 @@ def test_selfdistill_bad_data_exit_2(cli, tmp_path):
     (tmp_path / "d.npz").write_bytes(b"nope")
     code, _, err = cli("selfdistill", "conv2d", tmp_path / "d.npz", "--out", tmp_path / "o")
     assert code == 2 and "npz" in err
+
+
+def test_selfdistill_refuses_an_exported_program(cli, tmp_path, digits_train_npz):
+    from dfkd_edge.models.teachers import digits_cnn_small_for_tests
+
+    m = digits_cnn_small_for_tests().eval()
+    ep = torch.export.export(m, (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, tmp_path / "t.pt2")
+    code, _, err = cli("selfdistill", tmp_path / "t.pt2", digits_train_npz, "--out", tmp_path / "o")
+    assert code == 2 and "cannot be trained here" in err
+
+
+def test_vkd_run_resumes_without_retraining(cli, tmp_path, digits_teacher):
+    args = ["convert", digits_teacher, *FAST, "--distill", "vkd", "--vkd-epochs", "2", "--out", tmp_path / "o"]
+    assert cli(*args)[0] == 0
+    before = (tmp_path / "o/virtual_generator.pt").read_bytes()
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    stages = read_json(tmp_path / "o/manifest.json")["stages"]
+    assert stages["virtual"].get("resumed") and stages["distill"].get("resumed")
+    assert stages["distill-kd-baseline"].get("resumed")
+    assert (tmp_path / "o/virtual_generator.pt").read_bytes() == before
+    code, _, err = cli(*args[:-2], "--vkd-epochs", "3", "--out", tmp_path / "o", "--resume")
+    assert code == 0, err
+    stages = read_json(tmp_path / "o/manifest.json")["stages"]
+    assert not stages["virtual"].get("resumed") and not stages["distill"].get("resumed")
+    assert stages["distill-kd-baseline"].get("resumed")  # plain KD does not depend on the generator
