@@ -24,18 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfkd_edge.distill.vkd import VirtualGenerator, _optimizer, soft_kl
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, soft_kl
+from dfkd_edge.distill.vkd import VirtualGenerator
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
 
 
 @dataclass
-class KDConfig:
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    temperature: float = 4.0
+class KDConfig(TrainConfig):
     mixup: float = 1.0  # Beta(a, a) for online mixup; 0 disables it
     seed: int = 0
     mode: str = "kd"  # kd | vkd | kd+vkd (DISTILL_MODES)
@@ -101,7 +97,7 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     lt = torch.from_numpy(logits)
     n = len(x)
     steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
-    opt, sched = _optimizer(student.parameters(), cfg.lr, cfg.weight_decay, steps)
+    opt, sched = make_optimizer(student.parameters(), cfg, steps)
     mix = cfg.mixup > 0
     beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix and teacher is not None else None
     vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix else None

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, soft_kl
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_path
 from dfkd_edge.progress import NullProgress, Progress
@@ -108,13 +109,6 @@ class VirtualDiscriminator(nn.Module):
     def forward(self, logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.phi(logp)
         return self.psi(h).squeeze(1) + (self.embed(y) * h).sum(1)
-
-
-def soft_kl(student_logits: torch.Tensor, target_logp: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 KL(target || softmax(s / T))``, batch mean: the KD loss against any soft-target source."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), target_logp, reduction="batchmean",
-                    log_target=True) * t * t
 
 
 def class_mean_kl(real_logp: torch.Tensor, fake_logp: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -261,14 +255,9 @@ def load_virtual_generator(path: str | Path) -> VirtualGenerator:
 
 
 @dataclass
-class SelfDistillConfig:
+class SelfDistillConfig(TrainConfig):
     """Training a model on labelled data with virtual knowledge (self-distillation or peers)."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    temperature: float = 4.0
     vkd_weight: float = 1.0
     warmup: float = 0.2  # fraction of steps over which the VKD weight ramps from 0
     seed: int = 0
@@ -276,12 +265,6 @@ class SelfDistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _optimizer(params, lr: float, weight_decay: float, steps: int):
-    """AdamW with a one-cycle schedule: the KD trainer's recipe, shared by every trainer here."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
 
 
 def _check_xy(x: np.ndarray, y: np.ndarray, num_classes: int | None = None) -> None:
@@ -327,7 +310,7 @@ def collaborate(models: list[nn.Module], x: np.ndarray, y: np.ndarray, cfg: Self
     _check_xy(x, y, k)
     n = len(xt)
     steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    opts = [_optimizer(m.parameters(), cfg.lr, cfg.weight_decay, steps) for m in models]
+    opts = [make_optimizer(m.parameters(), cfg, steps) for m in models]
     peers = [VirtualKnowledge(k, VKDConfig(**{**asdict(cfg.generator), "temperature": cfg.temperature,
                                               "seed": cfg.seed + 7919 * i})) for i in range(len(models))]
     history: dict[str, list] = {"ce": [], "vkd": [], "generator_fidelity_kl": []}
