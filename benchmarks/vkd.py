@@ -7,7 +7,9 @@ logits over it (dfkd_edge.distill.vkd defaults, 200 epochs), then the auto-chose
 three ways from the same transfer set with the pipeline's KD defaults (T=4, 100 epochs, online
 mixup for the KD term): ``kd``, ``vkd`` (the teacher is not run), ``kd+vkd`` (weights 0.5/0.5).
 Alternatives (same transfer set): VKD with mixed inputs and mixed virtual targets; VKD with mixup
-inside a class; kd+vkd at weight 0.25; generators trained without the adversarial term (fidelity
+inside a class; VKD with mixup whose targets come from a generator that also learned the teacher's
+outputs on mixed pairs, conditioned on the mixed label (the teacher runs while the generator trains,
+not while the student does); kd+vkd at weight 0.25; generators trained without the adversarial term (fidelity
 only) or without the fidelity term (adversarial only). int8 as in benchmarks/dfkd_methods.py.
 
 Part 2 (real digits, 1,347 training / 450 test samples): the conv2d student (width 16) trained with
@@ -44,6 +46,7 @@ ROWS = {
     "KD+VKD (0.5/0.5)": ({"mode": "kd+vkd"}, None),
     "alt: VKD, mixup with mixed virtual targets": ({"mode": "vkd", "vkd_mix": "pair"}, None),
     "alt: VKD, mixup within a class": ({"mode": "vkd", "vkd_mix": "class"}, None),
+    "alt: VKD, mixup, generator learned on mixed labels": ({"mode": "vkd", "vkd_mix": "pair"}, {"mixup": 1.0}),
     "alt: KD+VKD (0.75/0.25)": ({"mode": "kd+vkd", "vkd_weight": 0.25}, None),
     "alt: VKD, generator without adversarial term": ({"mode": "vkd"}, {"adv_weight": 0.0}),
     "alt: VKD, generator without fidelity term": ({"mode": "vkd"}, {"fidelity_weight": 0.0}),
@@ -73,7 +76,7 @@ def part1(teachers, seeds, rows, workdir: Path) -> None:
                 gkey = tuple(sorted((gen_over or {}).items()))
                 if kd_over["mode"] != "kd" and gkey not in gens:
                     t0 = time.perf_counter()
-                    vk = fit_virtual_generator(lg, VKDConfig(seed=seed, **(gen_over or {})))
+                    vk = fit_virtual_generator(lg, VKDConfig(seed=seed, **(gen_over or {})), x=x, teacher=teacher)
                     fid = generator_fidelity(vk.generator, ts.held_out[1], lg, seed=seed)
                     gens[gkey] = (vk.generator, time.perf_counter() - t0, fid)
                     if not gkey:

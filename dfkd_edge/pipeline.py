@@ -287,7 +287,8 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
         key = run.key({"vkd": cfg.vkd.to_dict()}, [TRANSFER_SET])
         if not run.finished("virtual", key):
             _seed_all(cfg.seed)
-            vk = fit_virtual_generator(l_train, cfg.vkd, progress=run.progress)  # the stored logits: no teacher run
+            # the stored logits; the teacher runs only with cfg.vkd.mixup > 0 (mixed pairs, Python API)
+            vk = fit_virtual_generator(l_train, cfg.vkd, progress=run.progress, x=x_train, teacher=teacher)
             save_virtual_generator(run.path(VIRTUAL_PT), vk.generator)
             fid = generator_fidelity(vk.generator, l_hold, l_train, seed=cfg.seed)
             atomic_write_json(run.path(VIRTUAL_JSON), {"config": cfg.vkd.to_dict(), "fidelity": fid,

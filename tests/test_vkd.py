@@ -269,3 +269,16 @@ def test_vkd_run_resumes_without_retraining(cli, tmp_path, digits_teacher):
     stages = read_json(tmp_path / "o/manifest.json")["stages"]
     assert not stages["virtual"].get("resumed") and not stages["distill"].get("resumed")
     assert stages["distill-kd-baseline"].get("resumed")  # plain KD does not depend on the generator
+
+
+def test_generator_takes_label_distributions_and_learns_mixed_pairs(tmp_path):
+    g = VirtualGenerator(4)
+    z, y = torch.randn(6, g.z_dim), torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(g(z, y), g(z, F.one_hot(y, 4).float()))  # a one-hot distribution = the label
+    x, logits = _vectors(128)
+    vk = fit_virtual_generator(logits, VKDConfig(epochs=3, mixup=1.0), x=x, teacher=_lookup)
+    assert vk.generator.mixed
+    save_virtual_generator(tmp_path / "g.pt", vk.generator)
+    assert load_virtual_generator(tmp_path / "g.pt").mixed
+    with pytest.raises(ValueError, match="mixed labels"):
+        fit_virtual_generator(logits, VKDConfig(epochs=1, mixup=1.0))

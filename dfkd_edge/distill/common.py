@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +31,14 @@ def soft_kl(student_logits: torch.Tensor, target_logp: torch.Tensor, temperature
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, 1), target_logp, reduction="batchmean",
                     log_target=True) * t * t
+
+
+def take(x, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of an array, or of a row source read from disk (``synthesis.store.Rows``)."""
+    return x.take(idx) if hasattr(x, "store") else x[idx]
+
+
+def mix_inputs(x: torch.Tensor, lam: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+    """Mixup: ``lam * x + (1 - lam) * x[pair]`` per row."""
+    lx = lam.view(-1, *([1] * (x.dim() - 1)))
+    return lx * x + (1 - lx) * x[pair]

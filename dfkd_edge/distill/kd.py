@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfkd_edge.distill.common import TrainConfig, make_optimizer, soft_kl
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
 from dfkd_edge.distill.vkd import VirtualGenerator
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
@@ -56,16 +56,6 @@ def check_mode(cfg: KDConfig) -> None:
         raise UserError(f"unknown vkd_mix {cfg.vkd_mix!r}; known: none, pair, class")
     if cfg.mode == "kd+vkd" and not 0.0 < cfg.vkd_weight < 1.0:
         raise UserError(f"--vkd-weight must lie strictly between 0 and 1 for kd+vkd, got {cfg.vkd_weight}")
-
-
-def take(x, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of an array, or of a row source read from disk (``synthesis.store.Rows``)."""
-    return x.take(idx) if hasattr(x, "store") else x[idx]
-
-
-def _mix(x: torch.Tensor, lam: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-    lx = lam.view(-1, *([1] * (x.dim() - 1)))
-    return lx * x + (1 - lx) * x[pair]
 
 
 def _same_label_pairs(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -115,7 +105,7 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
                 if use_kd:
                     xk = xb
                     if beta is not None:  # online mixup: the teacher labels the mixed inputs
-                        xk = _mix(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=gen))
+                        xk = mix_inputs(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=gen))
                         with torch.no_grad():
                             tb = teacher(xk)
                     out = student(xk)
@@ -129,8 +119,12 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
                         lam = vbeta.sample((len(idx),))
                         pair = _same_label_pairs(yb, gen) if cfg.vkd_mix == "class" else \
                             torch.randperm(len(idx), generator=gen)
-                        xv = _mix(xb, lam, pair)
-                        if cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
+                        xv = mix_inputs(xb, lam, pair)
+                        if cfg.vkd_mix == "pair" and getattr(virtual, "mixed", False):  # learned for mixed labels
+                            onehot = F.one_hot(yb, vb.shape[1]).float()
+                            with torch.no_grad():
+                                vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
+                        elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
                             vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
                     ov = student(xv) if (out is None or xv is not xk) else out
                     loss = loss + w_vkd * soft_kl(ov, vb, virtual.temperature)

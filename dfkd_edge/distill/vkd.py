@@ -24,8 +24,11 @@ collaborative learning. The architecture and the losses are not known here. What
 * **Data-free**: trained only on the teacher's logits over the transfer set (labels = its argmax),
   which synthesis already stored, so the teacher is not run while the generator or a ``vkd``
   student trains.
-* **Student loss**: ``T^2 KL(G(z, y) || softmax(s / T))`` with fresh z per sample; online mixup
-  mixes two samples' virtual distributions with the inputs' weights (no teacher needed).
+* **Student loss**: ``T^2 KL(G(z, y) || softmax(s / T))`` with fresh z per sample, on the stored
+  inputs. Mixup for the VKD term was measured three ways and is off by default (docs/benchmarks.md):
+  mixed virtual targets, mixup within a class, and a generator that also learned the teacher's
+  outputs on mixed pairs conditioned on the mixed label (``VKDConfig.mixup``; the generator then
+  takes a label distribution, whose embedding is the expected embedding).
 * **Self-distillation**: the model trains with cross-entropy on its labels plus the KD loss towards
   its own generator, which learns the model's (detached) softened outputs at every step; the KD
   weight ramps up over the first ``warmup`` of training while the generator has little to mimic.
@@ -47,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from dfkd_edge.distill.common import TrainConfig, make_optimizer, soft_kl
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_path
 from dfkd_edge.progress import NullProgress, Progress
@@ -67,6 +70,7 @@ class VKDConfig:
     lr: float = 2e-3
     adv_weight: float = 1.0
     fidelity_weight: float = 1.0
+    mixup: float = 0.0  # > 0: also learn the teacher on mixed pairs, conditioned on the mixed label
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -80,6 +84,7 @@ class VirtualGenerator(nn.Module):
         super().__init__()
         self.num_classes, self.z_dim, self.hidden = num_classes, z_dim, hidden
         self.temperature = float(temperature)  # of the softened outputs it mimics
+        self.mixed = False  # also trained on mixed pairs, conditioned on mixed labels
         self.noise = nn.Linear(z_dim, hidden)
         self.embed = nn.Embedding(num_classes, hidden)
         self.net = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
@@ -88,7 +93,7 @@ class VirtualGenerator(nn.Module):
         nn.init.zeros_(self.prior.weight)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.net(self.noise(z) + self.embed(y)) + self.prior(y), 1)
+        return F.log_softmax(self.net(self.noise(z) + _condition(y, self.embed)) + _condition(y, self.prior), 1)
 
     def sample(self, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         """Log-probabilities for labels ``y``, fresh noise per row."""
@@ -108,7 +113,13 @@ class VirtualDiscriminator(nn.Module):
 
     def forward(self, logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.phi(logp)
-        return self.psi(h).squeeze(1) + (self.embed(y) * h).sum(1)
+        return self.psi(h).squeeze(1) + (_condition(y, self.embed) * h).sum(1)
+
+
+def _condition(y: torch.Tensor, table: nn.Embedding) -> torch.Tensor:
+    """The embedding of labels (integers), or the expected embedding of label distributions (floats,
+    (B, K): a mixup pair's lam * e_a + (1 - lam) * e_b)."""
+    return y @ table.weight if y.is_floating_point() else table(y)
 
 
 def class_mean_kl(real_logp: torch.Tensor, fake_logp: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -137,8 +148,11 @@ class VirtualKnowledge:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
 
-    def update(self, real_logp: torch.Tensor, y: torch.Tensor) -> dict:
+    def update(self, real_logp: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        """``y``: the conditions (labels, or label distributions); ``labels``: the integer labels of the
+        first rows, the ones the fidelity term groups by (default: ``y`` itself)."""
         real_logp = real_logp.detach()
+        labels = y if labels is None else labels
         fake = self.generator.sample(y, self.noise)
         d_loss = (F.softplus(-self.discriminator(real_logp, y)).mean()
                   + F.softplus(self.discriminator(fake.detach(), y)).mean())
@@ -146,7 +160,8 @@ class VirtualKnowledge:
         d_loss.backward()
         self.opt_d.step()
         adv = F.softplus(-self.discriminator(fake, y)).mean()
-        fid = class_mean_kl(real_logp, fake, y, self.num_classes)
+        n = len(labels)
+        fid = class_mean_kl(real_logp[:n], fake[:n], labels, self.num_classes)
         g_loss = self.cfg.adv_weight * adv + self.cfg.fidelity_weight * fid
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -162,16 +177,27 @@ class VirtualKnowledge:
         return out
 
 
-def fit_virtual_generator(logits: np.ndarray, cfg: VKDConfig, progress: Progress | None = None) -> VirtualKnowledge:
-    """Train a virtual generator on the teacher's logits over the transfer set (no teacher run)."""
+def fit_virtual_generator(logits: np.ndarray, cfg: VKDConfig, progress: Progress | None = None,
+                          x=None, teacher=None) -> VirtualKnowledge:
+    """Train a virtual generator on the teacher's logits over the transfer set (the teacher is not run).
+
+    With ``cfg.mixup > 0`` (and the inputs ``x`` and the ``teacher``), each step also mixes pairs of
+    transfer-set inputs, asks the teacher for their logits, and teaches the generator those outputs
+    conditioned on the mixed label ``lam * e_a + (1 - lam) * e_b``: a student can then use mixup
+    without the teacher (``KDConfig.vkd_mix = "pair"``)."""
     progress = progress or NullProgress()
+    mixed = cfg.mixup > 0
+    if mixed and (x is None or teacher is None):
+        raise ValueError("a generator for mixed labels needs the transfer-set inputs and the teacher")
     lt = torch.from_numpy(np.asarray(logits, dtype=np.float32))
     if lt.dim() != 2 or len(lt) < 2:
         raise UserError(f"the virtual generator needs (N, classes) teacher logits with N >= 2, got {tuple(lt.shape)}")
     vk = VirtualKnowledge(lt.shape[1], cfg)
+    vk.generator.mixed = mixed
     real = F.log_softmax(lt / cfg.temperature, 1)
     labels = lt.argmax(1)
     order = torch.Generator().manual_seed(cfg.seed)
+    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mixed else None
     n = len(lt)
     with progress.task("virtual generator (VKD)", total=cfg.epochs) as task:
         for _ in range(cfg.epochs):
@@ -181,7 +207,17 @@ def fit_virtual_generator(logits: np.ndarray, cfg: VKDConfig, progress: Progress
                 idx = perm[i:i + cfg.batch_size]
                 if len(idx) < 2:
                     continue
-                stats.append(vk.update(real[idx], labels[idx]))
+                if not mixed:
+                    stats.append(vk.update(real[idx], labels[idx]))
+                    continue
+                xb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy())))
+                lam = beta.sample((len(idx),))
+                pair = torch.randperm(len(idx), generator=order)
+                with torch.no_grad():
+                    real_mix = F.log_softmax(teacher(mix_inputs(xb, lam, pair)) / cfg.temperature, 1)
+                onehot = F.one_hot(labels[idx], lt.shape[1]).float()
+                cond = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair]
+                stats.append(vk.update(torch.cat([real[idx], real_mix]), torch.cat([onehot, cond]), labels[idx]))
             task.advance(1, d=np.mean([s["d"] for s in stats]), fid=np.mean([s["fidelity_kl"] for s in stats]))
     vk.generator.eval()
     return vk
@@ -234,6 +270,7 @@ def save_virtual_generator(path: str | Path, generator: VirtualGenerator) -> Non
     """A small file of tensors and numbers (loadable with ``weights_only=True``)."""
     doc = {"format": "dfkd-edge-virtual-generator/1", "num_classes": generator.num_classes,
            "z_dim": generator.z_dim, "hidden": generator.hidden, "temperature": generator.temperature,
+           "mixed": bool(generator.mixed),
            "state_dict": generator.state_dict()}
     with atomic_path(path) as tmp:
         torch.save(doc, tmp)
@@ -245,6 +282,7 @@ def load_virtual_generator(path: str | Path) -> VirtualGenerator:
         doc = torch.load(path, map_location="cpu", weights_only=True)
         g = VirtualGenerator(int(doc["num_classes"]), int(doc["z_dim"]), int(doc["hidden"]), float(doc["temperature"]))
         g.load_state_dict(doc["state_dict"])
+        g.mixed = bool(doc.get("mixed", False))
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix: one line, exit 2
         msg = str(e).splitlines()[0] if str(e) else ""
         raise UserError(f"{path} is not a dfkd-edge virtual generator ({type(e).__name__}: {msg})") from None

@@ -67,7 +67,7 @@ class _Reader:
 
 def calibration_subset(x, n: int, seed: int) -> np.ndarray:
     """A seeded subset of ``x`` (an array or a row source on disk), in file order."""
-    from dfkd_edge.distill.kd import take
+    from dfkd_edge.distill.common import take
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
