@@ -282,3 +282,19 @@ def test_generator_takes_label_distributions_and_learns_mixed_pairs(tmp_path):
     assert load_virtual_generator(tmp_path / "g.pt").mixed
     with pytest.raises(ValueError, match="mixed labels"):
         fit_virtual_generator(logits, VKDConfig(epochs=1, mixup=1.0))
+
+
+def test_report_points_to_plain_kd_when_it_scored_higher():
+    from dfkd_edge.report.render import _distillation_blocks
+
+    fid = {"class_kl": 0.01, "sample_kl": 0.2, "sample_kl_class_mean": 0.1, "label_agreement": 0.99,
+           "entropy_generator": 1.8, "entropy_teacher": 1.9, "held_out_samples": 256}
+    d = {"mode": "vkd", "weights": {"kd": 0.0, "vkd": 1.0}, "temperature": 4.0,
+         "virtual_generator": {"file": "virtual_generator.pt", "parameters": 21358, "size_bytes": 89551,
+                               "fidelity": fid},
+         "comparison": {"vkd": {"accuracy": 0.85, "fidelity": 0.7},
+                        "kd": {"accuracy": 0.99, "fidelity": 0.9, "file": "student_kd_baseline.pt"}}}
+    text = " ".join(b.text for b in _distillation_blocks(d, "test.npz"))
+    assert "14.0 points higher" in text and "--distill kd" in text
+    d["comparison"]["vkd"]["accuracy"] = 0.985
+    assert "points higher" not in " ".join(b.text for b in _distillation_blocks(d, "test.npz"))

@@ -70,9 +70,9 @@ def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
 
 
 _MODE_TEXT = {"kd": "KD from the teacher's soft targets",
-              "vkd": "VKD: soft targets from the virtual generator alone (the teacher was not run while the "
-                     "student trained)",
-              "kd+vkd": "KD + VKD: the teacher's and the virtual generator's soft targets, weighted"}
+              "vkd": "VKD, soft targets from the virtual generator alone; the teacher was not run while the "
+                     "student trained",
+              "kd+vkd": "KD + VKD, the teacher's and the virtual generator's soft targets, weighted"}
 
 
 def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
@@ -99,6 +99,12 @@ def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
                                 _pct(c[d['mode']]["fidelity"])],
                                [f"plain KD, same transfer set (`{c['kd']['file']}`)", _pct(c["kd"]["accuracy"]),
                                 _pct(c["kd"]["fidelity"])]]))
+        basis = "accuracy" if c["kd"]["accuracy"] is not None else "fidelity"
+        gap = c["kd"][basis] - c[d["mode"]][basis]
+        if gap > 0.01:
+            out.append(Block("p", f"Plain KD from the same transfer set scored {100 * gap:.1f} points higher "
+                                  f"({basis}); unless the teacher cannot run where the student trains, convert "
+                                  "again with `--distill kd`."))
     return out
 
 
