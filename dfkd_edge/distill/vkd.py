@@ -299,6 +299,8 @@ class SelfDistillConfig(TrainConfig):
     vkd_weight: float = 1.0
     warmup: float = 0.2  # fraction of steps over which the VKD weight ramps from 0
     seed: int = 0
+    # the generator's network and optimiser; it takes one step per training step (its epochs, mixup
+    # and temperature do not apply: T is this config's)
     generator: VKDConfig = field(default_factory=VKDConfig)
 
     def to_dict(self) -> dict:
@@ -387,7 +389,8 @@ def collaborate(models: list[nn.Module], x: np.ndarray, y: np.ndarray, cfg: Self
                 step += 1
             for key, row in zip(history, sums / n):
                 history[key].append([float(v) for v in row])
-            task.advance(1, ce=float(sums[0].mean() / n), vkd=float(sums[1].mean() / n))
+            task.advance(1, **({"ce": float(sums[0].mean() / n), "vkd": float(sums[1].mean() / n)} if _vkd
+                               else {"ce": float(sums[0].mean() / n)}))
     for m in models:
         m.eval()
     return (history, peers) if _return_generators else history
