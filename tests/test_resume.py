@@ -122,9 +122,17 @@ def test_ctrl_c_mid_synthesis_exits_130_and_resumes(cli, tmp_path, digits_teache
     while len(list(out.glob(".partial/*/batch_*.npz"))) < 1:
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C until it stops: Python drops a KeyboardInterrupt that lands inside a finalizer
+    # (__del__, weakref callback: "Exception ignored in ..."), which a loaded machine made happen
+    # once in CI; a user presses Ctrl-C again, and so does this test.
+    while proc.poll() is None and time.time() < deadline:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "--resume" in err
+    assert proc.returncode == 130 and "--resume" in err, err[-2000:]
     assert not list(out.glob("**/*.tmp"))
     code, _, err = cli("convert", digits_teacher, *ARGS, "--out", out, "--resume")
     assert code == 0, err
