@@ -106,6 +106,9 @@ def _convert_options(f):
         click.option("--compare-kd/--no-compare-kd", default=True, show_default=True,
                      help="With vkd or kd+vkd: also distill a plain-KD student from the same transfer set and "
                           "report both (about one more distillation's time)."),
+        click.option("--few-shot-data", type=click.Path(),
+                     help="Several teachers: a few labelled samples (.npz x, y; about 10 per class) to train the "
+                          "attention over the student's headers (default: their mean)."),
         click.option("--calib-samples", default=256, show_default=True, help="Synthesized samples used for int8 calibration."),
         click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
         click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
@@ -122,7 +125,7 @@ def _convert_options(f):
     return f
 
 
-def _config(teacher: str, **o):
+def _config(teachers, **o):
     from dfkd_edge.distill import KDConfig
     from dfkd_edge.distill.vkd import VKDConfig
     from dfkd_edge.export.quantize import CalibConfig
@@ -132,7 +135,9 @@ def _config(teacher: str, **o):
     kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
                   mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
-    return ConvertConfig(teacher=teacher, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
+    teachers = [teachers] if isinstance(teachers, str) else list(teachers)
+    return ConvertConfig(teacher=teachers[0], more_teachers=tuple(teachers[1:]), few_shot_data=o["few_shot_data"],
+                         out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
                          factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
                          holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
@@ -157,11 +162,14 @@ def _run_and_show(cfg) -> dict:
 
 
 @cli.command()
-@click.argument("teacher", type=click.Path())
+@click.argument("teachers", nargs=-1, required=True, type=click.Path())
 @_convert_options
-def convert(teacher: str, **o) -> None:
-    """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it."""
-    _run_and_show(_config(teacher, **o))
+def convert(teachers: tuple[str, ...], **o) -> None:
+    """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it.
+
+    Several TEACHERS (same input shape and classes) are distilled together into one multi-header
+    student (CDFKD-MFS), exported as one model."""
+    _run_and_show(_config(teachers, **o))
 
 
 @cli.command()
@@ -183,7 +191,7 @@ def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: 
         args += [a for t in targets for a in ("--target", t)]
         with convert.make_context("convert", args) as ctx:
             opts = dict(ctx.params)
-        opts.pop("teacher")
+        opts.pop("teachers")
         cfg = _config(str(builtin_teacher_path()), **opts)
         cfg.eval_name = "sklearn-digits test split (450)"
         _run_and_show(cfg)

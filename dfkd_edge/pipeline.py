@@ -63,6 +63,8 @@ ONNX_TRT_QDQ, ONNX_FP16 = "student_trt_qdq.onnx", "student_fp16.onnx"
 TARGETS_JSON = "targets.json"
 VIRTUAL_PT, VIRTUAL_JSON = "virtual_generator.pt", "virtual_generator.json"  # --distill vkd | kd+vkd
 KD_BASELINE_PT = "student_kd_baseline.pt"  # plain KD from the same transfer set, for the comparison
+HEADERS_PT, HEADERS_JSON = "student_headers.pt", "student_headers.json"  # several teachers: before aggregation
+AGGREGATION_JSON = "aggregation.json"  # several teachers: mean, or attention trained on --few-shot-data
 
 
 def build_script_name(target: str) -> str:
@@ -78,6 +80,8 @@ MANIFEST = "manifest.json"  # report files: dfkd_edge.report.REPORT_FILES
 class ConvertConfig:
     teacher: str
     out: str
+    more_teachers: tuple[str, ...] = ()  # more than one teacher: CDFKD-MFS (dfkd_edge.distill.multi)
+    few_shot_data: str | None = None  # several teachers: a few labelled samples -> attention aggregation
     input_shape: tuple[int, ...] | None = None
     factory: str | None = None
     targets: tuple[str, ...] = (HOST_TARGET,)
@@ -108,7 +112,12 @@ class ConvertConfig:
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         d["calib"]["formats"] = list(self.calib.formats)
         d["targets"] = list(self.targets)
+        d["more_teachers"] = list(self.more_teachers)
         return d
+
+    @property
+    def teacher_paths(self) -> list[str]:
+        return [self.teacher, *self.more_teachers]
 
 
 def versions() -> dict:
@@ -123,6 +132,17 @@ def validate_config(cfg: ConvertConfig) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
     resolve_method(cfg.method)  # UserError on an unknown name
     check_mode(cfg.kd)
+    if cfg.more_teachers:
+        if cfg.method != "auto":
+            raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers "
+                            "the student is trained with CDFKD-MFS's adversarial generator (leave --method out)")
+        if cfg.kd.mode != "kd":
+            raise UserError(f"--distill {cfg.kd.mode} applies to one teacher; leave it out with several teachers")
+        if len(set(map(os.path.abspath, cfg.teacher_paths))) != len(cfg.teacher_paths):
+            raise UserError("the same teacher file is given twice; give each teacher once")
+    elif cfg.few_shot_data:
+        raise UserError("--few-shot-data trains the attention over several teachers' headers; it needs two or more "
+                        "teachers")
     if not cfg.targets:
         raise UserError("give at least one --target")
     names = [load_profile(t).name for t in cfg.targets]  # UserError on an unknown name or a bad file
@@ -241,7 +261,13 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
     # inspect (always: the later stages need the loaded teacher)
     t0 = time.perf_counter()
-    teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+    multi = bool(cfg.more_teachers)
+    if multi:
+        from dfkd_edge.distill.multi import Ensemble
+
+        teacher = Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
+    else:
+        teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
     spec = teacher.spec
     eval_xy = None
     if cfg.eval_data:
@@ -250,7 +276,15 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
         eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
     # the student is chosen (and validated) before minutes of synthesis, built later
     _, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
-    atomic_write_json(run.path(TEACHER_JSON), spec.to_dict())
+    few_shot = None
+    if multi:
+        recipe = _multi_recipe(recipe, teacher, cfg)
+        if cfg.few_shot_data:
+            from dfkd_edge.data.evaldata import load_eval_data
+
+            few_shot = load_eval_data(cfg.few_shot_data, spec.input_shape, spec.num_classes)
+    atomic_write_json(run.path(TEACHER_JSON), {**spec.to_dict(), **({"members": [t.spec.to_dict() for t in
+                                                                                  teacher.members]} if multi else {})})
     run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
 
     # synthesize (adversarial methods train the student here too: synthesis and KD interleave)
@@ -258,12 +292,22 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     synth_cfg = {"method": method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
                  "iterations": cfg.iterations, "seed": cfg.seed}
     _seed_all(cfg.seed)
-    synth = create_synthesizer(method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations)
+    if multi:
+        from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
+
+        synth = MultiTeacherSynthesizer(teacher, MultiTeacherConfig(iterations=cfg.iterations,
+                                                                    batch_size=cfg.synth_batch, seed=cfg.seed))
+        method = synth_cfg["method"] = synth.name
+    else:
+        synth = create_synthesizer(method, teacher, batch_size=cfg.synth_batch, seed=cfg.seed,
+                                   iterations=cfg.iterations)
     if synth.needs_student and cfg.kd.mode != "kd":
         raise UserError(f"--distill {cfg.kd.mode} needs a transfer set to distill from, but --method {method} "
                         "trains the student during synthesis; use --method deepinversion or soft-target")
-    outputs = [TRANSFER_SET] + ([STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
-    key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON], [cfg.teacher])
+    outputs = [TRANSFER_SET] + ([HEADERS_PT, HEADERS_JSON] if multi else
+                                [STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
+    key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON],
+                  cfg.teacher_paths)
     if not run.finished("synthesize", key):
         # batches are checkpointed and the transfer set is streamed to disk: memory follows the batch size
         stream = {"checkpoint_dir": run.path(PARTIAL) / f"synthesize-{key[:16]}", "out_path": run.path(TRANSFER_SET)}
@@ -271,7 +315,10 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
             _seed_all(cfg.seed)
             trained = build_from_recipe(recipe)
             synth.train_student(trained, cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
-            _save_student(run, trained, recipe, {"loss": [None], "trained_by": method})
+            if multi:
+                _save_student(run, trained, recipe, {"loss": [synth.history[-1]]}, HEADERS_PT, HEADERS_JSON)
+            else:
+                _save_student(run, trained, recipe, {"loss": [None], "trained_by": method})
         else:
             synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
         run.stage("synthesize", time.perf_counter() - t0, outputs, key)
@@ -279,6 +326,18 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     ts = TransferSetFile(run.path(TRANSFER_SET))
     x_train, l_train = ts.train  # rows read from disk batch by batch
     x_hold, l_hold = ts.held_out
+
+    # aggregate (several teachers): the headers' mean, or attention trained on the few labelled samples
+    aggregation = None
+    if multi:
+        t0 = time.perf_counter()
+        key = run.key({"few_shot": bool(few_shot)}, [HEADERS_PT, HEADERS_JSON],
+                      [cfg.few_shot_data] if cfg.few_shot_data else [])
+        if not run.finished("aggregate", key):
+            doc = aggregate_headers(run, few_shot, cfg.seed)
+            atomic_write_json(run.path(AGGREGATION_JSON), doc)
+            run.stage("aggregate", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON, AGGREGATION_JSON], key)
+        aggregation = json.loads(run.path(AGGREGATION_JSON).read_text())
 
     # virtual: the class-conditional generator of the teacher's softened outputs (VKD)
     uses_vkd = cfg.kd.mode != "kd" and not synth.needs_student
@@ -299,7 +358,7 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
     if not synth.needs_student:
         key = run.key({"kd": cfg.kd.to_dict(), "student": recipe}, [TRANSFER_SET] + ([VIRTUAL_PT] if uses_vkd else []),
-                      [cfg.teacher])
+                      cfg.teacher_paths)
         if not run.finished("distill", key):
             _seed_all(cfg.seed)
             student = build_from_recipe(recipe)
@@ -311,7 +370,7 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     if uses_vkd and cfg.compare_kd:  # plain KD from the same transfer set, for the report's comparison
         t0 = time.perf_counter()
         kd_cfg = KDConfig(**{**asdict(cfg.kd), "mode": "kd"})
-        key = run.key({"kd": kd_cfg.to_dict(), "student": recipe}, [TRANSFER_SET], [cfg.teacher])
+        key = run.key({"kd": kd_cfg.to_dict(), "student": recipe}, [TRANSFER_SET], cfg.teacher_paths)
         if not run.finished("distill-kd-baseline", key):
             _seed_all(cfg.seed)
             baseline = build_from_recipe(recipe)
@@ -364,7 +423,7 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
     key = run.key({"threads": threads, "budget_s": cfg.latency_budget_s,
                    "estimate": [p.to_dict() for p in profiles if not p.is_host]},
-                  [TEACHER_JSON, STUDENT_PT, ONNX_FP32, ONNX_INT8], [cfg.teacher])
+                  [TEACHER_JSON, STUDENT_PT, ONNX_FP32, ONNX_INT8], cfg.teacher_paths)
     if not run.finished("profile", key):
         rows = [r.to_dict() for r in profile_host(teacher, student, run.path(ONNX_FP32), run.path(ONNX_INT8),
                                                   spec.input_shape, threads, cfg.latency_budget_s, run.progress)]
@@ -391,17 +450,90 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
     report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
     report["distillation"] = distillation
+    if multi:
+        report["multi_teacher"] = multi_teacher_summary(teacher, student, x_hold, l_hold, eval_xy, aggregation)
     written = write_report(run.out, report)
     run.manifest["complete"] = True
     run.stage("report", 0.0, written)
     return report
 
 
-def _save_student(run: Run, student: torch.nn.Module, recipe: dict, history: dict) -> None:
-    with atomic_path(run.path(STUDENT_PT)) as tmp:
+def _save_student(run: Run, student: torch.nn.Module, recipe: dict, history: dict,
+                  pt: str = STUDENT_PT, js: str = STUDENT_JSON) -> None:
+    with atomic_path(run.path(pt)) as tmp:
         torch.save(student.state_dict(), tmp)
-    atomic_write_json(run.path(STUDENT_JSON), {**recipe, "num_params": count_params(student),
-                                               "final_kd_loss": history["loss"][-1]})
+    atomic_write_json(run.path(js), {**recipe, "num_params": count_params(student),
+                                     "final_kd_loss": history["loss"][-1]})
+
+
+def _multi_recipe(single: dict, ensemble, cfg: ConvertConfig) -> dict:
+    """The multi-header student for these teachers: the family ``--student`` chose, one header per
+    teacher, the widest width within 1/4 of the largest teacher's parameters (or ``--width``)."""
+    from dfkd_edge.distill.multi import multi_student_width
+
+    spec = ensemble.spec
+    n = len(ensemble.members)
+    width = cfg.width or multi_student_width(spec.input_shape, spec.num_classes,
+                                             [t.spec.num_params for t in ensemble.members], n, single["name"])
+    return {"name": "multihead", "family": single["name"], "input_shape": list(spec.input_shape),
+            "num_classes": spec.num_classes, "width": int(width), "headers": n, "aggregation": "mean"}
+
+
+def aggregate_headers(run: Run, few_shot, seed: int) -> dict:
+    """Writes the final student (student.pt/.json): the multi-header student with the mean of its
+    headers, or with attention trained on ``few_shot`` (x, y), the rest frozen."""
+    from dfkd_edge.distill.multi import train_attention
+
+    recipe = {k: v for k, v in json.loads(run.path(HEADERS_JSON).read_text()).items()
+              if k not in ("num_params", "final_kd_loss")}
+    state = torch.load(run.path(HEADERS_PT), map_location="cpu", weights_only=True)
+    if few_shot is None:
+        student = build_from_recipe(recipe)
+        student.load_state_dict(state)
+        _save_student(run, student, recipe, {"loss": [None]})
+        return {"method": "mean", "headers": recipe["headers"]}
+    recipe["aggregation"] = "attention"
+    student = build_from_recipe(recipe)
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("attention.") for k in missing):
+        raise PipelineError(f"the multi-header student's weights do not fit its recipe ({missing}, {unexpected})")
+    result = train_attention(student, few_shot[0], few_shot[1], seed=seed)
+    _save_student(run, student, recipe, {"loss": [result["loss"][-1]]})
+    return {"method": "attention", "headers": recipe["headers"], "few_shot_data": run.cfg.few_shot_data,
+            "samples": result["samples"], "epochs": result["epochs"], "final_loss": result["loss"][-1],
+            "few_shot_accuracy": {"mean": result["accuracy_mean"], "attention": result["accuracy_attention"]}}
+
+
+def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy,
+                          aggregation: dict) -> dict:
+    """report.json's ``multi_teacher``: each teacher, the ensemble, each header (accuracy on eval
+    data; fidelity = top-1 agreement with its own teacher on held-out synthetic samples), and the
+    student with the mean and (when trained) attention aggregation. PyTorch fp32."""
+    def acc(logits, y):
+        return float((logits.argmax(1).numpy() == y).mean())
+
+    xh = torch.from_numpy(x_hold)
+    with torch.no_grad():
+        t_hold = [t.logits(xh) for t in ensemble.members]
+        h_hold = student.header_outputs(xh)[0]
+        doc = {"aggregation": aggregation, "teachers": [], "headers": []}
+        xe = torch.from_numpy(eval_xy[0]) if eval_xy is not None else None
+        h_eval = student.header_outputs(xe)[0] if xe is not None else None
+        for i, t in enumerate(ensemble.members):
+            doc["teachers"].append({"path": t.spec.path, "num_params": t.spec.num_params,
+                                    "accuracy": acc(t.logits(xe), eval_xy[1]) if xe is not None else None,
+                                    "agreement_with_ensemble": acc(t_hold[i], l_hold.argmax(1))})
+            doc["headers"].append({"header": i, "teacher": t.spec.path,
+                                   "accuracy": acc(h_eval[i], eval_xy[1]) if xe is not None else None,
+                                   "fidelity_to_its_teacher": acc(h_hold[i], t_hold[i].argmax(1).numpy())})
+        doc["ensemble"] = {"accuracy": acc(ensemble.logits(xe), eval_xy[1]) if xe is not None else None}
+        mean_hold = torch.stack(h_hold).mean(0)
+        doc["student_mean"] = {"accuracy": acc(torch.stack(h_eval).mean(0), eval_xy[1]) if xe is not None else None,
+                               "fidelity": acc(mean_hold, l_hold.argmax(1))}
+        if student.attention is not None:
+            doc["student_attention"] = {"accuracy": acc(student(xe), eval_xy[1]) if xe is not None else None,
+                                        "fidelity": acc(student(xh), l_hold.argmax(1))}
+    return doc
 
 
 def load_student(out: Path) -> torch.nn.Module:

@@ -59,15 +59,16 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8] for i in range(n)])
 
 
-def train_teacher(epochs: int = 60, seed: int = 0, width: int = 32) -> tuple[nn.Module, float]:
-    """Train the demo DigitsCNN on the train split; returns (model, test accuracy)."""
+def train_teacher(epochs: int = 60, seed: int = 0, width: int = 32, model: nn.Module | None = None
+                  ) -> tuple[nn.Module, float]:
+    """Train the demo DigitsCNN (or ``model``) on the train split; returns (model, test accuracy)."""
     from dfkd_edge.models.teachers import DigitsCNN
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_tr, y_tr, x_te, y_te = load_split()
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-    model = DigitsCNN(width=width)
+    model = model if model is not None else DigitsCNN(width=width)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(xt) + 63) // 64))
     for _ in range(epochs):

@@ -122,5 +122,7 @@ def create_student(name: str, input_shape, num_classes: int, teacher_params: int
 
 
 def build_from_recipe(recipe: dict) -> nn.Module:
+    """The student a recipe describes (multi-header students add headers, aggregation, family)."""
+    extra = {k: recipe[k] for k in ("headers", "aggregation", "family") if k in recipe}
     return create_model(recipe["name"], input_shape=tuple(recipe["input_shape"]),
-                        num_classes=recipe["num_classes"], width=recipe["width"])
+                        num_classes=recipe["num_classes"], width=recipe["width"], **extra)

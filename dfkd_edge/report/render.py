@@ -75,6 +75,29 @@ _MODE_TEXT = {"kd": "KD from the teacher's soft targets",
               "kd+vkd": "KD + VKD, the teacher's and the virtual generator's soft targets, weighted"}
 
 
+def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
+    """Several teachers: each teacher, the ensemble, each header, the aggregated student (PyTorch fp32)."""
+    if not m:
+        return []
+    rows = [[f"teacher {i}: `{t['path'].rsplit('/', 1)[-1]}` ({t['num_params']:,} parameters)", _pct(t["accuracy"]),
+             f"agrees with the ensemble on {_pct(t['agreement_with_ensemble'])}"] for i, t in enumerate(m["teachers"])]
+    rows.append(["ensemble of the teachers (mean logits)", _pct(m["ensemble"]["accuracy"]), "-"])
+    rows += [[f"student header {h['header']} (learns teacher {h['header']})", _pct(h["accuracy"]),
+              f"agrees with its teacher on {_pct(h['fidelity_to_its_teacher'])}"] for h in m["headers"]]
+    rows.append(["student, mean of the headers", _pct(m["student_mean"]["accuracy"]),
+                 f"agrees with the ensemble on {_pct(m['student_mean']['fidelity'])}"])
+    if m.get("student_attention"):
+        rows.append(["student, attention over the headers (shipped)", _pct(m["student_attention"]["accuracy"]),
+                     f"agrees with the ensemble on {_pct(m['student_attention']['fidelity'])}"])
+    agg = m["aggregation"]
+    text = (f"Several teachers, one student (CDFKD-MFS): one header per teacher on a shared backbone, trained "
+            f"data-free against a generator; the exported model aggregates its headers by "
+            f"{'attention trained on ' + str(agg['samples']) + ' labelled samples' if agg['method'] == 'attention' else 'their mean'}"
+            ". Figures are PyTorch fp32; agreement on held-out synthetic samples.")
+    return [Block("h3", "Teachers and headers"), Block("p", text),
+            Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
+
+
 def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
     if not d:
         return []
@@ -129,6 +152,7 @@ def sections(report: dict) -> list[Block]:
                      ["student fp32", _pct(acc["student_fp32"]), _pct(fid["student_fp32"])],
                      [f"student int8 ({calib['chosen_format']})", _pct(acc["student_int8"]),
                       _pct(fid["student_int8"])]])]
+    b += _multi_teacher_blocks(report.get("multi_teacher"), acc["dataset"])
     b += _distillation_blocks(report.get("distillation") or {}, acc["dataset"])
     trt = (report.get("targets") or {}).get("tensorrt")
     if trt:

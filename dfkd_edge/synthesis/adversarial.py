@@ -35,19 +35,12 @@ def class_imbalance(logits: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.tensor(float(p.numel()))) + (p * torch.log(p.clamp_min(1e-12))).sum()
 
 
-@register_method
-class AdversarialSynthesizer(Synthesizer):
-    name = "adversarial"
-    needs_student = True
+class GeneratorSynthesizer(Synthesizer):
+    """Base of the methods whose samples come from a generator network G(z) trained against a student."""
 
-    def __init__(self, teacher, iterations: int = 1000, z_dim: int = 100, lr_g: float = 1e-3,
-                 lr_s: float = 2e-3, student_steps: int = 5, bn_weight: float = 0.1,
-                 first_bn_weight: float = 10.0, balance_weight: float = 5.0, **kw) -> None:
+    def __init__(self, teacher, z_dim: int = 100, **kw) -> None:
         super().__init__(teacher, **kw)
-        self.iterations, self.z_dim = int(iterations), z_dim
-        self.lr_g, self.lr_s, self.student_steps = lr_g, lr_s, int(student_steps)
-        self.bn_weight, self.first_bn_weight = bn_weight, first_bn_weight
-        self.balance_weight = balance_weight
+        self.z_dim = z_dim
         torch.manual_seed(self.seed)
         self.generator_net = create_model("generator", input_shape=self.input_shape, z_dim=z_dim)
 
@@ -61,6 +54,21 @@ class AdversarialSynthesizer(Synthesizer):
         if task is not None:
             task.advance(1)
         return x
+
+
+@register_method
+class AdversarialSynthesizer(GeneratorSynthesizer):
+    name = "adversarial"
+    needs_student = True
+
+    def __init__(self, teacher, iterations: int = 1000, z_dim: int = 100, lr_g: float = 1e-3,
+                 lr_s: float = 2e-3, student_steps: int = 5, bn_weight: float = 0.1,
+                 first_bn_weight: float = 10.0, balance_weight: float = 5.0, **kw) -> None:
+        super().__init__(teacher, z_dim=z_dim, **kw)
+        self.iterations = int(iterations)
+        self.lr_g, self.lr_s, self.student_steps = lr_g, lr_s, int(student_steps)
+        self.bn_weight, self.first_bn_weight = bn_weight, first_bn_weight
+        self.balance_weight = balance_weight
 
     def train_student(self, student: torch.nn.Module, n: int, holdout: int = 0,
                       progress: Progress | None = None, **synth_kw) -> TransferSet:
