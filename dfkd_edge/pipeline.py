@@ -501,6 +501,7 @@ def aggregate_headers(run: Run, few_shot, seed: int) -> dict:
     _save_student(run, student, recipe, {"loss": [result["loss"][-1]]})
     return {"method": "attention", "headers": recipe["headers"], "few_shot_data": run.cfg.few_shot_data,
             "samples": result["samples"], "epochs": result["epochs"], "final_loss": result["loss"][-1],
+            **{k: result[k] for k in ("checked", "kept", "held_out_nll_attention", "held_out_nll_mean") if k in result},
             "few_shot_accuracy": {"mean": result["accuracy_mean"], "attention": result["accuracy_attention"]}}
 
 

@@ -154,3 +154,14 @@ def test_signal_teacher_with_digits_teacher_exit_2(cli, tmp_path, digits_teacher
 def test_few_shot_data_needs_several_teachers(cli, tmp_path, digits_teacher, digits_test):
     code, _, err = cli("convert", digits_teacher, *FAST, "--few-shot-data", digits_test, "--out", tmp_path / "o")
     assert code == 2 and "two or more teachers" in err
+
+
+def test_attention_that_cannot_beat_the_mean_is_not_kept():
+    m = create_model("multihead", input_shape=(30,), num_classes=3, width=8, headers=3, aggregation="attention")
+    for h in m.headers[1:]:
+        h.load_state_dict(m.headers[0].state_dict())  # identical headers: weighting cannot help
+    g = np.random.default_rng(1)
+    x, y = g.standard_normal((40, 30)).astype(np.float32), g.integers(0, 3, 40)
+    r = train_attention(m, x, y, epochs=30)
+    assert r["checked"] and not r["kept"]
+    assert not m.attention.weight.any() and not m.attention.bias.any()  # uniform: exactly the mean

@@ -93,7 +93,9 @@ def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
     text = (f"Several teachers, one student (CDFKD-MFS): one header per teacher on a shared backbone, trained "
             f"data-free against a generator; the exported model aggregates its headers by "
             f"{'attention trained on ' + str(agg['samples']) + ' labelled samples' if agg['method'] == 'attention' else 'their mean'}"
-            ". Figures are PyTorch fp32; agreement on held-out synthetic samples.")
+            + (" (which did not beat the mean on held-out halves of those samples, so its weights are uniform: "
+               "the mean)" if agg.get("kept") is False else "")
+            + ". Figures are PyTorch fp32; agreement on held-out synthetic samples.")
     return [Block("h3", "Teachers and headers"), Block("p", text),
             Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
 
