@@ -165,3 +165,17 @@ def test_attention_that_cannot_beat_the_mean_is_not_kept():
     r = train_attention(m, x, y, epochs=30)
     assert r["checked"] and not r["kept"]
     assert not m.attention.weight.any() and not m.attention.bias.any()  # uniform: exactly the mean
+
+
+def test_convert_two_signal_teachers(cli, tmp_path, toy_teachers):
+    from dfkd_edge.data.toy import SignalCNN
+
+    torch.manual_seed(3)
+    other = SignalCNN(classes=4, width=16).eval()  # another architecture width, untrained weights
+    save_torchscript(other, tmp_path / "other.pt", (1, 40))
+    code, _, err = cli("convert", toy_teachers["signal"]["teacher"], tmp_path / "other.pt", "--input-shape", "1,40",
+                       *FAST, "--eval-data", toy_teachers["signal"]["eval"], "--out", tmp_path / "o")
+    assert code == 0, err
+    s = read_json(tmp_path / "o/student.json")
+    assert s["family"] == "conv1d" and s["headers"] == 2 and s["aggregation"] == "mean"
+    assert len(read_json(tmp_path / "o/report.json")["multi_teacher"]["headers"]) == 2
