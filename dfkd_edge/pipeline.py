@@ -263,7 +263,7 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
     multi = bool(cfg.more_teachers)
     if multi:
-        from dfkd_edge.distill.multi import Ensemble
+        from dfkd_edge.distill.multi import Ensemble, MultiTeacherConfig, MultiTeacherSynthesizer
 
         teacher = Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
     else:
@@ -293,8 +293,6 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
                  "iterations": cfg.iterations, "seed": cfg.seed}
     _seed_all(cfg.seed)
     if multi:
-        from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
-
         synth = MultiTeacherSynthesizer(teacher, MultiTeacherConfig(iterations=cfg.iterations,
                                                                     batch_size=cfg.synth_batch, seed=cfg.seed))
         method = synth_cfg["method"] = synth.name
@@ -531,9 +529,10 @@ def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndar
         mean_hold = torch.stack(h_hold).mean(0)
         doc["student_mean"] = {"accuracy": acc(torch.stack(h_eval).mean(0), eval_xy[1]) if xe is not None else None,
                                "fidelity": acc(mean_hold, l_hold.argmax(1))}
-        if student.attention is not None:
-            doc["student_attention"] = {"accuracy": acc(student(xe), eval_xy[1]) if xe is not None else None,
-                                        "fidelity": acc(student(xh), l_hold.argmax(1))}
+        if student.attention is not None:  # the headers' outputs above, aggregated: no second forward
+            doc["student_attention"] = {
+                "accuracy": acc(student.aggregate(h_eval), eval_xy[1]) if xe is not None else None,
+                "fidelity": acc(student.aggregate(h_hold), l_hold.argmax(1))}
     return doc
 
 

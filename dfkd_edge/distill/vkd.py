@@ -352,7 +352,8 @@ def collaborate(models: list[nn.Module], x: np.ndarray, y: np.ndarray, cfg: Self
     steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     opts = [make_optimizer(m.parameters(), cfg, steps) for m in models]
     peers = [VirtualKnowledge(k, VKDConfig(**{**asdict(cfg.generator), "temperature": cfg.temperature,
-                                              "seed": cfg.seed + 7919 * i})) for i in range(len(models))]
+                                              "seed": cfg.seed + 7919 * i}))
+             for i in range(len(models))] if _vkd else []  # the cross-entropy baseline needs no generators
     history: dict[str, list] = {"ce": [], "vkd": [], "generator_fidelity_kl": []}
     step = 0
     label = "self-distillation (VKD)" if len(models) == 1 else f"collaborative learning ({len(models)} peers, VKD)"
