@@ -114,6 +114,19 @@ def _convert_options(f):
         click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
         click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
         click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores))."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where synthesis and distillation run (auto: CUDA when PyTorch sees a GPU). Under torchrun "
+                          "each rank takes the GPU of its LOCAL_RANK."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True,
+                     help="Autocast for synthesis and distillation (auto: bf16 on a GPU that has it, else fp16; "
+                          "fp32 on the CPU). Exported models are fp32 either way."),
+        click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                     help="NHWC memory format for image teachers and students (auto: on a GPU)."),
+        click.option("--compile", "compile_", type=click.Choice(["auto", "on", "off"]), default="auto",
+                     show_default=True,
+                     help="torch.compile the student's training forward (auto: on a GPU; falls back to eager if "
+                          "compilation fails)."),
         click.option("--latency-budget", default=1.0, show_default=True,
                      help="Seconds of timed runs per engine and batch size (more: steadier latency figures)."),
         click.option("--force", is_flag=True, help="Overwrite an output directory holding an earlier run."),
@@ -143,17 +156,35 @@ def _config(teachers, **o):
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
                          vkd=VKDConfig(epochs=o["vkd_epochs"]), compare_kd=o["compare_kd"],
                          seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
+                         device=o["device"], precision=o["precision"], channels_last=o["channels_last"],
+                         compile=o["compile_"],
                          latency_budget_s=o["latency_budget"])
 
 
-def _run_and_show(cfg) -> dict:
+def _run_and_show(cfg) -> dict | None:
+    """Run convert here; under torchrun (WORLD_SIZE > 1) join the job: rank 0 runs convert and prints,
+    the other ranks follow it (dfkd_edge.distributed) and print nothing."""
     from rich.console import Console
 
-    from dfkd_edge.pipeline import convert
+    from dfkd_edge import distributed
+    from dfkd_edge.pipeline import convert, follow
     from dfkd_edge.progress import RichProgress
 
+    dist = distributed.from_env()
+    if dist.enabled:
+        distributed.init(dist, cuda=cfg.compute(dist).is_cuda)
+        if not dist.is_leader:
+            logging.getLogger("dfkd_edge").setLevel(logging.WARNING)
+            try:
+                follow(cfg, dist)
+            finally:
+                distributed.shutdown(dist)
+            return None
     console = Console(stderr=True)
-    report = convert(cfg, progress=RichProgress(console))
+    try:
+        report = convert(cfg, progress=RichProgress(console), dist=dist)
+    finally:
+        distributed.shutdown(dist)
     md = (Path(cfg.out) / "report.md").read_text()
     click.echo(md)
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, ONNX models, "

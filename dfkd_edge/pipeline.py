@@ -31,7 +31,9 @@ import dfkd_edge
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.backends.torch_eager import TorchRunner
+from dfkd_edge.compute import Compute, resolve as resolve_compute
 from dfkd_edge.distill import KDConfig, distill
+from dfkd_edge.distributed import Dist
 from dfkd_edge.distill.kd import check_mode
 from dfkd_edge.distill.vkd import (VKDConfig, fit_virtual_generator, generator_fidelity, load_virtual_generator,
                                    save_virtual_generator)
@@ -99,13 +101,26 @@ class ConvertConfig:
     eval_data: str | None = None
     eval_name: str | None = None
     seed: int = 0
-    threads: int = 0  # 0: min(4, cores)
+    threads: int = 0  # 0: min(4, cores); under torchrun, synthesis and distillation: cores / local ranks
+    device: str = "auto"  # where synthesis and distillation run (dfkd_edge.compute)
+    precision: str = "auto"
+    channels_last: str = "auto"
+    compile: str = "auto"
     latency_budget_s: float = 1.0
     force: bool = False
     resume: bool = False
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, min(4, os.cpu_count() or 1))
+
+    def train_threads(self, dist: Dist) -> int:
+        """Threads per rank for synthesis and distillation: the node's cores shared by its ranks."""
+        if not dist.enabled:
+            return self.resolved_threads()
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
+
+    def compute(self, dist: Dist) -> Compute:
+        return resolve_compute(self.device, self.precision, self.channels_last, self.compile, dist.local_rank)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,10 +143,18 @@ def versions() -> dict:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
 
 
-def validate_config(cfg: ConvertConfig) -> None:
+def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
-    resolve_method(cfg.method)  # UserError on an unknown name
+    method = resolve_method(cfg.method)  # UserError on an unknown name
     check_mode(cfg.kd)
+    cfg.compute(dist or Dist())  # UserError for a device or precision this machine cannot give
+    if dist is not None and dist.enabled:
+        from dfkd_edge.synthesis import METHODS
+
+        if cfg.more_teachers or METHODS[method].needs_student:
+            what = "several teachers" if cfg.more_teachers else f"--method {method}"
+            raise UserError(f"{what} trains the student during synthesis, which runs in one process; start it "
+                            "without torchrun (data-parallel runs: deepinversion, soft-target, gaussian)")
     if cfg.more_teachers:
         if cfg.method != "auto":
             raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers "
@@ -246,46 +269,55 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
-    """Run every stage (skipping finished ones with ``cfg.resume``); returns the report dict."""
-    validate_config(cfg)
-    prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
-    threads = cfg.resolved_threads()
+def _settle(cfg: ConvertConfig) -> None:
     cfg.kd.seed = cfg.calib.seed = cfg.vkd.seed = cfg.seed  # one --seed drives every stage (in the manifest)
     cfg.vkd.temperature = cfg.kd.temperature  # the generator mimics the softening the student learns at
+
+
+def convert(cfg: ConvertConfig, progress: Progress | None = None, dist: Dist | None = None) -> dict:
+    """Run every stage (skipping finished ones with ``cfg.resume``); returns the report dict.
+
+    Under torchrun this is rank 0 (the leader, dfkd_edge.distributed); the other ranks run
+    :func:`follow`."""
+    dist = dist or Dist()
+    try:
+        return _convert(cfg, progress, dist)
+    except Exception as e:
+        if dist.ready and not dist.busy:  # the followers wait for a command: tell them to stop
+            dist.command("abort", kind=type(e).__name__, message=str(e).splitlines()[0] if str(e) else "")
+        raise
+
+
+def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
+    try:
+        validate_config(cfg, dist)
+        prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
+    except Exception as e:
+        dist.agree(e)
+        raise
+    threads = cfg.resolved_threads()
+    _settle(cfg)
     cfg.calib.threads = threads
+    compute = cfg.compute(dist)
     run = Run(cfg, progress)
-    torch.set_num_threads(threads)
+    run.manifest["compute"] = compute.to_dict()
+    run.manifest["distributed"] = dist.to_dict()
+    torch.set_num_threads(cfg.train_threads(dist))
     t_all = time.perf_counter()
     method = resolve_method(cfg.method)
 
     # inspect (always: the later stages need the loaded teacher)
     t0 = time.perf_counter()
     multi = bool(cfg.more_teachers)
-    if multi:
-        from dfkd_edge.distill.multi import Ensemble, MultiTeacherConfig, MultiTeacherSynthesizer
-
-        teacher = Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
-    else:
-        teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
-    spec = teacher.spec
-    eval_xy = None
-    if cfg.eval_data:
-        from dfkd_edge.data.evaldata import load_eval_data
-
-        eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
-    # the student is chosen (and validated) before minutes of synthesis, built later
-    _, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
-    few_shot = None
-    if multi:
-        recipe = _multi_recipe(recipe, teacher, cfg)
-        if cfg.few_shot_data:
-            from dfkd_edge.data.evaldata import load_eval_data
-
-            few_shot = load_eval_data(cfg.few_shot_data, spec.input_shape, spec.num_classes)
-    atomic_write_json(run.path(TEACHER_JSON), {**spec.to_dict(), **({"members": [t.spec.to_dict() for t in
-                                                                                  teacher.members]} if multi else {})})
+    try:
+        teacher, spec, eval_xy, recipe, few_shot = _inspect(cfg, run, multi)
+    except Exception as e:
+        dist.agree(e)
+        raise
+    dist.agree(None)
     run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
+    if multi:
+        from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
 
     # synthesize (adversarial methods train the student here too: synthesis and KD interleave)
     t0 = time.perf_counter()
@@ -304,8 +336,14 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
                         "trains the student during synthesis; use --method deepinversion or soft-target")
     outputs = [TRANSFER_SET] + ([HEADERS_PT, HEADERS_JSON] if multi else
                                 [STUDENT_PT, STUDENT_JSON] if synth.needs_student else [])
-    key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None}, [TEACHER_JSON],
-                  cfg.teacher_paths)
+    scaled = not synth.needs_student  # runs on compute's device, data-parallel under torchrun
+    if scaled:
+        teacher.to(compute)
+    elif compute.is_cuda:
+        log.warning("--method %s runs on the CPU (only deepinversion, soft-target, gaussian and KD use the GPU)",
+                    method)
+    key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None, **_scale_key(dist, compute)},
+                  [TEACHER_JSON], cfg.teacher_paths)
     if not run.finished("synthesize", key):
         # batches are checkpointed and the transfer set is streamed to disk: memory follows the batch size
         stream = {"checkpoint_dir": run.path(PARTIAL) / f"synthesize-{key[:16]}", "out_path": run.path(TRANSFER_SET)}
@@ -318,7 +356,12 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
             else:
                 _save_student(run, trained, recipe, {"loss": [None], "trained_by": method})
         else:
-            synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
+            synth_kw = {"batch_size": cfg.synth_batch, "seed": cfg.seed, "iterations": cfg.iterations}
+            with dist.collective():
+                dist.command("synthesize", method=method, kwargs=synth_kw, n=cfg.samples, holdout=cfg.holdout,
+                             checkpoint_dir=str(stream["checkpoint_dir"]))
+                synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, dist=dist,
+                                 compute=compute, **stream)
         run.stage("synthesize", time.perf_counter() - t0, outputs, key)
         shutil.rmtree(run.path(PARTIAL), ignore_errors=True)
     ts = TransferSetFile(run.path(TRANSFER_SET))
@@ -355,27 +398,31 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     # distill (vkd: the teacher is not passed, so it cannot run)
     t0 = time.perf_counter()
     if not synth.needs_student:
-        key = run.key({"kd": cfg.kd.to_dict(), "student": recipe}, [TRANSFER_SET] + ([VIRTUAL_PT] if uses_vkd else []),
-                      cfg.teacher_paths)
+        key = run.key({"kd": cfg.kd.to_dict(), "student": recipe, **_scale_key(dist, compute)},
+                      [TRANSFER_SET] + ([VIRTUAL_PT] if uses_vkd else []), cfg.teacher_paths)
         if not run.finished("distill", key):
             _seed_all(cfg.seed)
             student = build_from_recipe(recipe)
-            history = distill(student, x_train, l_train, cfg.kd, teacher=None if cfg.kd.mode == "vkd" else teacher,
-                              progress=run.progress,
-                              virtual=load_virtual_generator(run.path(VIRTUAL_PT)) if uses_vkd else None)
+            history = _distill_everywhere(run, dist, compute, student, recipe, x_train, l_train, cfg.kd,
+                                          teacher, VIRTUAL_PT if uses_vkd else None)
             _save_student(run, student, recipe, history)
             run.stage("distill", time.perf_counter() - t0, [STUDENT_PT, STUDENT_JSON], key)
     if uses_vkd and cfg.compare_kd:  # plain KD from the same transfer set, for the report's comparison
         t0 = time.perf_counter()
         kd_cfg = KDConfig(**{**asdict(cfg.kd), "mode": "kd"})
-        key = run.key({"kd": kd_cfg.to_dict(), "student": recipe}, [TRANSFER_SET], cfg.teacher_paths)
+        key = run.key({"kd": kd_cfg.to_dict(), "student": recipe, **_scale_key(dist, compute)}, [TRANSFER_SET],
+                      cfg.teacher_paths)
         if not run.finished("distill-kd-baseline", key):
             _seed_all(cfg.seed)
             baseline = build_from_recipe(recipe)
-            distill(baseline, x_train, l_train, kd_cfg, teacher=teacher, progress=run.progress)
+            _distill_everywhere(run, dist, compute, baseline, recipe, x_train, l_train, kd_cfg, teacher, None)
             with atomic_path(run.path(KD_BASELINE_PT)) as tmp:
                 torch.save(baseline.state_dict(), tmp)
             run.stage("distill-kd-baseline", time.perf_counter() - t0, [KD_BASELINE_PT], key)
+    if scaled:
+        teacher.to(Compute())  # back on the CPU: evaluation and the teacher's latency rows run there
+    dist.command("done")  # the followers' part is over; the rest is the leader's
+    torch.set_num_threads(threads)
     student = load_student(run.out)
     recipe = json.loads(run.path(STUDENT_JSON).read_text())
 
@@ -448,12 +495,112 @@ def convert(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
     report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
     report["distillation"] = distillation
+    report["compute"] = {**compute.to_dict(), "applies_to": "synthesis and distillation" if scaled else "nothing "
+                         f"(--method {method} runs on the CPU)", "threads_per_rank": cfg.train_threads(dist)}
+    report["distributed"] = dist.to_dict()
     if multi:
         report["multi_teacher"] = multi_teacher_summary(teacher, student, x_hold, l_hold, eval_xy, aggregation)
     written = write_report(run.out, report)
     run.manifest["complete"] = True
     run.stage("report", 0.0, written)
     return report
+
+
+def _inspect(cfg: ConvertConfig, run: Run, multi: bool):
+    """Load the teacher(s), eval and few-shot data; choose the student recipe; write teacher.json."""
+    if multi:
+        from dfkd_edge.distill.multi import Ensemble
+
+        teacher = Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
+    else:
+        teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+    spec = teacher.spec
+    eval_xy = None
+    if cfg.eval_data:
+        from dfkd_edge.data.evaldata import load_eval_data
+
+        eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
+    # the student is chosen (and validated) before minutes of synthesis, built later
+    _, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
+    few_shot = None
+    if multi:
+        recipe = _multi_recipe(recipe, teacher, cfg)
+        if cfg.few_shot_data:
+            from dfkd_edge.data.evaldata import load_eval_data
+
+            few_shot = load_eval_data(cfg.few_shot_data, spec.input_shape, spec.num_classes)
+    atomic_write_json(run.path(TEACHER_JSON), {**spec.to_dict(), **({"members": [t.spec.to_dict() for t in
+                                                                                  teacher.members]} if multi else {})})
+    return teacher, spec, eval_xy, recipe, few_shot
+
+
+def _scale_key(dist: Dist, compute: Compute) -> dict:
+    """What of the scale-out changes a stage's result: the rank count (each rank has its own random
+    stream) and the arithmetic (device kind, precision)."""
+    return {"world_size": dist.world, "device": compute.torch_device.type, "precision": compute.precision}
+
+
+def _distill_everywhere(run: Run, dist: Dist, compute: Compute, student, recipe: dict, x, logits, kd: KDConfig,
+                        teacher, virtual_file: str | None) -> dict:
+    """distill() on this rank and, under torchrun, on every follower (DDP): they are sent the recipe,
+    the config, the virtual generator's file and, once, the training rows."""
+    virtual = load_virtual_generator(run.path(virtual_file)) if virtual_file else None
+    with dist.collective():
+        if dist.enabled:
+            dist.command("distill", recipe=recipe, kd=kd.to_dict(),
+                         virtual=run.path(virtual_file).read_bytes() if virtual_file else None)
+            x, logits = dist.share_rows(x, logits, run.digest(TRANSFER_SET), None)
+        return distill(student, x, logits, kd, teacher=None if kd.mode == "vkd" else teacher, progress=run.progress,
+                       virtual=virtual, dist=dist, compute=compute)
+
+
+def follow(cfg: ConvertConfig, dist: Dist) -> None:
+    """A follower rank under torchrun: load the teacher, then do the leader's commands (synthesize,
+    distill) until it says done. Writes nothing into --out but its own synthesis checkpoints."""
+    from dfkd_edge.distributed import Workdir
+
+    try:
+        validate_config(cfg, dist)
+        _settle(cfg)
+        teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+    except Exception as e:
+        dist.agree(e)
+        raise
+    dist.agree(None)
+    torch.set_num_threads(cfg.train_threads(dist))
+    compute = cfg.compute(dist)
+    teacher.to(compute)
+    work = Workdir()
+    checkpoints = []
+    try:
+        while True:
+            name, p = dist.next_command()
+            if name == "synthesize":
+                synth = create_synthesizer(p["method"], teacher, **p["kwargs"])
+                checkpoints.append(Path(p["checkpoint_dir"]) / f"rank-{dist.rank}")
+                synth.synthesize(p["n"], holdout=p["holdout"], checkpoint_dir=p["checkpoint_dir"], dist=dist,
+                                 compute=compute)
+            elif name == "distill":
+                virtual = None
+                if p["virtual"] is not None:
+                    (work.path / VIRTUAL_PT).write_bytes(p["virtual"])
+                    virtual = load_virtual_generator(work.path / VIRTUAL_PT)
+                x, logits = dist.share_rows(None, None, "", work.path)
+                kd = KDConfig(**p["kd"])
+                _seed_all(cfg.seed)
+                distill(build_from_recipe(p["recipe"]), x, logits, kd, teacher=None if kd.mode == "vkd" else teacher,
+                        virtual=virtual, dist=dist, compute=compute)
+            elif name == "done":
+                for c in checkpoints:  # the leader has the transfer set; on a shared disk it removed these
+                    shutil.rmtree(c, ignore_errors=True)
+                return
+            elif name == "abort":
+                err = UserError if p["kind"] == "UserError" else PipelineError
+                raise err(f"rank 0 stopped: {p['message']}")
+            else:
+                raise PipelineError(f"unknown command from rank 0: {name!r}")
+    finally:
+        work.close()
 
 
 def _save_student(run: Run, student: torch.nn.Module, recipe: dict, history: dict,

@@ -41,8 +41,12 @@ class RichProgress:
             tid = rp.add_task(description, total=total, info="")
 
             class _T:
+                shown: dict = {}
+
                 def advance(self, n: int = 1, **fields) -> None:
-                    info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+                    self.shown.update(fields)  # fields not given this time keep their last value
+                    info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in self.shown.items())
                     rp.update(tid, advance=n, info=info)
 
             yield _T()

@@ -173,6 +173,17 @@ class Teacher:
         #: the module as the user shipped it (a ScriptModule stays one), for latency figures
         self.runtime = runtime if runtime is not None else module
         self.backend = backend
+        self.device = torch.device("cpu")
+
+    def to(self, compute) -> "Teacher":
+        """Run the teacher where ``compute`` (dfkd_edge.compute.Compute) says; ``Compute()`` brings it
+        back to the CPU in NCHW (latency figures and evaluation run there)."""
+        four_d = len(self.spec.input_shape) == 3
+        self.module = compute.module(self.module, four_d)
+        if not compute.channels_last:
+            self.module = self.module.to(memory_format=torch.contiguous_format) if four_d else self.module
+        self.device = compute.torch_device
+        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
@@ -198,7 +209,9 @@ class Teacher:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        return torch.cat([self.module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], 0)
+        """fp32 logits on the CPU, computed where the teacher is, ``batch_size`` rows at a time."""
+        return torch.cat([self.module(x[i : i + batch_size].to(self.device)).float().cpu()
+                          for i in range(0, len(x), batch_size)], 0)
 
 
 # ----------------------------------------------------------------------------- parsing

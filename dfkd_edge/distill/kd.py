@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_edge.compute import Compute, maybe_compile
 from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
 from dfkd_edge.distill.vkd import VirtualGenerator
 from dfkd_edge.errors import UserError
@@ -68,72 +69,108 @@ def _same_label_pairs(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
-            teacher=None, progress: Progress | None = None, virtual: VirtualGenerator | None = None) -> dict:
+            teacher=None, progress: Progress | None = None, virtual: VirtualGenerator | None = None,
+            dist=None, compute: Compute | None = None) -> dict:
     """Train ``student`` in place; returns a small history ({'loss': [...per epoch]}).
 
     ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time.
     ``virtual`` is the generator for ``vkd`` and ``kd+vkd``; in ``vkd`` mode ``teacher`` is never
-    called."""
+    called.
+
+    ``dist`` (dfkd_edge.distributed.Dist, several ranks): DistributedDataParallel. Every rank draws
+    the same epoch permutation and takes every N-th row of each global batch of ``batch_size``, so
+    the step count and the effective batch are the single process's; a last global batch too small
+    to give each rank two rows is dropped. Each rank's mixup and virtual-target noise come from its
+    own stream (rank 0's is the single process's). ``compute``: device, autocast, memory format and
+    torch.compile (dfkd_edge.compute); the student is back on the CPU, in eval mode, at the end."""
+    from dfkd_edge.distributed import Dist, rank_seed
+
     check_mode(cfg)
+    dist = dist or Dist()
+    compute = compute or Compute()
     progress = progress or NullProgress()
     use_kd, use_vkd = cfg.mode in ("kd", "kd+vkd"), cfg.mode in ("vkd", "kd+vkd")
     if use_vkd and virtual is None:
         raise ValueError(f"distill mode {cfg.mode} needs a virtual generator")
     w_kd, w_vkd = {"kd": (1.0, 0.0), "vkd": (0.0, 1.0), "kd+vkd": (1 - cfg.vkd_weight, cfg.vkd_weight)}[cfg.mode]
     teacher = teacher if use_kd else None
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.Generator().manual_seed(cfg.seed + 1)
+    rank_s = rank_seed(cfg.seed, dist.rank)
+    torch.manual_seed(rank_s)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the epoch permutations: the same on every rank
+    own = gen if not dist.enabled else torch.Generator().manual_seed(rank_s)  # this rank's pairings
+    noise = torch.Generator().manual_seed(rank_s + 1)
     lt = torch.from_numpy(logits)
     n = len(x)
-    steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
+    starts = list(range(0, n, cfg.batch_size))
+    if dist.enabled and n - starts[-1] < 2 * dist.world and len(starts) > 1:
+        starts = starts[:-1]  # every rank needs two rows (BatchNorm in training mode)
+    steps = cfg.epochs * len(starts)
+    four_d = len(x.shape) == 4
+    student = compute.module(student, four_d)
+    model = student
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(student, device_ids=[compute.torch_device] if compute.is_cuda else None)
+    forward = maybe_compile(model, compute)
     opt, sched = make_optimizer(student.parameters(), cfg, steps)
+    scaler = compute.grad_scaler()
     mix = cfg.mixup > 0
     beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix and teacher is not None else None
     vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix else None
     history = []
-    with progress.task(f"distillation ({cfg.mode.upper()})", total=cfg.epochs) as task:
+    title = f"distillation ({cfg.mode.upper()}" + (f", {dist.world} ranks)" if dist.enabled else ")")
+    with progress.task(title, total=cfg.epochs) as task:
         for _ in range(cfg.epochs):
-            student.train()
+            model.train()
             perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for i in range(0, n, cfg.batch_size):
-                idx = perm[i:i + cfg.batch_size]
+            total = count = 0.0
+            for i in starts:
+                idx = perm[i:i + cfg.batch_size][dist.rank::dist.world]
                 xb, tb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy()))), lt[idx]
                 loss = 0.0
                 out = xk = None
-                if use_kd:
-                    xk = xb
-                    if beta is not None:  # online mixup: the teacher labels the mixed inputs
-                        xk = mix_inputs(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=gen))
-                        with torch.no_grad():
-                            tb = teacher(xk)
-                    out = student(xk)
-                    loss = loss + w_kd * kd_loss(out, tb, cfg.temperature)
-                if use_vkd:
-                    yb = lt[idx].argmax(1)  # the label: the teacher's argmax, stored by synthesis
-                    with torch.no_grad():
-                        vb = virtual.sample(yb, noise)
-                    xv = xb
-                    if mix and cfg.vkd_mix != "none":  # measured alternatives (docs/benchmarks.md)
-                        lam = vbeta.sample((len(idx),))
-                        pair = _same_label_pairs(yb, gen) if cfg.vkd_mix == "class" else \
-                            torch.randperm(len(idx), generator=gen)
-                        xv = mix_inputs(xb, lam, pair)
-                        if cfg.vkd_mix == "pair" and getattr(virtual, "mixed", False):  # learned for mixed labels
-                            onehot = F.one_hot(yb, vb.shape[1]).float()
+                with compute.autocast():
+                    if use_kd:
+                        xk = xb
+                        if beta is not None:  # online mixup: the teacher labels the mixed inputs
+                            xk = mix_inputs(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=own))
                             with torch.no_grad():
-                                vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
-                        elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
-                            vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
-                    ov = student(xv) if (out is None or xv is not xk) else out
-                    loss = loss + w_vkd * soft_kl(ov, vb, virtual.temperature)
+                                tb = teacher(compute.to(xk)).float()
+                        xk = compute.to(xk)
+                        out = forward(xk)
+                        loss = loss + w_kd * kd_loss(out.float(), tb.to(out.device), cfg.temperature)
+                    if use_vkd:
+                        yb = lt[idx].argmax(1)  # the label: the teacher's argmax, stored by synthesis
+                        with torch.no_grad():
+                            vb = virtual.sample(yb, noise)
+                        xv = xb
+                        if mix and cfg.vkd_mix != "none":  # measured alternatives (docs/benchmarks.md)
+                            lam = vbeta.sample((len(idx),))
+                            pair = _same_label_pairs(yb, own) if cfg.vkd_mix == "class" else \
+                                torch.randperm(len(idx), generator=own)
+                            xv = mix_inputs(xb, lam, pair)
+                            if cfg.vkd_mix == "pair" and getattr(virtual, "mixed", False):  # learned for mixed labels
+                                onehot = F.one_hot(yb, vb.shape[1]).float()
+                                with torch.no_grad():
+                                    vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
+                            elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
+                                vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
+                        ov = forward(compute.to(xv)) if (out is None or xv is not xb or xk is not None and
+                                                         beta is not None) else out
+                        loss = loss + w_vkd * soft_kl(ov.float(), vb.to(ov.device), virtual.temperature)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 total += float(loss.detach()) * len(idx)
-            history.append(total / n)
+                count += len(idx)
+            total, count = dist.all_sum([total, count])
+            history.append(total / count)
             task.advance(1, loss=history[-1])
+    student.to("cpu")
+    if four_d:
+        student.to(memory_format=torch.contiguous_format)
     student.eval()
     return {"loss": history}

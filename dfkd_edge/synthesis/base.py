@@ -10,12 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+from dfkd_edge.compute import Compute
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.teacher import Teacher
+
+if TYPE_CHECKING:
+    from dfkd_edge.distributed import Dist
 
 METHODS: dict[str, type["Synthesizer"]] = {}
 
@@ -102,13 +108,14 @@ class Synthesizer:
     def _checkpoint(self, checkpoint_dir, i: int) -> Path:
         return Path(checkpoint_dir) / f"batch_{i:05d}.npz"
 
-    def _resume_checkpoints(self, checkpoint_dir, batches: list[int], keep: bool) -> tuple[int, list[torch.Tensor]]:
-        """(batches already done, their inputs if ``keep``); restores the random state after them."""
+    def _resume_checkpoints(self, checkpoint_dir, batches: list[int], mine: list[int],
+                            keep: bool) -> tuple[int, list[torch.Tensor]]:
+        """(how many of ``mine`` are done, their inputs if ``keep``); restores the random state after them."""
         if checkpoint_dir is None:
             return 0, []
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         done, xs, state = 0, [], None
-        for i, b in enumerate(batches):
+        for k, i in enumerate(mine):
             f = self._checkpoint(checkpoint_dir, i)
             if not f.exists():
                 break
@@ -117,17 +124,18 @@ class Synthesizer:
                     x, rng = z["x"], torch.from_numpy(z["rng"])
             except (OSError, ValueError, KeyError):
                 break  # unreadable: redo from here
-            if tuple(x.shape) != (b, *self.input_shape):
+            if tuple(x.shape) != (batches[i], *self.input_shape):
                 break
             if keep:
                 xs.append(torch.from_numpy(x))
-            done, state = i + 1, rng
+            done, state = k + 1, rng
         if state is not None:
             self.generator.set_state(state)
         return done, xs
 
     def synthesize(self, n: int, holdout: int = 0, progress: Progress | None = None,
-                   checkpoint_dir: str | Path | None = None, out_path: str | Path | None = None):
+                   checkpoint_dir: str | Path | None = None, out_path: str | Path | None = None,
+                   dist: Dist | None = None, compute: Compute | None = None):
         """Draw ``n + holdout`` samples batch by batch and label them with the teacher.
 
         With ``checkpoint_dir``, every finished batch is saved there with the random state that
@@ -136,34 +144,66 @@ class Synthesizer:
 
         Returns a TransferSet in memory; with ``out_path`` (needs ``checkpoint_dir``) the set is
         streamed to that file instead, batch by batch, and a TransferSetFile is returned: memory
-        then depends on the batch size, not on ``n``."""
+        then depends on the batch size, not on ``n``.
+
+        With ``dist`` (several ranks, dfkd_edge.distributed) batch i is drawn by rank i mod N from
+        that rank's random stream, checkpointed under ``checkpoint_dir/rank-R``, and gathered in
+        order by the leader, which labels and writes the set; a follower returns None.
+        ``compute`` says where the optimisation runs (dfkd_edge.compute; the CPU by default)."""
+        from dfkd_edge.distributed import Dist, rank_seed
+
+        dist = dist or Dist()
+        self.compute = compute or Compute()
         progress = progress or NullProgress()
         total = n + holdout
         batches = [min(self.batch_size, total - i) for i in range(0, total, self.batch_size)]
+        mine = [i for i in range(len(batches)) if i % dist.world == dist.rank]
         stream = out_path is not None
         if stream and checkpoint_dir is None:
             raise ValueError("streaming to out_path needs a checkpoint_dir")
-        done, xs = self._resume_checkpoints(checkpoint_dir, batches, keep=not stream)
-        self.samples_done = sum(batches[:done])
-        with progress.task(f"synthesis ({self.name}, {total} samples)", total=len(batches) * self.steps_per_batch()) as task:
+        if dist.enabled:
+            if checkpoint_dir is None:
+                raise ValueError("distributed synthesis needs a checkpoint_dir")
+            checkpoint_dir = Path(checkpoint_dir) / f"rank-{dist.rank}"
+            if dist.rank:
+                self.generator.manual_seed(rank_seed(self.seed, dist.rank))
+        keep = not stream and not dist.enabled
+        done, xs = self._resume_checkpoints(checkpoint_dir, batches, mine, keep=keep)
+        self.samples_done = sum(batches[i] for i in mine[:done])
+        what = f"synthesis ({self.name}, {total} samples" + (f", rank {dist.rank} of {dist.world})" if dist.enabled
+                                                             else ")")
+        with progress.task(what, total=len(mine) * self.steps_per_batch()) as task:
             task.advance(done * self.steps_per_batch())
-            for i in range(done, len(batches)):
-                x = self.sample(batches[i], task=task).detach()
+            for i in mine[done:]:
+                x = self.sample(batches[i], task=task).detach().cpu()
                 self.samples_done += batches[i]
                 if checkpoint_dir is not None:
                     from dfkd_edge.io import atomic_savez
 
                     atomic_savez(self._checkpoint(checkpoint_dir, i), x=x.numpy(),
                                  rng=self.generator.get_state().numpy())
-                if not stream:
+                if keep:
                     xs.append(x)
         mask = np.zeros(total, dtype=bool)
-        if holdout:
+        if holdout and dist.is_leader:
             idx = torch.randperm(total, generator=self.generator)[:holdout].numpy()
             mask[idx] = True
+
+        def load(i: int) -> np.ndarray:
+            with np.load(self._checkpoint(checkpoint_dir, i), allow_pickle=False) as z:
+                return z["x"]
+
+        if dist.enabled:
+            ordered = dist.gather_batches(batches, self.input_shape, None, load)
+            if not dist.is_leader:
+                for _ in ordered:  # a follower only sends its batches
+                    pass
+                return None
+        else:
+            ordered = (load(i) for i in range(len(batches)))
         if stream:
-            return self._stream(out_path, checkpoint_dir, batches, mask)
-        x = torch.cat(xs, 0)
+            return self._stream(out_path, ordered, sum(batches), mask)
+        x = torch.cat(xs, 0) if keep else torch.from_numpy(np.concatenate(list(ordered)))
         logits = self._label(x)
         return TransferSet(x.numpy().astype(np.float32), logits, mask, self.name)
 
@@ -173,19 +213,18 @@ class Synthesizer:
             raise UserError("the teacher produced NaN/Inf logits on synthesized inputs; check its weights")
         return logits.numpy().astype(np.float32)
 
-    def _stream(self, out_path, checkpoint_dir, batches: list[int], mask: np.ndarray):
+    def _stream(self, out_path, ordered, total: int, mask: np.ndarray):
+        """Write the set from ``ordered`` (its input batches in order), labelling each as it passes."""
         from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
 
         logits: list[np.ndarray] = []  # N x classes: small, kept; x is not
 
         def labelled_batches():
-            for i in range(len(batches)):
-                with np.load(self._checkpoint(checkpoint_dir, i), allow_pickle=False) as z:
-                    x = z["x"]
+            for x in ordered:
                 logits.append(self._label(torch.from_numpy(x)))
                 yield x
 
-        write_transfer_set(out_path, labelled_batches(), sum(batches), self.input_shape,
+        write_transfer_set(out_path, labelled_batches(), total, self.input_shape,
                            lambda: np.concatenate(logits), mask, self.name)
         return TransferSetFile(out_path)
 
@@ -214,23 +253,30 @@ class InputOptimizer(Synthesizer):
         raise NotImplementedError  # pragma: no cover
 
     def sample(self, n: int, task=None) -> torch.Tensor:
+        compute = getattr(self, "compute", None) or Compute()
         ctx = self.batch_context(n)
-        x = torch.randn((n, *self.input_shape), generator=self.generator).requires_grad_(True)
+        if isinstance(ctx, torch.Tensor):
+            ctx = ctx.to(compute.torch_device)
+        # drawn on the CPU from the method's generator: the same start on every device
+        x = compute.to(torch.randn((n, *self.input_shape), generator=self.generator)).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.99))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
-        for _ in range(self.iterations):
-            with self.teacher.taps() as rec:
+        scaler = compute.grad_scaler()
+        for step in range(self.iterations):
+            with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(x)
-            loss, fields = self.loss(x, logits, rec, ctx)
+            loss, fields = self.loss(x, logits.float(), rec, ctx)
             loss = loss + self.tv_weight * smoothness_prior(x) + self.l2_weight * x.pow(2).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
-            if task is not None:
+            if task is not None:  # the loss read back every 10 steps only (a device sync)
+                show = step % 10 == 9 or step == self.iterations - 1
                 task.advance(1, samples=getattr(self, "samples_done", 0),
-                             **{k: float(v.detach()) for k, v in fields.items()})
-        return x.detach()
+                             **({k: float(v.detach()) for k, v in fields.items()} if show else {}))
+        return x.detach().cpu().contiguous()
 
 
 def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:
@@ -239,7 +285,7 @@ def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:
     ``first_weight`` scales the first layer (CDFKD-MFS weights it more)."""
     total = None
     for i, r in enumerate(records):
-        x = r.x
+        x = r.x.float()  # autocast may have run the layer in bf16/fp16
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)

@@ -63,12 +63,12 @@ class SoftTargetSynthesizer(InputOptimizer):
     def _noise_mean(self) -> torch.Tensor:
         x = torch.randn((256, *self.input_shape), generator=self.generator)
         with torch.no_grad(), self.teacher.taps() as rec:
-            self.teacher(x)
+            self.teacher(x.to(self.teacher.device))
         f = rec.feature_tensor()
         if f is None or f.dim() != 2:
             raise UserError("soft-target needs the teacher's features before its last linear layer; "
                             "they could not be observed (use --method deepinversion)")
-        return f.mean(0)
+        return f.float().mean(0).cpu()
 
     def soft_targets(self, n: int) -> torch.Tensor:
         """Probabilities over all classes, from features sampled in the modelled feature space."""
