@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -26,7 +27,8 @@ _OOM = ("a batch does not fit in memory; lower --synth-batch (synthesis) or --ba
 def _fail(code: int, msg: str) -> None:
     if _DEBUG:
         traceback.print_exc()
-    click.echo(f"error: {msg}", err=True)
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    click.echo(f"error: {msg}" if rank == "0" else f"error (rank {rank}): {msg}", err=True)
     sys.exit(code)
 
 

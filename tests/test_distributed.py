@@ -1,0 +1,191 @@
+"""torchrun -m dfkd_edge convert: two gloo processes on this machine, against one process; and the
+device / precision choices that the CPU can check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dfkd_edge import compute as compute_mod
+from dfkd_edge.compute import Compute, maybe_compile, resolve
+from dfkd_edge.distributed import Dist, rank_seed
+from dfkd_edge.errors import UserError
+from dfkd_edge.pipeline import ConvertConfig, validate_config
+from dfkd_edge.synthesis import create_synthesizer
+from dfkd_edge.teacher import load_teacher
+
+#: big enough that the student's accuracy means something (about 0.93-0.95 on the digits test split)
+QUALITY = ["--samples", "768", "--holdout", "64", "--iterations", "80", "--synth-batch", "64", "--epochs", "40",
+           "--calib-samples", "64", "--latency-budget", "0.05", "--threads", "1", "--seed", "0"]
+
+
+def _run(args, env_extra=None, timeout=300):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _torchrun(*args, nproc=2):
+    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+                 "-m", "dfkd_edge", *args])
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory, digits_teacher, digits_test):
+    """The same convert in one process and in two gloo processes (torchrun)."""
+    base = tmp_path_factory.mktemp("dist")
+    one, two = base / "one", base / "two"
+    r1 = _run([sys.executable, "-m", "dfkd_edge", "convert", digits_teacher, "--out", one, "--eval-data", digits_test,
+               *QUALITY])
+    r2 = _torchrun("convert", digits_teacher, "--out", two, "--eval-data", digits_test, *QUALITY)
+    return one, r1, two, r2
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_quality(one_and_two):
+    one, r1, two, r2 = one_and_two
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    a1, a2 = _report(one)["accuracy"], _report(two)["accuracy"]
+    assert a1["student_fp32"] >= 0.85 and a2["student_fp32"] >= 0.85, (a1, a2)
+    assert abs(a2["student_fp32"] - a1["student_fp32"]) <= 0.05, (a1, a2)
+    assert abs(a2["student_int8"] - a1["student_int8"]) <= 0.05, (a1, a2)
+    d = _report(two)["distributed"]
+    assert d["world_size"] == 2 and d["backend"] == "gloo"
+    assert _report(one)["distributed"]["world_size"] == 1
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_artifacts_once(one_and_two):
+    one, r1, two, r2 = one_and_two
+    files = lambda d: sorted(p.name for p in d.iterdir())  # noqa: E731
+    assert files(two) == files(one)  # the same files, no per-rank copies, no .partial left behind
+    assert r2.stdout.count("Stage times") == 1  # one report printed (rank 0); the follower prints nothing
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["distributed"]["world_size"] == 2
+    for name, stage in manifest["stages"].items():
+        for f, digest in stage["files"].items():
+            assert (two / f).is_file(), (name, f)
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_batches_and_rank_0_keeps_the_single_process_stream(one_and_two):
+    one, _, two, _ = one_and_two
+    with np.load(one / "transfer_set.npz") as z1, np.load(two / "transfer_set.npz") as z2:
+        x1, x2 = z1["x"], z2["x"]
+        assert x1.shape == x2.shape == (768 + 64, 1, 8, 8)
+        assert int(z2["holdout"].sum()) == 64
+    np.testing.assert_array_equal(x2[:64], x1[:64])  # batch 0: rank 0, the single process's seed
+    assert not np.allclose(x2[64:128], x1[64:128])  # batch 1: rank 1, its own stream
+    np.testing.assert_array_equal(x2[128:192], x1[64:128])  # batch 2: rank 0's second batch
+
+
+@pytest.mark.slow
+def test_resume_under_torchrun_skips_the_finished_stages(one_and_two, digits_teacher, digits_test):
+    _, _, two, r2 = one_and_two
+    assert r2.returncode == 0
+    r = _torchrun("convert", digits_teacher, "--out", two, "--eval-data", digits_test, *QUALITY, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = json.loads((two / "manifest.json").read_text())["stages"]
+    assert stages["synthesize"].get("resumed") and stages["distill"].get("resumed")
+
+
+def test_a_refused_method_stops_every_rank_with_rank_0s_message(tmp_path, digits_teacher):
+    r = _torchrun("convert", digits_teacher, "--out", tmp_path / "o", "--method", "adversarial",
+                  "--samples", "64", "--holdout", "16")
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert sorted(ln.split(":")[0] for ln in lines) == ["error", "error (rank 1)"], r.stderr[-2000:]
+    assert all("trains the student during synthesis, which runs in one process" in ln for ln in lines)
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_validate_config_refuses_what_does_not_scale_out():
+    cfg = ConvertConfig(teacher="t.pt", out="o", method="adversarial")
+    validate_config(cfg, Dist())  # one process: fine
+    with pytest.raises(UserError, match="runs in one process"):
+        validate_config(cfg, Dist(rank=0, world=2))
+    multi = ConvertConfig(teacher="a.pt", more_teachers=("b.pt",), out="o")
+    with pytest.raises(UserError, match="several teachers"):
+        validate_config(multi, Dist(rank=1, world=2))
+
+
+def test_rank_seeds_differ_and_rank_0_keeps_the_seed():
+    assert rank_seed(7, 0) == 7
+    assert len({rank_seed(7, r) for r in range(8)}) == 8
+    assert rank_seed(7, 1) != rank_seed(8, 1)
+
+
+def test_device_choices_this_machine_can_and_cannot_give(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    c = resolve()
+    assert c == Compute("cpu", "fp32", False, False)
+    assert resolve(precision="bf16").precision == "bf16"
+    assert resolve(channels_last="on").channels_last and not resolve(channels_last="on", four_d=False).channels_last
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        resolve(device="cuda")
+    with pytest.raises(UserError, match="fp16 needs a GPU"):
+        resolve(precision="fp16")
+    with pytest.raises(UserError, match="unknown --device"):
+        resolve(device="tpu")
+
+
+def test_cli_device_cuda_without_a_gpu_is_exit_2(cli, tmp_path, digits_teacher, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = cli("convert", digits_teacher, "--out", tmp_path / "o", "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err
+
+
+@pytest.mark.parametrize("precision,channels_last", [("fp32", False), ("bf16", True)])
+def test_inversion_reaches_its_labels_under_each_precision(digits_teacher, precision, channels_last):
+    """The autocast path (bf16 here: what a GPU uses) still optimises the inputs to the requested labels."""
+    teacher = load_teacher(digits_teacher)
+    comp = Compute("cpu", precision, channels_last, False)
+    teacher.to(comp)
+    synth = create_synthesizer("deepinversion", teacher, batch_size=40, iterations=40, seed=0)
+    synth.compute = comp
+    x = synth.sample(40)
+    teacher.to(Compute())
+    assert x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+    top1 = teacher.logits(x).argmax(1)
+    # the labels come from the same generator state: redraw them to compare
+    synth.generator.manual_seed(0)
+    y = synth.batch_context(40)
+    assert (top1 == y).float().mean() >= 0.9
+
+
+def test_a_failing_compile_falls_back_to_eager(monkeypatch, caplog):
+    class Broken:
+        def __call__(self, x):
+            raise RuntimeError("inductor is not available")
+
+    monkeypatch.setattr(compute_mod.torch, "compile", lambda m: Broken())
+    model = torch.nn.Linear(3, 2)
+    fwd = maybe_compile(model, Compute(compile=True))
+    x = torch.randn(4, 3)
+    with caplog.at_level(logging.WARNING, logger="dfkd_edge.compute"):
+        out = fwd(x)
+        fwd(x)
+    assert torch.equal(out, model(x))
+    assert sum("torch.compile failed" in r.message for r in caplog.records) == 1
+    assert maybe_compile(model, Compute()) is model
+
+
+def test_a_failure_on_rank_0_alone_stops_the_follower_too(tmp_path, digits_teacher):
+    """Only rank 0 reads the eval data: its error reaches rank 1, which stops instead of waiting."""
+    r = _torchrun("convert", digits_teacher, "--out", tmp_path / "o", "--eval-data", tmp_path / "missing.npz",
+                  "--samples", "64", "--holdout", "16")
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert any(ln.startswith("error: ") and "missing.npz" in ln for ln in lines), r.stderr[-2000:]
+    assert any(ln.startswith("error (rank 1): rank 0 stopped:") for ln in lines), r.stderr[-2000:]
