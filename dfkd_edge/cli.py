@@ -85,7 +85,9 @@ def _convert_options(f):
                      help="Target device profile, by name (dfkd-edge targets list) or path to a .toml (repeatable). "
                           "The host is always measured; other targets get their artifacts and estimated latency."),
         click.option("--method", default="auto", show_default=True,
-                     help="Transfer-set synthesis: auto (= deepinversion), deepinversion, soft-target, adversarial, gaussian."),
+                     help="Transfer-set synthesis: auto (= deepinversion), deepinversion, soft-target, adversarial, gaussian, "
+                          "reused-generator (Fast-DFKD-style: one generator carried across batches, --iterations "
+                          "steps on the first batch, a tenth of that on the others)."),
         click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
         click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
         click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),
@@ -115,7 +117,8 @@ def _convert_options(f):
         click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
         click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
         click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
-        click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores))."),
+        click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores); under torchrun, for synthesis and "
+                          "distillation: cores / processes on the node)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where synthesis and distillation run (auto: CUDA when PyTorch sees a GPU). Under torchrun "
                           "each rank takes the GPU of its LOCAL_RANK."),

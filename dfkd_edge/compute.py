@@ -83,9 +83,9 @@ class Compute:
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    import platform
+    from dfkd_edge.targets.host import host_info
 
-    return platform.processor() or platform.machine()
+    return host_info(1)["cpu"]
 
 
 def resolve(device: str = "auto", precision: str = "auto", channels_last: str = "auto", compile: str = "auto",

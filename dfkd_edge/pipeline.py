@@ -495,8 +495,8 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
     report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
     report["distillation"] = distillation
-    report["compute"] = {**compute.to_dict(), "applies_to": "synthesis and distillation" if scaled else "nothing "
-                         f"(--method {method} runs on the CPU)", "threads_per_rank": cfg.train_threads(dist)}
+    report["compute"] = {**compute.to_dict(), "applies_to": "synthesis and distillation" if scaled else
+                         f"nothing: --method {method} runs on the CPU", "threads_per_rank": cfg.train_threads(dist)}
     report["distributed"] = dist.to_dict()
     if multi:
         report["multi_teacher"] = multi_teacher_summary(teacher, student, x_hold, l_hold, eval_xy, aggregation)

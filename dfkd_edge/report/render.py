@@ -100,6 +100,20 @@ def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
             Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
 
 
+def _compute_line(report: dict) -> str:
+    """Where synthesis and distillation ran (reports written before these fields have none)."""
+    c, d = report.get("compute"), report.get("distributed")
+    if not c:
+        return ""
+    ranks = (f" in {d['world_size']} processes ({d['backend']}, {d['nodes']} node{'s' if d['nodes'] > 1 else ''})"
+             if d and d.get("world_size", 1) > 1 else "")
+    extras = [x for x, on in (("channels-last", c.get("channels_last")), ("torch.compile", c.get("compile"))) if on]
+    return (f" Synthesis and distillation ran on {c['device']} ({c['device_name']}), {c['precision']}"
+            + (", " + ", ".join(extras) if extras else "") + ranks + f", {c.get('threads_per_rank', '?')} "
+            "thread(s) per process." if c.get("applies_to", "").startswith("synthesis") else
+            f" Synthesis and distillation ran on the CPU (--device applied to {c['applies_to']}).")
+
+
 def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
     if not d:
         return []
@@ -142,7 +156,8 @@ def sections(report: dict) -> list[Block]:
                     f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
                     f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "
                     f"Transfer set: {report['synthesis']['method']}, {report['synthesis']['train']} samples "
-                    f"(+{report['synthesis']['holdout']} held out). No real training data was used."),
+                    f"(+{report['synthesis']['holdout']} held out). No real training data was used."
+                    + _compute_line(report)),
          Block("h2", "Recommended"),
          Block("table", header=["target", "file", "precision", "backend", "basis", "why"],
                rows=[[r["target"], f"`{r['file']}`", r["precision"], r["backend"], r.get("kind") or "-", r["reason"]]
