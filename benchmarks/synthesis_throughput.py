@@ -139,10 +139,11 @@ def fidelity(a) -> None:
     with np.load(test) as z:
         x, y = torch.from_numpy(z["x"]), z["y"]
     t_top1 = load_teacher(teacher_path).logits(x).argmax(1).numpy()
-    recipes = [("deepinversion", 1, []), ("deepinversion", 2, []), ("reused-generator", 1, []),
-               ("reused-generator", 1, ["--iterations", "500"])]
+    named = {"di-1": ("deepinversion", 1, []), "di-2": ("deepinversion", 2, []), "rg-1": ("reused-generator", 1, []),
+             "rg500-1": ("reused-generator", 1, ["--iterations", "500"])}
     rows = []
-    for method, procs, extra in recipes:
+    for (method, procs, extra), seed in [(named[r], s) for s in a.seeds for r in a.recipes]:
+        extra = [*extra, "--seed", str(seed)]
         out = tmp / f"{method}-{procs}-{len(rows)}"
         args = ["-m", "dfkd_edge", "convert", teacher_path, "--out", str(out), "--method", method,
                 "--eval-data", str(test), "--latency-budget", "0.05", *extra]
@@ -155,16 +156,16 @@ def fidelity(a) -> None:
         with torch.no_grad():
             s_top1 = load_student(out)(x).argmax(1).numpy()
         fid, acc = float((s_top1 == t_top1).mean()), float((s_top1 == y).mean())
-        iters = extra[1] if extra else "200"
+        iters = extra[1] if extra[0] == "--iterations" else "200"
         label = method + (f" (warm-up {iters}, then {int(iters) // 10} per batch)" if method == "reused-generator"
                           else f" ({iters} per batch)")
-        rows.append((label, procs, rep["timings"]["synthesize"], fid, acc, rep["accuracy"]["student_int8"]))
+        rows.append((label, procs, seed, rep["timings"]["synthesize"], fid, acc, rep["accuracy"]["student_int8"]))
         print(rows[-1], file=sys.stderr, flush=True)
-    print(f"| recipe | processes | synthesis s | fidelity (real test) | accuracy fp32 | accuracy int8 | "
+    print(f"| recipe | processes | seed | synthesis s | fidelity (real test) | accuracy fp32 | accuracy int8 | "
           f"reaches {a.target} |")
-    print("|---|---|---|---|---|---|---|")
-    for label, procs, sec, fid, acc, acc8 in rows:
-        print(f"| {label} | {procs} | {sec:.1f} | {fid:.4f} | {acc:.4f} | {acc8:.4f} | "
+    print("|---|---|---|---|---|---|---|---|")
+    for label, procs, seed, sec, fid, acc, acc8 in rows:
+        print(f"| {label} | {procs} | {seed} | {sec:.1f} | {fid:.4f} | {acc:.4f} | {acc8:.4f} | "
               f"{'yes, in ' + format(sec, '.1f') + ' s' if fid >= a.target else 'no'} |")
 
 
@@ -224,6 +225,10 @@ def main() -> None:
     p.add_argument("--resnet-samples", type=int, default=64)
     p.add_argument("--resnet-iterations", type=int, default=20)
     p.add_argument("--target", type=float, default=0.95)
+    p.add_argument("--recipes", nargs="+", default=["di-1", "di-2", "rg-1", "rg500-1"],
+                   choices=["di-1", "di-2", "rg-1", "rg500-1"],
+                   help="fidelity: deepinversion or reused-generator (500: --iterations 500), 1 or 2 processes")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="fidelity: --seed of each convert")
     # worker mode (one rank of a throughput row)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--teacher")

@@ -126,8 +126,7 @@ class Dist:
         return t.tolist()
 
     # ------------------------------------------------------------------ synthesis: batches to the leader
-    def gather_batches(self, sizes: list[int], shape: tuple[int, ...], mine: dict[int, np.ndarray] | None,
-                       load) -> "iter":
+    def gather_batches(self, sizes: list[int], shape: tuple[int, ...], load):
         """Yield every batch in order on the leader; on a follower, send its own batches and yield nothing.
 
         ``load(i)`` returns this rank's batch i (from memory or its checkpoint)."""
@@ -226,4 +225,4 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-__all__ = ["Dist", "from_env", "init", "shutdown", "rank_seed", "PipelineError"]
+__all__ = ["Dist", "Workdir", "from_env", "init", "shutdown", "rank_seed"]

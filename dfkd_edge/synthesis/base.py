@@ -194,7 +194,7 @@ class Synthesizer:
                 return z["x"]
 
         if dist.enabled:
-            ordered = dist.gather_batches(batches, self.input_shape, None, load)
+            ordered = dist.gather_batches(batches, self.input_shape, load)
             if not dist.is_leader:
                 for _ in ordered:  # a follower only sends its batches
                     pass
