@@ -68,6 +68,9 @@ class Dist:
     ready: bool = False
     #: inside a collective stage: a failure here cannot be announced (torchrun stops the ranks)
     busy: bool = False
+    #: the group for this module's own messages, all CPU tensors: the default group under gloo, a gloo
+    #: group beside NCCL's (NCCL carries GPU tensors only; DDP uses the default group)
+    group: object = None
 
     @property
     def enabled(self) -> bool:
@@ -89,7 +92,7 @@ class Dist:
             return
         mine = None if error is None else (type(error).__name__, str(error).splitlines()[0] if str(error) else "")
         everyone = [None] * self.world
-        tdist.all_gather_object(everyone, mine)
+        tdist.all_gather_object(everyone, mine, group=self.group)
         failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
         if error is not None:
             return  # the caller re-raises its own
@@ -109,20 +112,20 @@ class Dist:
     def command(self, name: str, **payload) -> None:
         """Leader: tell every follower what to do next (a no-op in a single process or once "done")."""
         if self.enabled and self.ready:
-            tdist.broadcast_object_list([(name, payload)], src=0)
+            tdist.broadcast_object_list([(name, payload)], src=0, group=self.group)
             if name in ("done", "abort"):
                 self.ready = False
 
     def next_command(self) -> tuple[str, dict]:
         box = [None]
-        tdist.broadcast_object_list(box, src=0)
+        tdist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
     def all_sum(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return values
         t = torch.tensor(values, dtype=torch.float64)
-        tdist.all_reduce(t)
+        tdist.all_reduce(t, group=self.group)
         return t.tolist()
 
     # ------------------------------------------------------------------ synthesis: batches to the leader
@@ -137,10 +140,10 @@ class Dist:
                     yield load(i)
                 else:
                     buf = torch.empty((n, *shape), dtype=torch.float32)
-                    tdist.recv(buf, src=owner)
+                    tdist.recv(buf, src=owner, group=self.group)
                     yield buf.numpy()
             elif owner == self.rank:
-                tdist.send(torch.from_numpy(np.ascontiguousarray(load(i), dtype=np.float32)), dst=0)
+                tdist.send(_f32(load(i)), dst=0, group=self.group)
 
     # ------------------------------------------------------------------ distillation: the training rows
     def share_rows(self, x, logits: np.ndarray, digest: str, workdir: Path | None):
@@ -152,14 +155,14 @@ class Dist:
             return x, logits
         box = [(digest, len(logits), logits.shape[1], tuple(x.shape[1:]), digest in self.shared)
                if self.is_leader else None]
-        tdist.broadcast_object_list(box, src=0)
+        tdist.broadcast_object_list(box, src=0, group=self.group)
         digest, n, classes, shape, held = box[0]
         if self.is_leader:
             if not held:
                 for i in range(0, n, CHUNK_ROWS):
                     rows = take(x, np.arange(i, min(n, i + CHUNK_ROWS)))
-                    tdist.broadcast(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)), src=0)
-                tdist.broadcast(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)), src=0)
+                    tdist.broadcast(_f32(rows), src=0, group=self.group)
+                tdist.broadcast(_f32(logits), src=0, group=self.group)
                 self.shared.add(digest)
             return x, logits
         from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
@@ -169,17 +172,21 @@ class Dist:
             def chunks():
                 for i in range(0, n, CHUNK_ROWS):
                     buf = torch.empty((min(n, i + CHUNK_ROWS) - i, *shape), dtype=torch.float32)
-                    tdist.broadcast(buf, src=0)
+                    tdist.broadcast(buf, src=0, group=self.group)
                     yield buf.numpy()
 
             def received_logits():
                 buf = torch.empty((n, classes), dtype=torch.float32)
-                tdist.broadcast(buf, src=0)
+                tdist.broadcast(buf, src=0, group=self.group)
                 return buf.numpy()
 
             write_transfer_set(path, chunks(), n, shape, received_logits, np.zeros(n, bool), "received")
         ts = TransferSetFile(path)
         return ts.subset(np.arange(n)), ts.logits
+
+
+def _f32(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
 def from_env() -> Dist:
@@ -207,6 +214,8 @@ def init(d: Dist, cuda: bool) -> Dist:
     if cuda:
         torch.cuda.set_device(d.local_rank)
     tdist.init_process_group(d.backend)
+    if cuda:  # this module's messages are CPU tensors and objects: they go over gloo
+        d.group = tdist.new_group(backend="gloo")
     return d
 
 
