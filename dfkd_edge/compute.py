@@ -59,11 +59,6 @@ class Compute:
         """A gradient scaler for fp16 (bf16 and fp32 need none: it is then a pass-through)."""
         return torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
 
-    def memory_format(self, x: torch.Tensor | None = None):
-        if self.channels_last and (x is None or x.dim() == 4):
-            return torch.channels_last
-        return torch.contiguous_format
-
     def to(self, x: torch.Tensor) -> torch.Tensor:
         """An input batch on this device, in this memory format."""
         x = x.to(self.torch_device, non_blocking=self.is_cuda)

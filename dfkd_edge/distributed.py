@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: rows per message when the leader sends the transfer set to followers
 CHUNK_ROWS = 1024
+#: how long a rank waits for the others in one collective before torch.distributed gives up
+WAIT_MINUTES = 180
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -213,9 +216,12 @@ def init(d: Dist, cuda: bool) -> Dist:
     d.backend = "nccl" if cuda else "gloo"
     if cuda:
         torch.cuda.set_device(d.local_rank)
-    tdist.init_process_group(d.backend)
+    # followers wait while the leader alone labels and writes the transfer set or fits the virtual
+    # generator: at scale that can outlast the default 30 minutes
+    timeout = timedelta(minutes=WAIT_MINUTES)
+    tdist.init_process_group(d.backend, timeout=timeout)
     if cuda:  # this module's messages are CPU tensors and objects: they go over gloo
-        d.group = tdist.new_group(backend="gloo")
+        d.group = tdist.new_group(backend="gloo", timeout=timeout)
     return d
 
 
