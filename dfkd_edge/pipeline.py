@@ -154,7 +154,7 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
         if cfg.more_teachers or METHODS[method].needs_student:
             what = "several teachers" if cfg.more_teachers else f"--method {method}"
             raise UserError(f"{what} trains the student during synthesis, which runs in one process; start it "
-                            "without torchrun (data-parallel runs: deepinversion, soft-target, gaussian)")
+                            "without torchrun (data-parallel: deepinversion, soft-target, reused-generator, gaussian)")
     if cfg.more_teachers:
         if cfg.method != "auto":
             raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers "
@@ -340,7 +340,7 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     if scaled:
         teacher.to(compute)
     elif compute.is_cuda:
-        log.warning("--method %s runs on the CPU (only deepinversion, soft-target, gaussian and KD use the GPU)",
+        log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD use the GPU)",
                     method)
     key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None, **_scale_key(dist, compute)},
                   [TEACHER_JSON], cfg.teacher_paths)
