@@ -340,8 +340,8 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     if scaled:
         teacher.to(compute)
     elif compute.is_cuda:
-        log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD use the GPU)",
-                    method)
+        log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD "
+                    "use the GPU)", method)
     key = run.key({**synth_cfg, "student": recipe if synth.needs_student else None, **_scale_key(dist, compute)},
                   [TEACHER_JSON], cfg.teacher_paths)
     if not run.finished("synthesize", key):
