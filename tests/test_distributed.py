@@ -194,3 +194,39 @@ def test_a_failure_on_rank_0_alone_stops_the_follower_too(tmp_path, digits_teach
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
     assert any(ln.startswith("error: ") and "missing.npz" in ln for ln in lines), r.stderr[-2000:]
     assert any(ln.startswith("error (rank 1): rank 0 stopped:") for ln in lines), r.stderr[-2000:]
+
+
+SMALL = ["--samples", "160", "--holdout", "32", "--synth-batch", "32", "--iterations", "40", "--epochs", "2",
+         "--calib-samples", "32", "--latency-budget", "0.05", "--seed", "5"]
+
+
+@pytest.mark.slow
+def test_a_killed_torchrun_job_resumes_to_the_uninterrupted_result(tmp_path, digits_teacher):
+    """Every process of the job SIGKILLed mid-synthesis (as a lost node would); --resume finishes it from
+    each rank's checkpoints and gives the transfer set and student of an uninterrupted 2-rank run."""
+    import signal
+    import time
+
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    r = _torchrun("convert", digits_teacher, "--out", ref, *SMALL)
+    assert r.returncode == 0, r.stderr[-2000:]
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "dfkd_edge", "convert", digits_teacher, "--out", str(out), *SMALL],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (list(out.glob(".partial/*/rank-0/batch_*.npz")) and list(out.glob(".partial/*/rank-1/batch_*.npz"))):
+        assert job.poll() is None, "the job finished before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (out / "transfer_set.npz").exists()
+    r = _torchrun("convert", digits_teacher, "--out", out, *SMALL, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(out / "transfer_set.npz") as a, np.load(ref / "transfer_set.npz") as b:
+        for k in ("x", "logits", "holdout"):
+            np.testing.assert_array_equal(a[k], b[k])
+    sa = torch.load(out / "student.pt", weights_only=True)
+    sb = torch.load(ref / "student.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not (out / ".partial").exists()
