@@ -230,3 +230,29 @@ def test_a_killed_torchrun_job_resumes_to_the_uninterrupted_result(tmp_path, dig
     sb = torch.load(ref / "student.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not (out / ".partial").exists()
+
+
+def test_distillation_under_bf16_autocast_learns_like_fp32_and_returns_a_cpu_fp32_student(digits_teacher):
+    """The autocast path of distill() (what a GPU runs), checked on the CPU: the teacher's soft
+    targets on the real digits training inputs, 15 epochs each way."""
+    from dfkd_edge.data.digits import load_split
+    from dfkd_edge.distill import KDConfig, distill
+    from dfkd_edge.models import create_student
+    from dfkd_edge.models.students import build_from_recipe
+
+    teacher = load_teacher(digits_teacher)
+    x_tr, _, x_te, y_te = load_split()
+    logits = teacher.logits(torch.from_numpy(x_tr)).numpy()
+    _, recipe = create_student("auto", teacher.spec.input_shape, 10, teacher.spec.num_params)
+    preds = []
+    for comp in (Compute(), Compute(precision="bf16", channels_last=True)):
+        torch.manual_seed(0)
+        student = build_from_recipe(recipe)
+        distill(student, x_tr, logits, KDConfig(epochs=15, mixup=0.0), compute=comp)
+        assert not student.training
+        assert all(p.dtype == torch.float32 and p.device.type == "cpu" and p.is_contiguous()
+                   for p in student.parameters())
+        with torch.no_grad():
+            preds.append(student(torch.from_numpy(x_te)).argmax(1).numpy())
+    acc = [float((p == y_te).mean()) for p in preds]
+    assert min(acc) >= 0.9 and abs(acc[0] - acc[1]) <= 0.03, acc
