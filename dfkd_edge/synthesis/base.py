@@ -279,6 +279,12 @@ class InputOptimizer(Synthesizer):
         return x.detach().cpu().contiguous()
 
 
+def balanced_labels(n: int, classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` labels cycling through the classes, shuffled: every class about equally often."""
+    y = torch.arange(n) % classes
+    return y[torch.randperm(n, generator=generator)]
+
+
 def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:
     """DeepInversion's feature-distribution prior: for each BN layer, the distance between the
     batch mean/variance of its input and its running statistics (L2 norms, as in the paper).

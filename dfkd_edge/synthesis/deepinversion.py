@@ -21,7 +21,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from dfkd_edge.synthesis.base import InputOptimizer, bn_statistics_loss, register_method
+from dfkd_edge.synthesis.base import InputOptimizer, balanced_labels, bn_statistics_loss, register_method
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,7 @@ class DeepInversionSynthesizer(InputOptimizer):
                         "only the label and smoothness terms")
 
     def batch_context(self, n: int) -> torch.Tensor:
-        """Balanced labels, shuffled."""
-        k = self.teacher.spec.num_classes
-        y = torch.arange(n) % k
-        return y[torch.randperm(n, generator=self.generator)]
+        return balanced_labels(n, self.teacher.spec.num_classes, self.generator)
 
     def loss(self, x, logits, rec, y):
         loss_ce = F.cross_entropy(logits, y)

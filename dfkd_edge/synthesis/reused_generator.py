@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from dfkd_edge.compute import Compute
 from dfkd_edge.synthesis.adversarial import GeneratorSynthesizer
-from dfkd_edge.synthesis.base import bn_statistics_loss, register_method, smoothness_prior
+from dfkd_edge.synthesis.base import balanced_labels, bn_statistics_loss, register_method, smoothness_prior
 
 
 @register_method
@@ -44,14 +44,10 @@ class ReusedGeneratorSynthesizer(GeneratorSynthesizer):
     def steps_per_batch(self) -> int:
         return self.steps
 
-    def _labels(self, n: int) -> torch.Tensor:
-        y = torch.arange(n) % self.teacher.spec.num_classes
-        return y[torch.randperm(n, generator=self.generator)]
-
     def sample(self, n: int, task=None) -> torch.Tensor:
         compute = getattr(self, "compute", None) or Compute()
         dev = compute.torch_device
-        y = self._labels(n).to(dev)
+        y = balanced_labels(n, self.teacher.spec.num_classes, self.generator).to(dev)
         z = self._z(n).to(dev).requires_grad_(True)
         meta = self.generator_net.to(dev)
         g = copy.deepcopy(meta).train()
