@@ -156,8 +156,8 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
                                     vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
                             elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
                                 vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
-                        ov = forward(compute.to(xv)) if (out is None or xv is not xb or xk is not None and
-                                                         beta is not None) else out
+                        # the KD forward is reused when the VKD term sees the same (unmixed) inputs
+                        ov = out if (out is not None and xv is xb and beta is None) else forward(compute.to(xv))
                         loss = loss + w_vkd * soft_kl(ov.float(), vb.to(ov.device), virtual.temperature)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
