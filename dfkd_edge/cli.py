@@ -81,6 +81,11 @@ def _convert_options(f):
         click.option("--out", "out", required=True, type=click.Path(file_okay=True), help="Output directory."),
         click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (when the file does not record it)."),
         click.option("--factory", help="package.module:function building the model, when TEACHER is a state_dict."),
+        click.option("--input-range", help="LO,HI: the range of the teacher's inputs (e.g. 0,1 or 0,255), when known. "
+                                           "Default: read from the teacher's first BatchNorm layer."),
+        click.option("--input-mean", help="Per-channel (or per-feature) mean of the teacher's inputs, comma-separated "
+                                          "(one value for all), when known; with --input-std."),
+        click.option("--input-std", help="Per-channel (or per-feature) standard deviation of the teacher's inputs."),
         click.option("--target", "targets", multiple=True, default=("host-cpu",), show_default=True,
                      help="Target device profile, by name (dfkd-edge targets list) or path to a .toml (repeatable). "
                           "The host is always measured; other targets get their artifacts and estimated latency."),
@@ -156,7 +161,8 @@ def _config(teachers, **o):
     teachers = [teachers] if isinstance(teachers, str) else list(teachers)
     return ConvertConfig(teacher=teachers[0], more_teachers=tuple(teachers[1:]), few_shot_data=o["few_shot_data"],
                          out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
-                         factory=o["factory"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
+                         factory=o["factory"], input_range=o["input_range"], input_mean=o["input_mean"],
+                         input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
                          holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
                          student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
                          vkd=VKDConfig(epochs=o["vkd_epochs"]), compare_kd=o["compare_kd"],
@@ -289,11 +295,12 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
 @click.option("--input-shape", help="Input shape without the batch dimension.")
 @click.option("--factory", help="package.module:function, when TEACHER is a state_dict.")
 def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
-    """Print what dfkd-edge sees in TEACHER (TeacherSpec as JSON)."""
+    """Print what dfkd-edge sees in TEACHER (TeacherSpec and its input domain, as JSON)."""
+    from dfkd_edge.domain import infer_domain
     from dfkd_edge.teacher import load_teacher, parse_input_shape
 
     t = load_teacher(teacher, parse_input_shape(input_shape), factory)
-    click.echo(json.dumps(t.spec.to_dict(), indent=2))
+    click.echo(json.dumps({**t.spec.to_dict(), "input_domain": infer_domain(t).to_dict()}, indent=2))
 
 
 @cli.group()

@@ -86,6 +86,9 @@ class ConvertConfig:
     few_shot_data: str | None = None  # several teachers: a few labelled samples -> attention aggregation
     input_shape: tuple[int, ...] | None = None
     factory: str | None = None
+    input_range: str | None = None  # the user's word on the input domain (dfkd_edge.domain); else read
+    input_mean: str | None = None
+    input_std: str | None = None
     targets: tuple[str, ...] = (HOST_TARGET,)
     method: str = "auto"
     samples: int = 2048
@@ -322,7 +325,7 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     # synthesize (adversarial methods train the student here too: synthesis and KD interleave)
     t0 = time.perf_counter()
     synth_cfg = {"method": method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
-                 "iterations": cfg.iterations, "seed": cfg.seed}
+                 "iterations": cfg.iterations, "seed": cfg.seed, "domain": teacher.domain.to_dict()}
     _seed_all(cfg.seed)
     if multi:
         synth = MultiTeacherSynthesizer(teacher, MultiTeacherConfig(iterations=cfg.iterations,
@@ -431,8 +434,8 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     key = run.key({"opset": OPSET}, [STUDENT_PT, STUDENT_JSON, TRANSFER_SET])
     if not run.finished("export", key):
         export_onnx(student, spec.input_shape, run.path(ONNX_FP32))
-        rng = np.random.default_rng(cfg.seed)
-        parity_x = np.concatenate([x_hold[:64], rng.standard_normal((64, *spec.input_shape)).astype(np.float32)])
+        noise = teacher.domain.draw(64, spec.input_shape, torch.Generator().manual_seed(cfg.seed)).numpy()
+        parity_x = np.concatenate([x_hold[:64], noise.astype(np.float32)])
         atomic_write_json(run.path(PARITY_JSON), check_parity(student, run.path(ONNX_FP32), parity_x))
         run.stage("export", time.perf_counter() - t0, [ONNX_FP32, PARITY_JSON], key)
     parity = json.loads(run.path(PARITY_JSON).read_text())
@@ -515,6 +518,7 @@ def _inspect(cfg: ConvertConfig, run: Run, multi: bool):
     else:
         teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
     spec = teacher.spec
+    _set_domain(teacher, cfg)
     eval_xy = None
     if cfg.eval_data:
         from dfkd_edge.data.evaldata import load_eval_data
@@ -529,9 +533,22 @@ def _inspect(cfg: ConvertConfig, run: Run, multi: bool):
             from dfkd_edge.data.evaldata import load_eval_data
 
             few_shot = load_eval_data(cfg.few_shot_data, spec.input_shape, spec.num_classes)
-    atomic_write_json(run.path(TEACHER_JSON), {**spec.to_dict(), **({"members": [t.spec.to_dict() for t in
-                                                                                  teacher.members]} if multi else {})})
+    atomic_write_json(run.path(TEACHER_JSON), {**spec.to_dict(), "input_domain": teacher.domain.to_dict(),
+                                               **({"members": [t.spec.to_dict() for t in teacher.members]}
+                                                  if multi else {})})
     return teacher, spec, eval_xy, recipe, few_shot
+
+
+def _set_domain(teacher, cfg: ConvertConfig) -> None:
+    """The input domain every method synthesizes in (dfkd_edge.domain): the user's, else read from the
+    teacher; set on the teacher (and on each member of several)."""
+    from dfkd_edge.domain import infer_domain, user_domain
+
+    user = user_domain(teacher.spec.input_shape, cfg.input_mean, cfg.input_std, cfg.input_range)
+    domain = infer_domain(teacher, user, seed=cfg.seed)
+    teacher.domain = domain
+    for t in getattr(teacher, "members", []):
+        t.domain = domain
 
 
 def _scale_key(dist: Dist, compute: Compute) -> dict:
@@ -563,6 +580,7 @@ def follow(cfg: ConvertConfig, dist: Dist) -> None:
         validate_config(cfg, dist)
         _settle(cfg)
         teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+        _set_domain(teacher, cfg)
     except Exception as e:
         dist.agree(e)
         raise

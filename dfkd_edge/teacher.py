@@ -174,6 +174,8 @@ class Teacher:
         self.runtime = runtime if runtime is not None else module
         self.backend = backend
         self.device = torch.device("cpu")
+        #: where the teacher's inputs live (dfkd_edge.domain.InputDomain); set by the pipeline
+        self.domain = None
 
     def to(self, compute) -> "Teacher":
         """Run the teacher where ``compute`` (dfkd_edge.compute.Compute) says; ``Compute()`` brings it

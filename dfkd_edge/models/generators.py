@@ -1,8 +1,10 @@
 """Generators for adversarial synthesis: noise z -> an input of the teacher's shape.
 
-Each ends in BatchNorm without affine parameters, so generated inputs are standardised per
-channel, as the teacher's (normalised) inputs are; the BN-statistics loss on the teacher then
-pulls their distribution towards what the teacher saw in training.
+Each ends in BatchNorm without affine parameters (outputs standardised per channel) followed by
+:class:`DomainAffine`: ``mean + std * (exp(log_scale) * h + shift)`` with ``mean``/``std`` the
+teacher's input domain (dfkd_edge.domain; N(0, 1) until ``set_domain`` is called) and
+``log_scale``/``shift`` learned with the generator. Nothing assumes zero-centred or unit-scale
+inputs: the domain gives the scale, the BN-statistics loss on the teacher adjusts it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfkd_edge.models.registry import register_model
+
+
+class DomainAffine(nn.Module):
+    """Per-channel ``mean + std * (exp(log_scale) * h + shift)``, clamped to a known range."""
+
+    def __init__(self, channels: int, rank: int) -> None:
+        super().__init__()
+        self.view = (1, channels, *([1] * (rank - 1)))
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.shift = nn.Parameter(torch.zeros(channels))
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def set_domain(self, domain) -> None:
+        self.mean.copy_(torch.tensor(domain.mean, dtype=torch.float32))
+        self.std.copy_(torch.tensor(domain.std, dtype=torch.float32))
+        self.low, self.high = domain.low, domain.high
+
+    def forward(self, h):
+        v = self.view
+        x = self.mean.view(v) + self.std.view(v) * (self.log_scale.exp().view(v) * h + self.shift.view(v))
+        return x if self.low is None else x.clamp(self.low, self.high)
 
 
 class ConvGenerator(nn.Module):
@@ -33,13 +59,14 @@ class ConvGenerator(nn.Module):
             nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2), conv(ch * 2, ch, 3, padding=1, bias=False), bn(ch),
             nn.LeakyReLU(0.2), conv(ch, c, 3, padding=1))
         self.out_bn = bn(c, affine=False)
+        self.domain = DomainAffine(c, len(out_shape))
 
     def forward(self, z):
         x = self.fc(z).view(z.shape[0], self.ch * 2, *self.init)
         x = self.body(x)
         if tuple(x.shape[2:]) != self.out_shape[1:]:
             x = F.interpolate(x, size=self.out_shape[1:])
-        return self.out_bn(x)
+        return self.domain(self.out_bn(x))
 
 
 class MLPGenerator(nn.Module):
@@ -49,9 +76,10 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, f), nn.BatchNorm1d(f, affine=False))
+        self.domain = DomainAffine(f, 1)
 
     def forward(self, z):
-        return self.net(z)
+        return self.domain(self.net(z))
 
 
 @register_model
@@ -63,4 +91,4 @@ def generator(input_shape, z_dim: int = 100, **_):
     return ConvGenerator(2 if rank == 3 else 1, tuple(input_shape), z_dim)
 
 
-__all__ = ["ConvGenerator", "MLPGenerator", "generator"]
+__all__ = ["ConvGenerator", "DomainAffine", "MLPGenerator", "generator"]

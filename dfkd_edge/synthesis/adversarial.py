@@ -43,6 +43,7 @@ class GeneratorSynthesizer(Synthesizer):
         self.z_dim = z_dim
         torch.manual_seed(self.seed)
         self.generator_net = create_model("generator", input_shape=self.input_shape, z_dim=z_dim)
+        self.generator_net.domain.set_domain(self.domain)  # outputs in the teacher's input domain
 
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn((n, self.z_dim), generator=self.generator)

@@ -98,6 +98,11 @@ class Synthesizer:
     def input_shape(self) -> tuple[int, ...]:
         return self.teacher.spec.input_shape
 
+    @property
+    def domain(self):
+        """The teacher's input domain (dfkd_edge.domain): every method draws and optimises inside it."""
+        return teacher_domain(self.teacher)
+
     def sample(self, n: int, task=None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -232,8 +237,10 @@ class Synthesizer:
 class InputOptimizer(Synthesizer):
     """Methods that optimise a batch of inputs directly (DeepInversion, soft-target).
 
-    ``sample()`` starts from N(0, 1) and runs ``iterations`` Adam steps (betas 0.5/0.99, cosine
-    decay from ``lr``) on ``loss(x, rec, ctx)`` plus the shared smoothness and L2 priors, where
+    ``sample()`` optimises ``u`` with ``x = mean + std * u`` (the teacher's input domain,
+    dfkd_edge.domain): ``u`` starts from N(0, 1) and takes ``iterations`` Adam steps (betas 0.5/0.99,
+    cosine decay from ``lr``) on ``loss(x, rec, ctx)`` plus the shared smoothness and L2 priors on
+    ``u`` (scale-free: the same on every input domain), where
     ``rec`` holds the teacher's taps for that step and ``ctx`` is what ``batch_context(n)`` made
     for the batch (its labels or soft targets)."""
 
@@ -257,26 +264,45 @@ class InputOptimizer(Synthesizer):
         ctx = self.batch_context(n)
         if isinstance(ctx, torch.Tensor):
             ctx = ctx.to(compute.torch_device)
-        # drawn on the CPU from the method's generator: the same start on every device
-        x = compute.to(torch.randn((n, *self.input_shape), generator=self.generator)).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.99))
+        domain = self.domain
+        mean, std = (compute.to(t) for t in domain.tensors(self.input_shape))
+        # u is optimised, x = mean + std * u is what the teacher sees: the step size, the start and the
+        # priors are in units of the input's own scale, the same on [0, 1], 0-255 or z-scored inputs.
+        # u is drawn on the CPU from the method's generator: the same start on every device
+        u = compute.to(torch.randn((n, *self.input_shape), generator=self.generator)).requires_grad_(True)
+        opt = torch.optim.Adam([u], lr=self.lr, betas=(0.5, 0.99))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
         scaler = compute.grad_scaler()
         for step in range(self.iterations):
+            x = mean + std * u
             with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(x)
             loss, fields = self.loss(x, logits.float(), rec, ctx)
-            loss = loss + self.tv_weight * smoothness_prior(x) + self.l2_weight * x.pow(2).mean()
+            loss = loss + self.tv_weight * smoothness_prior(u) + self.l2_weight * u.pow(2).mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if domain.low is not None:  # a known range: project back into it
+                with torch.no_grad():
+                    u.copy_((domain.clamp(mean + std * u) - mean) / std)
             if task is not None:  # the loss read back every 10 steps only (a device sync)
                 show = step % 10 == 9 or step == self.iterations - 1
                 task.advance(1, samples=getattr(self, "samples_done", 0),
                              **({k: float(v.detach()) for k, v in fields.items()} if show else {}))
-        return x.detach().cpu().contiguous()
+        return (mean + std * u).detach().cpu().contiguous()
+
+
+def teacher_domain(teacher):
+    """``teacher.domain``, or N(0, 1) per channel when nobody set one (library use without the pipeline)."""
+    from dfkd_edge.domain import InputDomain
+
+    d = getattr(teacher, "domain", None)
+    if d is None:
+        c = teacher.spec.input_shape[0]
+        d = InputDomain([0.0] * c, [1.0] * c, source="assumed", detail="not inferred")
+    return d
 
 
 def balanced_labels(n: int, classes: int, generator: torch.Generator) -> torch.Tensor:

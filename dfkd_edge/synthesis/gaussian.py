@@ -1,4 +1,4 @@
-"""The baseline: inputs drawn from N(0, 1) (the teacher's inputs are assumed normalised)."""
+"""The baseline: inputs drawn from N(mean, std^2) of the teacher's input domain (dfkd_edge.domain)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class GaussianSynthesizer(Synthesizer):
     name = "gaussian"
 
     def sample(self, n: int, task=None) -> torch.Tensor:
-        x = torch.randn((n, *self.input_shape), generator=self.generator)
+        x = self.domain.draw(n, self.input_shape, self.generator)
         if task is not None:
             task.advance(1)
         return x

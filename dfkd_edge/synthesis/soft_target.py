@@ -61,7 +61,7 @@ class SoftTargetSynthesizer(InputOptimizer):
             self.weight, sigma, shrink))
 
     def _noise_mean(self) -> torch.Tensor:
-        x = torch.randn((256, *self.input_shape), generator=self.generator)
+        x = self.domain.draw(256, self.input_shape, self.generator)
         with torch.no_grad(), self.teacher.taps() as rec:
             self.teacher(x.to(self.teacher.device))
         f = rec.feature_tensor()

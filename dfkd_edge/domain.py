@@ -1,0 +1,210 @@
+"""The teacher's input domain: where its inputs live, per channel, without its data.
+
+A data-free method draws inputs and optimises them; it must know the scale and offset of the
+inputs the teacher consumes: [0, 1] pixels, [-1, 1], per-channel z-scores, raw 0-255 bytes and
+unscaled tabular features (magnitudes from 0.001 to 1,000s) all occur. Nothing here assumes
+zero-centred or unit-scale inputs. The domain is a per-channel (images, signals) or per-feature
+(vectors) mean and standard deviation, and optionally a range ``[low, high]``; every method draws
+``x = mean + std * u`` and optimises ``u``, whose scale is then the same on every teacher.
+
+Where it comes from, in this order (``InputDomain.source``):
+
+* ``user``: ``--input-mean/--input-std`` and/or ``--input-range LO,HI`` (a range alone gives
+  mean (LO+HI)/2 and std (HI-LO)/4, and samples are kept inside it).
+* ``teacher-bn``: read from the teacher's first BatchNorm layer (in execution order). The
+  mean and std per input channel are fitted so that this layer's input, on inputs
+  ``mean + std * noise``, has the layer's running mean and variance. When that BatchNorm sits on
+  the input itself (a BatchNorm-first MLP) this is exact; behind a convolution or linear layer it
+  is the affine map's inverse in the least-squares sense, a starting scale the synthesis refines
+  (the BatchNorm-statistics loss on every layer keeps acting on the samples).
+* ``assumed``: the teacher has no BatchNorm that can be observed and nobody said: N(0, 1) per
+  channel. Synthesis on such a teacher is flagged in the report's quality verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dfkd_edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("user", "teacher-bn", "assumed")
+
+
+@dataclass
+class InputDomain:
+    mean: list[float]  # one per channel (rank 2/3 inputs) or per feature (vectors)
+    std: list[float]
+    low: float | None = None
+    high: float | None = None
+    source: str = "assumed"
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"] = [round(float(v), 6) for v in self.mean]
+        d["std"] = [round(float(v), 6) for v in self.std]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputDomain":
+        return cls(**{k: d[k] for k in ("mean", "std", "low", "high", "source", "detail") if k in d})
+
+    def _shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (1, len(self.mean), *([1] * (len(input_shape) - 1)))
+
+    def tensors(self, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) shaped to broadcast over a batch ``(N, *input_shape)``."""
+        shape = self._shape(input_shape)
+        return (torch.tensor(self.mean, dtype=torch.float32).view(shape),
+                torch.tensor(self.std, dtype=torch.float32).view(shape))
+
+    def draw(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """``n`` samples of mean + std * N(0, 1), kept inside the range when one is known."""
+        m, s = self.tensors(input_shape)
+        return self.clamp(m + s * torch.randn((n, *input_shape), generator=generator))
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.low is None and self.high is None:
+            return x
+        return x.clamp(self.low, self.high)
+
+    def summary(self) -> str:
+        def fmt(v: list[float]) -> str:
+            vals = ", ".join(f"{x:.4g}" for x in v[:4])
+            return f"[{vals}{', ...' if len(v) > 4 else ''}]"
+
+        rng = f", range [{self.low:g}, {self.high:g}]" if self.low is not None else ""
+        return f"mean {fmt(self.mean)}, std {fmt(self.std)}{rng} ({self.source})"
+
+
+def parse_floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        vals = [float(p) for p in str(text).replace(" ", "").split(",") if p != ""]
+    except ValueError:
+        raise UserError(f"{flag} {text!r} is not a comma-separated list of numbers, e.g. 0.485,0.456,0.406") from None
+    if not vals or not all(math.isfinite(v) for v in vals):
+        raise UserError(f"{flag} {text!r} must hold finite numbers")
+    return vals
+
+
+def user_domain(input_shape: tuple[int, ...], mean: str | None = None, std: str | None = None,
+                input_range: str | None = None) -> InputDomain | None:
+    """The domain a user gave (``--input-mean``, ``--input-std``, ``--input-range``), or None."""
+    m, s = parse_floats(mean, "--input-mean"), parse_floats(std, "--input-std")
+    r = parse_floats(input_range, "--input-range")
+    if m is None and s is None and r is None:
+        return None
+    channels = input_shape[0]
+    low = high = None
+    if r is not None:
+        if len(r) != 2 or not r[0] < r[1]:
+            raise UserError(f"--input-range {input_range!r} must be LO,HI with LO < HI, e.g. 0,1 or 0,255")
+        low, high = r
+    if (m is None) != (s is None):
+        if r is None:
+            raise UserError("give --input-mean and --input-std together (or --input-range LO,HI)")
+    if m is None:
+        m = [(low + high) / 2] if r is not None else [0.0]
+    if s is None:
+        s = [(high - low) / 4] if r is not None else [1.0]
+    for flag, v in (("--input-mean", m), ("--input-std", s)):
+        if len(v) not in (1, channels):
+            raise UserError(f"{flag} has {len(v)} values; the teacher's inputs have {channels} "
+                            f"{'features' if len(input_shape) == 1 else 'channels'}: give 1 or {channels}")
+    if any(v <= 0 for v in s):
+        raise UserError(f"--input-std must be positive, got {std}")
+    m = m * channels if len(m) == 1 else m
+    s = s * channels if len(s) == 1 else s
+    if r is not None and any(not low <= v <= high for v in m):
+        raise UserError(f"--input-mean {mean} lies outside --input-range {input_range}")
+    return InputDomain(m, s, low, high, "user", "given on the command line")
+
+
+def _first_bn(teacher, x: torch.Tensor):
+    with teacher.taps() as rec:
+        teacher(x)
+    records = rec.bn_inputs()
+    return records[0] if records else None
+
+
+def fit_to_first_bn(teacher, steps: int = 300, batch: int = 64, seed: int = 0) -> InputDomain | None:
+    """Per-channel mean/std of inputs whose first-BatchNorm statistics match its running ones.
+
+    Adam on (log std, mean / std) from (1, 0): scale-free steps, so 0-255 inputs are reached in
+    as many steps as [0, 1] ones. None when the teacher has no observable BatchNorm."""
+    spec = teacher.spec
+    if not spec.taps or not spec.bn_layers:
+        return None
+    shape = tuple(spec.input_shape)
+    c = shape[0]
+    view = (1, c, *([1] * (len(shape) - 1)))
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((batch, *shape), generator=gen)
+    log_s = torch.zeros(c, requires_grad=True)
+    a = torch.zeros(c, requires_grad=True)
+    opt = torch.optim.Adam([log_s, a], lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    dev = getattr(teacher, "device", torch.device("cpu"))
+    best, best_loss = None, math.inf
+    for _ in range(steps):
+        s = log_s.exp()
+        x = (s * a).view(view) + s.view(view) * noise
+        r = _first_bn(teacher, x.to(dev))
+        if r is None:
+            return None
+        loss = _standardised_mismatch(r)
+        if float(loss) < best_loss:
+            best_loss, best = float(loss), (log_s.detach().clone(), a.detach().clone())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    s = best[0].exp()
+    m = s * best[1]
+    return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn",
+                       detail=f"fitted to the running statistics of the first BatchNorm layer "
+                              f"(standardised mismatch {best_loss:.3g})")
+
+
+def _standardised_mismatch(r) -> torch.Tensor:
+    """Mean over channels of |batch mean - running mean| / running std + |log(batch var / running var)|."""
+    x = r.x.float()
+    dims = [0] + list(range(2, x.dim()))
+    mean, var = x.mean(dims), x.var(dims, unbiased=False)
+    rv = r.running_var.float().clamp_min(1e-8)
+    return ((mean - r.running_mean.float()).abs() / rv.sqrt()
+            + (var.clamp_min(1e-12) / rv).log().abs()).mean()
+
+
+def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> InputDomain:
+    """The domain every method uses: the user's, else read from the teacher, else assumed N(0, 1).
+
+    ``teacher`` may be an Ensemble (several teachers): each member with a BatchNorm is fitted and
+    the means averaged, the stds combined geometrically."""
+    if user is not None:
+        return user
+    members = getattr(teacher, "members", None) or [teacher]
+    fits = [d for d in (fit_to_first_bn(t, seed=seed) for t in members) if d is not None]
+    if fits:
+        if len(fits) == 1:
+            return fits[0]
+        mean = [sum(v) / len(fits) for v in zip(*(d.mean for d in fits))]
+        std = [math.exp(sum(math.log(x) for x in v) / len(fits)) for v in zip(*(d.std for d in fits))]
+        return InputDomain(mean, std, source="teacher-bn",
+                           detail=f"fitted to the first BatchNorm layer of {len(fits)} of {len(members)} teachers")
+    c = teacher.spec.input_shape[0]
+    log.warning("the teacher has no BatchNorm layer that can be observed: its input domain cannot be read and "
+                "N(0, 1) inputs are assumed; give --input-range LO,HI or --input-mean/--input-std if you know it")
+    return InputDomain([0.0] * c, [1.0] * c, source="assumed",
+                       detail="no observable BatchNorm layer and nothing given: N(0, 1) assumed")
+
+
+__all__ = ["InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "user_domain"]
