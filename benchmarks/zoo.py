@@ -104,7 +104,7 @@ def signal10(domain: str, n: int = 6000, length: int = 64, seed: int = 0):
     forms = np.stack([np.sin(2 * np.pi * u), np.sign(np.sin(2 * np.pi * u)), 2 * u - 1, 1 - 4 * np.abs(u - 0.5),
                       np.where(u < 0.2, 1.0, -0.25)])
     sig = rng.uniform(0.5, 1.5, (n, 1)) * forms[wave, np.arange(n)]
-    sig = sig + rng.uniform(-0.5, 0.5, (n, 1)) * t + rng.normal(0, 0.75, (n, length))
+    sig = sig + rng.uniform(-0.5, 0.5, (n, 1)) * t + rng.normal(0, 0.15, (n, length))
     x = sig[:, None, :].astype(np.float32)
     if domain == "volts":
         x = 2.5 + 0.8 * x

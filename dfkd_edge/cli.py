@@ -200,7 +200,17 @@ def _run_and_show(cfg) -> dict | None:
     click.echo(md)
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, ONNX models, "
                "per-target build scripts, transfer set, student)")
+    _warn_verdict(report)
     return report
+
+
+def _warn_verdict(report: dict) -> None:
+    """One warning line on stderr when the data-free verdict is not ok."""
+    q = report.get("quality") or {}
+    if q.get("verdict", "ok") != "ok":
+        first = q["reasons"][0] if q.get("reasons") else "see report.md"
+        click.echo(f"warning: data-free verdict {q['verdict'].upper()}: {first}; check the student on labelled "
+                   "data before shipping it (report.md, Quality)", err=True)
 
 
 @cli.command()

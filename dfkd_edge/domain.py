@@ -135,11 +135,62 @@ def _first_bn(teacher, x: torch.Tensor):
     return records[0] if records else None
 
 
+def _probe_mean(teacher, shape: tuple[int, ...], target: torch.Tensor) -> torch.Tensor:
+    """Least-squares input mean per channel from constant probes: the first BatchNorm's input mean
+    is ``A @ m + c`` when the layers before it are affine (exact for a BatchNorm on the input);
+    behind a nonlinearity it is a start the fit below corrects. Zeros when it cannot be solved."""
+    c_in = shape[0]
+    probes = torch.zeros((c_in + 1, *shape))
+    for c in range(c_in):
+        probes[c + 1, c] = 1.0
+    with torch.no_grad():
+        r = _first_bn(teacher, probes)
+    if r is None:
+        return torch.zeros(c_in)
+    x = r.x.float()
+    per_probe = x.mean(list(range(2, x.dim()))) if x.dim() > 2 else x  # (C_in + 1, C_bn)
+    offset = per_probe[0]
+    a = (per_probe[1:] - offset).T  # (C_bn, C_in)
+    try:
+        m = torch.linalg.lstsq(a.double(), (target.float() - offset).double()[:, None]).solution[:, 0].float()
+    except RuntimeError:
+        return torch.zeros(c_in)
+    return m if torch.isfinite(m).all() else torch.zeros(c_in)
+
+
+def _probe_std(teacher, shape: tuple[int, ...], mean: torch.Tensor, target_var: torch.Tensor,
+               gen: torch.Generator, per_channel: int = 32) -> torch.Tensor:
+    """Least-squares input std per channel from noise probes, one channel at a time: the first
+    BatchNorm's input variance is ``V @ std^2`` when the layers before it are affine. Ones when it
+    cannot be solved; a channel the solve leaves non-positive gets the median of the others."""
+    c_in = shape[0]
+    view = (1, c_in, *([1] * (len(shape) - 1)))
+    x = mean.view(view).expand(c_in * per_channel, *shape).clone()
+    for c in range(c_in):
+        x[c * per_channel:(c + 1) * per_channel, c] += torch.randn((per_channel, *shape[1:]), generator=gen)
+    with torch.no_grad():
+        r = _first_bn(teacher, x)
+    if r is None:
+        return torch.ones(c_in)
+    y = r.x.float().reshape(c_in, per_channel, r.x.shape[1], -1)  # (C_in, probes, C_bn, positions)
+    v = y.transpose(1, 2).reshape(c_in, r.x.shape[1], -1).var(2, unbiased=False).T  # (C_bn, C_in)
+    try:
+        s2 = torch.linalg.lstsq(v.double(), target_var.double()[:, None]).solution[:, 0].float()
+    except RuntimeError:
+        return torch.ones(c_in)
+    good = torch.isfinite(s2) & (s2 > 0)
+    if not good.any():
+        return torch.ones(c_in)
+    s2 = torch.where(good, s2, s2[good].median())
+    return s2.sqrt()
+
+
 def fit_to_first_bn(teacher, steps: int = 300, batch: int = 64, seed: int = 0) -> InputDomain | None:
     """Per-channel mean/std of inputs whose first-BatchNorm statistics match its running ones.
 
-    Adam on (log std, mean / std) from (1, 0): scale-free steps, so 0-255 inputs are reached in
-    as many steps as [0, 1] ones. None when the teacher has no observable BatchNorm."""
+    The mean and std start from least-squares solves over probes (``_probe_mean``, ``_probe_std``);
+    then Adam fits (log std, offset / std) jointly, scale-free steps, so 0-255 inputs are reached in as many
+    steps as [0, 1] ones. None when the teacher has no observable BatchNorm."""
     spec = teacher.spec
     if not spec.taps or not spec.bn_layers:
         return None
@@ -148,27 +199,30 @@ def fit_to_first_bn(teacher, steps: int = 300, batch: int = 64, seed: int = 0) -
     view = (1, c, *([1] * (len(shape) - 1)))
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((batch, *shape), generator=gen)
-    log_s = torch.zeros(c, requires_grad=True)
+    dims = [0] + list(range(2, noise.dim()))  # exactly zero-mean, unit-variance per channel: an exact fit
+    noise = (noise - noise.mean(dims, keepdim=True)) / noise.std(dims, keepdim=True, unbiased=False)
+    first = _first_bn(teacher, noise[:2])
+    if first is None:
+        return None
+    m0 = _probe_mean(teacher, shape, first.running_mean)
+    s0 = _probe_std(teacher, shape, m0, first.running_var.float(), gen)
+    log_s = s0.log().clone().requires_grad_(True)
     a = torch.zeros(c, requires_grad=True)
     opt = torch.optim.Adam([log_s, a], lr=0.05)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    dev = getattr(teacher, "device", torch.device("cpu"))
     best, best_loss = None, math.inf
     for _ in range(steps):
         s = log_s.exp()
-        x = (s * a).view(view) + s.view(view) * noise
-        r = _first_bn(teacher, x.to(dev))
-        if r is None:
-            return None
-        loss = _standardised_mismatch(r)
-        if float(loss) < best_loss:
-            best_loss, best = float(loss), (log_s.detach().clone(), a.detach().clone())
+        x = (m0 + s * a).view(view) + s.view(view) * noise
+        loss = _standardised_mismatch(_first_bn(teacher, x))
+        if float(loss.detach()) < best_loss:
+            best_loss, best = float(loss.detach()), (log_s.detach().clone(), a.detach().clone())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     s = best[0].exp()
-    m = s * best[1]
+    m = m0 + s * best[1]
     return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn",
                        detail=f"fitted to the running statistics of the first BatchNorm layer "
                               f"(standardised mismatch {best_loss:.3g})")

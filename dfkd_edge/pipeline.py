@@ -44,6 +44,7 @@ from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha2
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.quality import assess
 from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.synthesis import create_synthesizer, resolve_method
 from dfkd_edge.synthesis.store import TransferSetFile
@@ -492,11 +493,15 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     quality["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
     distillation = distillation_summary(run, recipe, student, x_hold, l_hold, eval_xy, uses_vkd,
                                         method if synth.needs_student else None)
+    verdict = assess(teacher, student, np.asarray(l_train), x_hold, l_hold, quality["fidelity"],
+                     teacher.domain.source, cfg.seed)
     run.timings["evaluate"] = round(time.perf_counter() - t0, 3)
 
     # report
     run.timings["total_s"] = round(time.perf_counter() - t_all, 3)
-    report = build_report(run, spec.to_dict(), recipe, ts, calib, parity, rows, quality, profiles, target_doc)
+    quality["quality"] = verdict
+    report = build_report(run, {**spec.to_dict(), "input_domain": teacher.domain.to_dict()}, recipe, ts, calib,
+                          parity, rows, quality, profiles, target_doc)
     report["distillation"] = distillation
     report["compute"] = {**compute.to_dict(), "applies_to": "synthesis and distillation" if scaled else
                          f"nothing: --method {method} runs on the CPU", "threads_per_rank": cfg.train_threads(dist)}
@@ -878,6 +883,16 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
             "backend": best["backend"], "kind": best["kind"], "reason": reason}
 
 
+def with_verdict(rec: dict, verdict: dict) -> dict:
+    """``status`` on a recommendation: the quality verdict; a reason that says so when it is not ok."""
+    rec["status"] = verdict["verdict"]
+    if verdict["verdict"] != "ok":
+        rec["reason"] = (f"{verdict['verdict'].upper()}: the student's quality cannot be vouched for without real "
+                         f"data ({verdict['reasons'][0]}); check it on labelled data (--eval-data) before shipping. "
+                         + rec["reason"])
+    return rec
+
+
 def model_sizes(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(out.glob("*.onnx"))}
 
@@ -892,10 +907,11 @@ def build_report(run: Run, teacher: dict, recipe: dict, ts: TransferSetFile, cal
         "student": recipe,
         "synthesis": {"method": ts.method, "requested": run.cfg.method, "train": int((~ts.holdout).sum()),
                       "holdout": int(ts.holdout.sum())},
+        "quality": quality["quality"],
         "accuracy": quality["accuracy"],
         "fidelity": quality["fidelity"],
         "latency": rows,
-        "recommended": [recommend(p, rows, quality, target_doc) for p in profiles],
+        "recommended": [with_verdict(recommend(p, rows, quality, target_doc), quality["quality"]) for p in profiles],
         "targets": target_doc,
         "model_sizes": model_sizes(run.out),
         "calibration": calib,

@@ -38,7 +38,12 @@ def _check_report(out: Path, with_accuracy: bool) -> dict:
     assert all(row["kind"] == "measured" and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] for row in rows)
     rec = next(x for x in r["recommended"] if x["target"] == "host-cpu")
     assert rec["file"] in ("student_fp32.onnx", "student_int8.onnx")
-    assert {"precision", "backend", "reason"} <= set(rec)
+    assert {"precision", "backend", "reason", "status"} <= set(rec)
+    q = r["quality"]
+    assert q["verdict"] in ("ok", "doubtful", "unreliable") and rec["status"] == q["verdict"]
+    assert (q["verdict"] == "ok") == (not q["reasons"]) and (q["verdict"] == "ok") == rec["reason"].startswith(
+        ("fastest", "not measured"))
+    assert r["teacher"]["input_domain"]["source"] in ("user", "teacher-bn", "assumed")
     assert set(r["artifacts"]) >= FILES
     assert r["timings"]["total_s"] > 0 and "synthesize" in r["timings"]
     assert r["calibration"]["source"] == "synthesized transfer set"
@@ -71,7 +76,7 @@ def test_convert_for_a_jetson_target(cli, tmp_path, digits_teacher, digits_test)
     rec = {x["target"]: x for x in r["recommended"]}
     assert set(rec) == {"jetson-orin-nano", "host-cpu"}
     assert rec["jetson-orin-nano"]["kind"] == "estimated" and rec["jetson-orin-nano"]["backend"] == "tensorrt"
-    assert rec["jetson-orin-nano"]["reason"].startswith("not measured")
+    assert "not measured: " in rec["jetson-orin-nano"]["reason"]
     assert rec["host-cpu"]["kind"] == "measured"
     assert r["targets"]["estimates"]["jetson-orin-nano"]["bandwidth_gbs"] == 68.0
     assert r["model_sizes"]["student_int8.onnx"] < r["model_sizes"]["student_fp32.onnx"]

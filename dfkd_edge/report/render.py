@@ -20,7 +20,7 @@ KIND_TITLE = {"measured": "measured on this host", "measured-remote": "measured 
 
 @dataclass
 class Block:
-    kind: str  # h1 h2 h3 p table img
+    kind: str  # h1 h2 h3 p table img verdict
     text: str = ""
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -147,17 +147,74 @@ def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
     return out
 
 
+_VERDICT_HEAD = {
+    "ok": "Data-free verdict: OK. Nothing the run can check without real data speaks against this student.",
+    "doubtful": "Data-free verdict: DOUBTFUL. The run cannot vouch for this student; check it on labelled data "
+                "(--eval-data) before shipping it.",
+    "unreliable": "Data-free verdict: UNRELIABLE. The signals below say this student is likely far from its "
+                  "teacher on real inputs; do not ship it without checking it on labelled data.",
+}
+
+_SIGNAL_TEXT = {
+    "class_coverage": "class coverage of the transfer set (normalised entropy of the teacher's top-1)",
+    "classes_seen": "share of classes the teacher predicts on the transfer set",
+    "teacher_confidence": "teacher's mean top-1 probability on the transfer set",
+    "bn_mismatch": "BatchNorm statistics mismatch of held-out synthetic samples (standard units)",
+    "teacher_agreement": "lowest agreement of one teacher with the ensemble (held-out synthetic)",
+    "fidelity_fp32": "student fp32 agreement with the teacher (held-out synthetic)",
+    "fidelity_int8": "student int8 agreement with the teacher (held-out synthetic)",
+    "probe_agreement": "student agreement with the teacher on probes between classes",
+    "domain_source": "where the input domain came from",
+}
+
+
+def _quality_blocks(q: dict | None) -> list[Block]:
+    """The verdict callout (first thing in the report) with its reasons."""
+    if not q:
+        return []
+    text = _VERDICT_HEAD[q["verdict"]]
+    if q["reasons"]:
+        text += " Why: " + "; ".join(q["reasons"]) + "."
+    return [Block("verdict", text, header=[q["verdict"]])]
+
+
+def _signal_rows(q: dict) -> list[list[str]]:
+    bounds = q.get("bounds", {})
+    rows = []
+    for k, label in _SIGNAL_TEXT.items():
+        v = q["signals"].get(k)
+        if v is None and k != "bn_mismatch":
+            continue
+        b = bounds.get(k)
+        bound = (f"doubtful {'<' if b['worse_when'] == 'lower' else '>'} {b['weak']:g}, unreliable "
+                 f"{'<' if b['worse_when'] == 'lower' else '>'} {b['broken']:g}") if b else "-"
+        shown = "n/a (no observable BatchNorm)" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+        rows.append([label, shown, bound])
+    return rows
+
+
+def _domain_text(t: dict) -> str:
+    d = t.get("input_domain")
+    if not d:
+        return ""
+    def fmt(v):
+        return ", ".join(f"{x:.4g}" for x in v[:3]) + (", ..." if len(v) > 3 else "")
+    rng = f", range [{d['low']:g}, {d['high']:g}]" if d.get("low") is not None else ""
+    return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){rng}; {d['source']}: {d['detail']}.")
+
+
 def sections(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
     calib = report["calibration"]
-    b = [Block("h1", f"dfkd-edge report: {t['path'].rsplit('/', 1)[-1]}"),
-         Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
+    b = [Block("h1", f"dfkd-edge report: {t['path'].rsplit('/', 1)[-1]}")]
+    b += _quality_blocks(report.get("quality"))
+    b += [Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
                     f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
                     f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "
                     f"Transfer set: {report['synthesis']['method']}, {report['synthesis']['train']} samples "
                     f"(+{report['synthesis']['holdout']} held out). No real training data was used."
-                    + _compute_line(report)),
+                    + _domain_text(t) + _compute_line(report)),
          Block("h2", "Recommended"),
          Block("table", header=["target", "file", "precision", "backend", "basis", "why"],
                rows=[[r["target"], f"`{r['file']}`", r["precision"], r["backend"], r.get("kind") or "-", r["reason"]]
@@ -169,6 +226,9 @@ def sections(report: dict) -> list[Block]:
                      ["student fp32", _pct(acc["student_fp32"]), _pct(fid["student_fp32"])],
                      [f"student int8 ({calib['chosen_format']})", _pct(acc["student_int8"]),
                       _pct(fid["student_int8"])]])]
+    if report.get("quality"):
+        b.append(Block("p", "Data-free signals (no real data needed; dfkd_edge/quality.py says how each is computed):"))
+        b.append(Block("table", header=["signal", "value", "bounds"], rows=_signal_rows(report["quality"])))
     b += _multi_teacher_blocks(report.get("multi_teacher"), acc["dataset"])
     b += _distillation_blocks(report.get("distillation") or {}, acc["dataset"])
     trt = (report.get("targets") or {}).get("tensorrt")
@@ -233,6 +293,8 @@ def render_markdown(report: dict) -> str:
             out += ["#" * int(blk.kind[1]) + " " + blk.text, ""]
         elif blk.kind == "p":
             out += [blk.text, ""]
+        elif blk.kind == "verdict":
+            out += [f"> **{blk.text.split('. ', 1)[0]}.** {blk.text.split('. ', 1)[1] if '. ' in blk.text else ''}", ""]
         elif blk.kind == "img":
             out += [f"![{blk.text}]({blk.text})", ""]
         elif blk.kind == "table":
@@ -253,7 +315,10 @@ padding:0 1em;color:#1d2330;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.
 padding-bottom:.2em}h3{font-size:1.05em;margin-top:1.2em}table{border-collapse:collapse;margin:.5em 0 1em;
 font-size:.92em}th,td{border:1px solid #d5d9e2;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f2f4f8}td:nth-child(n+4){font-variant-numeric:tabular-nums}code{background:#f2f4f8;
-padding:0 .25em;border-radius:3px}img{max-width:100%;border:1px solid #e3e6ee}"""
+padding:0 .25em;border-radius:3px}img{max-width:100%;border:1px solid #e3e6ee}
+.verdict{padding:.8em 1em;border-radius:6px;margin:1em 0;border:2px solid}.verdict.ok{background:#eef8f0;
+border-color:#3c9a55}.verdict.doubtful{background:#fff6e0;border-color:#d99a00}.verdict.unreliable{background:#fdecec;
+border-color:#c62828}"""
 
 
 def render_html(report: dict, out_dir: Path) -> str:
@@ -264,6 +329,9 @@ def render_html(report: dict, out_dir: Path) -> str:
             parts.append(f"<{blk.kind}>{_inline(blk.text)}</{blk.kind}>")
         elif blk.kind == "p":
             parts.append(f"<p>{_inline(blk.text)}</p>")
+        elif blk.kind == "verdict":
+            head, _, rest = blk.text.partition(". ")
+            parts.append(f"<div class='verdict {blk.header[0]}'><strong>{_inline(head)}.</strong> {_inline(rest)}</div>")
         elif blk.kind == "img":
             png = out_dir / blk.text
             if png.exists():

@@ -1,0 +1,217 @@
+"""Methods x teachers on the benchmark zoo (benchmarks/zoo.py): the student's real test accuracy
+(fp32 and int8) against the same student distilled on the real training split (real-data KD, the
+upper bound) and on Gaussian noise in the teacher's input domain (noise KD, the lower bound), and
+the data-free quality verdict of every run.
+
+    python benchmarks/zoo_bench.py                       # default method, every zoo teacher, seed 0
+    python benchmarks/zoo_bench.py --methods auto soft-target adversarial reused-generator vkd \\
+        --teachers digits01-seq signal10z-cnn --seeds 0 1 2
+    python benchmarks/zoo_bench.py --multi               # the multi-teacher sets (CDFKD-MFS)
+    python benchmarks/zoo_bench.py --table               # print the tables from the results so far
+
+Every run is one in-process ``dfkd_edge.pipeline.convert`` with the CLI's defaults (only the
+latency budget is cut to 0.05 s: latency is not what this measures) and ``--eval-data`` the zoo
+entry's real test split. Results are appended to ``--results`` (JSON lines; a run already there
+is not repeated), so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import zoo  # noqa: E402
+
+DEFAULT_RESULTS = HERE / ".zoo" / "results.jsonl"
+METHOD_ARGS = {  # benchmark name -> convert options
+    "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
+    "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
+    "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},
+}
+
+
+def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None, **opts):
+    from dfkd_edge.distill import KDConfig
+    from dfkd_edge.pipeline import ConvertConfig
+
+    teachers = teachers or [meta]
+    kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
+    return ConvertConfig(teacher=teachers[0]["teacher"], more_teachers=tuple(t["teacher"] for t in teachers[1:]),
+                         out=str(out), input_shape=tuple(meta["input_shape"]), factory=meta.get("factory"),
+                         eval_data=meta["eval"], seed=seed, kd=kd, latency_budget_s=0.05, force=True, **opts)
+
+
+def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None) -> dict:
+    from dfkd_edge.pipeline import convert
+
+    out = work / f"{meta['name']}-{method}-{seed}"
+    t0 = time.perf_counter()
+    report = convert(_config(meta, out, seed, teachers, **METHOD_ARGS[method]))
+    row = {"teacher": meta["name"], "method": method, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+           "fp32": report["accuracy"]["student_fp32"], "int8": report["accuracy"]["student_int8"],
+           "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
+           "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto")}
+    if "multi_teacher" in report:
+        row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def run_real_kd(meta: dict, seed: int) -> dict:
+    """The same student and KD recipe as convert's defaults, trained on the real training split."""
+    from dfkd_edge.distill import KDConfig, distill
+    from dfkd_edge.models import create_student
+    from dfkd_edge.teacher import load_teacher
+
+    t0 = time.perf_counter()
+    teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
+    tr, te = np.load(meta["train"]), np.load(meta["eval"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, teacher.spec.num_params)
+    x = tr["x"].astype(np.float32)
+    distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed), teacher=teacher)
+    with torch.no_grad():
+        acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
+    return {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _ms(vals: list[float]) -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.1f}"
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+
+
+def print_tables(rows: list[dict]) -> None:
+    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
+    methods = [m for m in METHOD_ARGS if any(r["method"] == m for r in rows)]
+    print("Student test accuracy, % (fp32 / int8), mean ± std over seeds; real-KD: the same student on the real "
+          "training split; verdict counts in brackets")
+    print("| teacher | teacher acc. | real-data KD | " + " | ".join(methods) + " |")
+    print("|---|---|---|" + "---|" * len(methods))
+    for t in teachers:
+        mine = [r for r in rows if r["teacher"] == t]
+        tacc = next((r["teacher_acc"] for r in mine if r.get("teacher_acc") is not None), None)
+        cells = []
+        for m in methods:
+            rs = [r for r in mine if r["method"] == m]
+            if not rs:
+                cells.append("")
+                continue
+            verdicts = [(r.get("quality") or {}).get("verdict", "?") for r in rs]
+            vc = ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
+            cells.append(f"{_ms([r['fp32'] for r in rs])} / {_ms([r['int8'] for r in rs])} [{vc}] "
+                         f"({statistics.mean(r['seconds'] for r in rs):.0f} s)")
+        real = [r["fp32"] for r in mine if r["method"] == "real-kd"]
+        print(f"| {t} | {_ms([tacc]) if tacc is not None else '-'} | {_ms(real)} | " + " | ".join(cells) + " |")
+    verdict_table(rows)
+
+
+def verdict_table(rows: list[dict]) -> None:
+    """The verdict against "student within 2 points of real-data KD" (int8), and rank correlations."""
+    real = {}
+    for r in rows:
+        if r["method"] == "real-kd":
+            real.setdefault(r["teacher"], []).append(r["fp32"])
+    runs = [r for r in rows if r.get("quality") and r["teacher"] in real and r.get("int8") is not None]
+    if not runs:
+        return
+    print("\nVerdict vs. real accuracy (int8 student vs. the mean real-data KD of its teacher)")
+    print("| verdict | within 1 pt | 1-2 pts below | 2-5 pts below | more than 5 pts below |")
+    print("|---|---|---|---|---|")
+    for v in ("ok", "doubtful", "unreliable"):
+        gaps = [statistics.mean(real[r["teacher"]]) - r["int8"] for r in runs if r["quality"]["verdict"] == v]
+        cells = [sum(g <= 0.01 for g in gaps), sum(0.01 < g <= 0.02 for g in gaps), sum(0.02 < g <= 0.05 for g in gaps),
+                 sum(g > 0.05 for g in gaps)]
+        print(f"| {v} | " + " | ".join(map(str, cells)) + " |")
+    sigs = sorted({k for r in runs for k, v in r["quality"]["signals"].items() if isinstance(v, (int, float))})
+    print("\nSpearman rank correlation of each signal with the int8 gap to real-data KD (negative: a higher "
+          "signal, a smaller gap)")
+    print("| signal | runs | rho |")
+    print("|---|---|---|")
+    for s in sigs:
+        pairs = [(r["quality"]["signals"][s], statistics.mean(real[r["teacher"]]) - r["int8"]) for r in runs
+                 if isinstance(r["quality"]["signals"].get(s), (int, float))]
+        if len(pairs) >= 4:
+            print(f"| {s} | {len(pairs)} | {_spearman(*zip(*pairs)):+.2f} |")
+
+
+def _spearman(a, b) -> float:
+    def ranks(v):
+        order = np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
+        return order
+    ra, rb = ranks(np.array(a)), ranks(np.array(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Methods x zoo teachers (see the module docstring).")
+    ap.add_argument("--teachers", nargs="*", default=[e.name for e in zoo.ENTRIES])
+    ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--multi", action="store_true", help="run the multi-teacher sets instead")
+    ap.add_argument("--no-baselines", action="store_true", help="skip real-data KD and noise KD")
+    ap.add_argument("--table", action="store_true", help="only print the tables of --results")
+    ap.add_argument("--results", default=str(DEFAULT_RESULTS))
+    ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    results = Path(a.results)
+    if a.table:
+        print_tables(load_results(results))
+        return
+    torch.set_num_threads(a.threads)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(a.cache) / "runs"
+    done = {(r["teacher"], r["method"], r["seed"]) for r in load_results(results)}
+
+    def record(row):
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done.add((row["teacher"], row["method"], row["seed"]))
+        q = (row.get("quality") or {}).get("verdict", "")
+        print(f"{row['teacher']:16s} {row['method']:17s} seed {row['seed']}: fp32 {row['fp32']}, int8 {row['int8']} "
+              f"{q} ({row['seconds']} s)", flush=True)
+
+    if a.multi:
+        for name, members in zoo.MULTI.items():
+            metas = [zoo.build(zoo.BY_NAME[m], Path(a.cache)) for m in members]
+            meta = {**metas[0], "name": name}
+            for seed in a.seeds:
+                if (name, "cdfkd-mfs", seed) not in done:
+                    row = run_convert(meta, "auto", seed, work, teachers=metas)
+                    record({**row, "method": "cdfkd-mfs"})
+        return
+    plan = [(t, m, s) for t in a.teachers for s in a.seeds
+            for m in ([] if a.no_baselines else ["real-kd", "gaussian"]) + a.methods]
+    for t, m, s in plan:
+        if (t, m, s) in done:
+            continue
+        meta = zoo.build(zoo.BY_NAME[t], Path(a.cache))
+        record(run_real_kd(meta, s) if m == "real-kd" else run_convert(meta, m, s, work))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""A data-free verdict on the student: what a run can say about its student without real data.
+
+Fidelity on held-out synthetic samples is not enough: a transfer set far from what the teacher saw
+gives a student that copies the teacher there (98% agreement) and fails on real inputs (16%). The
+signals below look at the transfer set through the teacher's own eyes and probe the student away
+from its training points; each is in units that mean the same on every teacher.
+
+* ``class_coverage``: entropy of the teacher's top-1 class histogram over the transfer set,
+  divided by log(classes): 1 when every class is equally represented, 0 when one class is.
+  ``classes_seen``: the share of classes that are the teacher's top-1 at least once.
+* ``bn_mismatch``: over the teacher's BatchNorm layers, the mean of ``|batch mean - running
+  mean| / running std + |log(batch var / running var)|`` on the held-out synthetic samples (per
+  channel, then averaged): 0 when the samples reproduce the statistics the teacher saw in
+  training; 1 means, for example, batch means a full standard deviation away. None without an
+  observable BatchNorm.
+* ``teacher_agreement`` (several teachers): the lowest top-1 agreement of one teacher with their
+  ensemble on the held-out samples. Teachers of one task agree on real inputs; where they do not,
+  the samples are not inputs of that task.
+* ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples.
+* ``probe_agreement``: top-1 agreement with the teacher on a probe set the student never trained
+  on: each probe mixes two held-out samples of different teacher classes (weights uniform in
+  [0.3, 0.7]), between the classes where decision boundaries lie.
+* ``domain_source``: where the input domain came from (dfkd_edge.domain); ``assumed`` means it could
+  not be read and nobody gave it.
+
+Each signal has a *weak* and a *broken* bound (``BOUNDS``), fixed in these units and the same for
+every teacher: any broken signal makes the verdict ``unreliable``, any weak one ``doubtful``,
+otherwise ``ok``. ``reasons`` says which, in words.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: signal -> (weak, broken, direction); "min": lower is worse, "max": higher is worse
+BOUNDS = {
+    "class_coverage": (0.9, 0.5, "min"),
+    "classes_seen": (1.0, 0.5, "min"),
+    "bn_mismatch": (0.5, 1.0, "max"),
+    "teacher_agreement": (0.95, 0.8, "min"),
+    "fidelity_fp32": (0.95, 0.8, "min"),
+    "fidelity_int8": (0.95, 0.8, "min"),
+    "probe_agreement": (0.9, 0.7, "min"),
+}
+
+_WORDS = {
+    "class_coverage": "the transfer set covers the teacher's classes unevenly (normalised entropy {v:.2f})",
+    "classes_seen": "the teacher never predicts {missing} of its classes on the transfer set",
+    "bn_mismatch": "the synthetic samples do not reproduce the teacher's BatchNorm statistics (mismatch {v:.2f} "
+                   "standard units): they are not what the teacher saw in training",
+    "teacher_agreement": "the teachers agree with their ensemble on only {v:.0%} of the synthetic samples",
+    "fidelity_fp32": "the student agrees with the teacher on only {v:.0%} of held-out synthetic samples",
+    "fidelity_int8": "the int8 student agrees with the teacher on only {v:.0%} of held-out synthetic samples",
+    "probe_agreement": "the student agrees with the teacher on only {v:.0%} of probe samples between classes",
+}
+
+
+def class_coverage(logits: np.ndarray) -> tuple[float, float]:
+    """(normalised entropy of the top-1 histogram, share of classes seen) of (N, classes) logits."""
+    classes = logits.shape[1]
+    counts = np.bincount(logits.argmax(1), minlength=classes).astype(np.float64)
+    p = counts / max(counts.sum(), 1.0)
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum() / math.log(classes)), float((counts > 0).mean())
+
+
+def bn_mismatch(teacher, x: np.ndarray, batch: int = 256) -> float | None:
+    """Mean standardised BatchNorm mismatch (see the module doc) of ``x``; None without BatchNorm.
+
+    ``teacher`` may be an Ensemble: the mean over its members that have BatchNorm layers."""
+    members = getattr(teacher, "members", None) or [teacher]
+    values = [v for v in (_bn_mismatch_one(t, x[:batch]) for t in members) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _bn_mismatch_one(teacher, x: np.ndarray) -> float | None:
+    if not teacher.spec.taps or not teacher.spec.bn_layers or len(x) < 2:
+        return None
+    with torch.no_grad(), teacher.taps() as rec:
+        teacher(torch.from_numpy(np.ascontiguousarray(x)).to(teacher.device))
+    per_layer = []
+    for r in rec.bn_inputs():
+        xs = r.x.float()
+        dims = [0] + list(range(2, xs.dim()))
+        mean, var = xs.mean(dims), xs.var(dims, unbiased=False)
+        rv = r.running_var.float().clamp_min(1e-8)
+        v = ((mean - r.running_mean.float()).abs() / rv.sqrt() + (var.clamp_min(1e-12) / rv).log().abs()).mean()
+        per_layer.append(float(v))
+    return float(np.mean(per_layer)) if per_layer else None
+
+
+def probe_set(x_hold: np.ndarray, l_hold: np.ndarray, n: int = 256, seed: int = 0) -> np.ndarray:
+    """Mixes of two held-out samples of different teacher classes, weights uniform in [0.3, 0.7]."""
+    rng = np.random.default_rng(seed)
+    top1 = l_hold.argmax(1)
+    i = rng.integers(0, len(x_hold), n)
+    j = rng.integers(0, len(x_hold), n)
+    for _ in range(10):  # redraw partners of the same class (a few tries; classes may be missing)
+        same = top1[i] == top1[j]
+        if not same.any():
+            break
+        j[same] = rng.integers(0, len(x_hold), int(same.sum()))
+    lam = rng.uniform(0.3, 0.7, n).astype(np.float32).reshape(-1, *([1] * (x_hold.ndim - 1)))
+    return (lam * x_hold[i] + (1 - lam) * x_hold[j]).astype(np.float32)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def teacher_agreement(ensemble, x_hold: np.ndarray) -> float | None:
+    """The lowest agreement of one teacher with the ensemble's mean logits; None for one teacher."""
+    members = getattr(ensemble, "members", None)
+    if not members:
+        return None
+    xt = torch.from_numpy(x_hold)
+    logits = [t.logits(xt).numpy() for t in members]
+    mean = np.mean(logits, 0)
+    return min(agreement(lg, mean) for lg in logits)
+
+
+def verdict(signals: dict) -> tuple[str, list[str]]:
+    """('ok' | 'doubtful' | 'unreliable', reasons) from the signals and BOUNDS."""
+    worst, reasons = 0, []
+    for name, (weak, broken, direction) in BOUNDS.items():
+        v = signals.get(name)
+        if v is None:
+            continue
+        bad = (lambda b: v < b) if direction == "min" else (lambda b: v > b)
+        level = 2 if bad(broken) else 1 if bad(weak) else 0
+        if level:
+            worst = max(worst, level)
+            missing = round((1 - v) * signals.get("classes", 0)) if name == "classes_seen" else 0
+            reasons.append(_WORDS[name].format(v=v, missing=missing))
+    if signals.get("domain_source") == "assumed":
+        worst = max(worst, 1)
+        reasons.append("the teacher's input domain could not be read (no observable BatchNorm) and was assumed "
+                       "N(0, 1); give --input-range or --input-mean/--input-std")
+    if signals.get("bn_mismatch") is None and signals.get("domain_source") != "user":
+        worst = max(worst, 1)
+        reasons.append("the teacher has no observable BatchNorm: nothing checks that the synthetic samples look "
+                       "like its training inputs")
+    return ("ok", "doubtful", "unreliable")[worst], reasons
+
+
+def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold: np.ndarray, l_hold: np.ndarray,
+           fidelity: dict, domain_source: str, seed: int = 0) -> dict:
+    """report.json's ``quality``: {verdict, signals, reasons}."""
+    coverage, seen = class_coverage(x_train_logits)
+    probe = probe_set(x_hold, l_hold, seed=seed)
+    with torch.no_grad():
+        s_probe = student(torch.from_numpy(probe)).numpy()
+    t_probe = teacher.logits(torch.from_numpy(probe)).numpy()
+    probs = torch.softmax(torch.from_numpy(x_train_logits), 1)
+    signals = {
+        "classes": int(x_train_logits.shape[1]),
+        "class_coverage": round(coverage, 4), "classes_seen": round(seen, 4),
+        "teacher_confidence": round(float(probs.max(1).values.mean()), 4),
+        "bn_mismatch": _round(bn_mismatch(teacher, x_hold)),
+        "teacher_agreement": _round(teacher_agreement(teacher, x_hold)),
+        "fidelity_fp32": fidelity["student_fp32"], "fidelity_int8": fidelity["student_int8"],
+        "probe_agreement": round(agreement(s_probe, t_probe), 4),
+        "domain_source": domain_source,
+    }
+    v, reasons = verdict(signals)
+    return {"verdict": v, "signals": signals, "reasons": reasons,
+            "bounds": {k: {"weak": w, "broken": b, "worse_when": "lower" if d == "min" else "higher"}
+                       for k, (w, b, d) in BOUNDS.items()}}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 4)
+
+
+__all__ = ["BOUNDS", "assess", "bn_mismatch", "class_coverage", "probe_set", "teacher_agreement", "verdict"]

@@ -1,0 +1,182 @@
+"""The input domain: read from the teacher, given by the user, and used by every method; the
+data-free quality verdict."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dfkd_edge.domain import InputDomain, infer_domain, user_domain
+from dfkd_edge.errors import UserError
+from dfkd_edge.quality import class_coverage, probe_set, verdict
+from dfkd_edge.synthesis import create_synthesizer
+from dfkd_edge.teacher import load_teacher, save_torchscript
+from tests.conftest import FAST, read_json
+
+
+def _with_running_stats(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """BatchNorm running statistics of ``x`` (cumulative average), as training on x would leave them."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            model(x[i:i + 256])
+    return model.eval()
+
+
+def _save(model, path, shape):
+    save_torchscript(model, path, shape)
+    return load_teacher(path)
+
+
+@pytest.fixture(scope="module")
+def tabular_teacher(tmp_path_factory):
+    """BatchNorm first on unscaled features: magnitudes 0.01 to 1,000, one negative mean."""
+    torch.manual_seed(0)
+    mean, std = torch.tensor([1000.0, 0.01, 3.0, -40.0]), torch.tensor([300.0, 0.004, 1.0, 5.0])
+    x = mean + std * torch.randn(4096, 4)
+    m = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    path = tmp_path_factory.mktemp("tab") / "tab.pt"
+    return _save(_with_running_stats(m, x), path, (4,)), mean, std
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_teacher(tmp_path_factory):
+    """Conv then BatchNorm on raw 0-255 pixels (two channels of different brightness)."""
+    torch.manual_seed(0)
+    x = torch.cat([torch.rand(2048, 1, 8, 8) * 255, 100 + torch.rand(2048, 1, 8, 8) * 50], 1)
+    m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                      nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    path = tmp_path_factory.mktemp("raw") / "raw.pt"
+    return _save(_with_running_stats(m, x), path, (2, 8, 8)), x
+
+
+def test_a_batchnorm_first_teacher_gives_its_input_statistics_exactly(tabular_teacher):
+    teacher, mean, std = tabular_teacher
+    d = infer_domain(teacher)
+    assert d.source == "teacher-bn"
+    np.testing.assert_allclose(d.mean, mean.numpy(), rtol=0.02, atol=1e-4)
+    np.testing.assert_allclose(d.std, std.numpy(), rtol=0.03)
+
+
+def test_a_conv_then_batchnorm_teacher_gives_the_scale_of_raw_pixels(raw_pixel_teacher):
+    teacher, x = raw_pixel_teacher
+    d = infer_domain(teacher)
+    true_mean, true_std = x.mean((0, 2, 3)).numpy(), x.std((0, 2, 3)).numpy()
+    np.testing.assert_allclose(d.mean, true_mean, rtol=0.15)
+    # the bright channel's spread dominates the layer's variance: its std is read, the other's scale only
+    assert abs(d.std[0] / true_std[0] - 1) < 0.3 and 0.25 < d.std[1] / true_std[1] < 4
+
+
+def test_every_method_synthesizes_inside_the_domain(raw_pixel_teacher):
+    """Inputs of the teacher's scale, not around 0: inversion, soft targets, generators, noise."""
+    teacher, x = raw_pixel_teacher
+    teacher.domain = infer_domain(teacher)
+    true_mean = x.mean((0, 2, 3)).numpy()
+    for method in ("deepinversion", "soft-target", "reused-generator", "gaussian"):
+        s = create_synthesizer(method, teacher, iterations=20, batch_size=32, seed=0).synthesize(32)
+        got = s.x.mean((0, 2, 3))
+        assert np.all(np.abs(got - true_mean) < 0.5 * true_mean), (method, got, true_mean)
+    adv = create_synthesizer("adversarial", teacher, batch_size=32, seed=0)
+    assert np.all(np.abs(adv.sample(64).mean((0, 2, 3)).numpy() - true_mean) < 0.5 * true_mean)
+
+
+def test_no_batchnorm_means_the_domain_is_assumed_and_said(tmp_path, caplog):
+    m = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    t = _save(m, tmp_path / "nobn.pt", (5,))
+    d = infer_domain(t)
+    assert d.source == "assumed" and d.mean == [0.0] * 5 and d.std == [1.0] * 5
+    assert "cannot be read" in caplog.text
+
+
+def test_user_domain_parsing():
+    d = user_domain((3, 8, 8), input_range="0,255")
+    assert d.source == "user" and d.mean == [127.5] * 3 and d.std == [63.75] * 3 and (d.low, d.high) == (0, 255)
+    assert d.clamp(torch.tensor([-5.0, 300.0])).tolist() == [0.0, 255.0]
+    d = user_domain((3, 8, 8), mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
+    assert d.mean == [0.485, 0.456, 0.406] and d.low is None
+    assert user_domain((3, 8, 8)) is None
+    for kw, msg in [({"input_range": "1,0"}, "LO < HI"), ({"input_range": "0"}, "LO < HI"),
+                    ({"mean": "0.5"}, "together"), ({"mean": "1,2", "std": "1,1"}, "give 1 or 3"),
+                    ({"mean": "0", "std": "-1"}, "positive"), ({"input_range": "a,b"}, "not a comma-separated"),
+                    ({"mean": "300", "std": "1", "input_range": "0,1"}, "outside")]:
+        with pytest.raises(UserError, match=msg):
+            user_domain((3, 8, 8), **kw)
+
+
+def test_a_given_range_keeps_samples_inside_it(raw_pixel_teacher):
+    teacher, _ = raw_pixel_teacher
+    teacher.domain = user_domain((2, 8, 8), input_range="0,255")
+    s = create_synthesizer("deepinversion", teacher, iterations=15, batch_size=32, seed=0).synthesize(32)
+    assert s.x.min() >= 0 and s.x.max() <= 255 and s.x.mean() > 30
+    teacher.domain = None
+
+
+def test_domain_roundtrip():
+    d = InputDomain([1.0, 2.0], [0.5, 0.25], 0.0, 3.0, "user", "given")
+    assert InputDomain.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+GOOD = {"classes": 10, "class_coverage": 0.99, "classes_seen": 1.0, "bn_mismatch": 0.2, "fidelity_fp32": 0.99,
+        "fidelity_int8": 0.98, "probe_agreement": 0.95, "teacher_agreement": None, "domain_source": "teacher-bn"}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({}, "ok"),
+    ({"bn_mismatch": 0.7}, "doubtful"),
+    ({"bn_mismatch": 2.5}, "unreliable"),
+    ({"class_coverage": 0.3}, "unreliable"),
+    ({"classes_seen": 0.9}, "doubtful"),
+    ({"teacher_agreement": 0.45}, "unreliable"),
+    ({"teacher_agreement": 0.97}, "ok"),
+    ({"probe_agreement": 0.8}, "doubtful"),
+    ({"fidelity_int8": 0.9}, "doubtful"),
+    ({"domain_source": "assumed", "bn_mismatch": None}, "doubtful"),
+    ({"domain_source": "user", "bn_mismatch": None}, "ok"),
+])
+def test_verdict_bounds(change, expected):
+    v, reasons = verdict({**GOOD, **change})
+    assert v == expected
+    assert bool(reasons) == (expected != "ok")
+
+
+def test_class_coverage_and_probes():
+    one_class = np.zeros((100, 4), np.float32)
+    one_class[:, 2] = 5
+    assert class_coverage(one_class) == (0.0, 0.25)
+    balanced = np.eye(4, dtype=np.float32)[np.arange(100) % 4]
+    assert class_coverage(balanced) == pytest.approx((1.0, 1.0))
+    x = np.stack([np.full((1, 3), i, np.float32) for i in range(100)])
+    p = probe_set(x, balanced, n=64)
+    assert p.shape == (64, 1, 3) and np.isfinite(p).all()
+
+
+def test_the_report_leads_with_the_verdict_and_warns(cli, tmp_path, digits_teacher, digits_test):
+    """A tiny run cannot be vouched for: report.json says so, report.md leads with it, stderr warns once,
+    and the recommendation carries the status; the user's --input-range is what the run used."""
+    out = tmp_path / "o"
+    code, _, err = cli("convert", digits_teacher, *FAST, "--input-range", "-1,1", "--eval-data", digits_test,
+                       "--out", out)
+    assert code == 0, err
+    r = read_json(out / "report.json")
+    assert r["teacher"]["input_domain"]["source"] == "user" and r["teacher"]["input_domain"]["low"] == -1
+    q = r["quality"]
+    assert q["verdict"] != "ok" and q["reasons"]
+    assert all(rec["status"] == q["verdict"] and rec["reason"].startswith(q["verdict"].upper())
+               for rec in r["recommended"])
+    assert sum("warning: data-free verdict" in line for line in err.splitlines()) == 1
+    md = (out / "report.md").read_text().splitlines()
+    assert md[2].startswith(f"> **Data-free verdict: {q['verdict'].upper()}")
+    assert 'class=\'verdict' in (out / "report.html").read_text()
+    assert json.loads((out / "teacher.json").read_text())["input_domain"]["source"] == "user"
+
+
+def test_bad_input_range_is_exit_2(cli, tmp_path, digits_teacher):
+    code, _, err = cli("convert", digits_teacher, *FAST, "--input-range", "1,0", "--out", tmp_path / "o")
+    assert code == 2 and "LO < HI" in err and "Traceback" not in err
