@@ -47,6 +47,7 @@ from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.quality import assess
 from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.synthesis import create_synthesizer, resolve_method
+from dfkd_edge.synthesis.base import choose_auto
 from dfkd_edge.synthesis.store import TransferSetFile
 from dfkd_edge.targets import HOST_TARGET, TargetProfile, host_info, load_profile, measure_interleaved
 from dfkd_edge.targets.estimate import estimate_rows
@@ -320,6 +321,9 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
         raise
     dist.agree(None)
     run.stage("inspect", time.perf_counter() - t0, [TEACHER_JSON])
+    auto_why = None
+    if cfg.method == "auto":
+        method, auto_why = choose_auto(teacher)
     if multi:
         from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
 
@@ -503,6 +507,7 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     report = build_report(run, {**spec.to_dict(), "input_domain": teacher.domain.to_dict()}, recipe, ts, calib,
                           parity, rows, quality, profiles, target_doc)
     report["distillation"] = distillation
+    report["synthesis"]["auto"] = {"method": method, "why": auto_why} if auto_why else None
     report["compute"] = {**compute.to_dict(), "applies_to": "synthesis and distillation" if scaled else
                          f"nothing: --method {method} runs on the CPU", "threads_per_rank": cfg.train_threads(dist)}
     report["distributed"] = dist.to_dict()

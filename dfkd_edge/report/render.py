@@ -212,7 +212,10 @@ def sections(report: dict) -> list[Block]:
     b += [Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
                     f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
                     f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "
-                    f"Transfer set: {report['synthesis']['method']}, {report['synthesis']['train']} samples "
+                    f"Transfer set: {report['synthesis']['method']}"
+                    + (f" (chosen by --method auto: {report['synthesis']['auto']['why']})"
+                       if report["synthesis"].get("auto") else "")
+                    + f", {report['synthesis']['train']} samples "
                     f"(+{report['synthesis']['holdout']} held out). No real training data was used."
                     + _domain_text(t) + _compute_line(report)),
          Block("h2", "Recommended"),

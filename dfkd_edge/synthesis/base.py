@@ -31,9 +31,11 @@ def register_method(cls):
     return cls
 
 
-#: ``--method auto``: a fixed recipe. DeepInversion measured best on the digits CNN and within one
-#: std of the best on the 1-D-signal CNN, best on their mean (docs/benchmarks.md).
+#: ``--method auto`` before the teacher is known (validation, the data-parallel check): every choice
+#: ``choose_auto`` can make is data-parallel, like this one.
 AUTO_METHOD = "deepinversion"
+#: ``--method auto`` for a teacher without an observable BatchNorm layer (docs/benchmarks.md, the zoo)
+AUTO_WITHOUT_BN = "deepinversion"
 
 
 def resolve_method(name: str) -> str:
@@ -42,6 +44,19 @@ def resolve_method(name: str) -> str:
     if name not in METHODS:
         raise UserError(f"unknown --method {name!r}; known: auto, {', '.join(sorted(METHODS))}")
     return name
+
+
+def choose_auto(teacher) -> tuple[str, str]:
+    """``--method auto`` for this teacher, decided by its structure: (method, why, in words)."""
+    spec = teacher.spec
+    members = getattr(teacher, "members", None)
+    if members:
+        return "cdfkd-mfs", f"{len(members)} teachers: CDFKD-MFS trains one multi-header student against all of them"
+    if spec.taps and spec.bn_layers:
+        return AUTO_METHOD, (f"the teacher has {len(spec.bn_layers)} BatchNorm layers whose running statistics "
+                             "the inversion reproduces (the strongest data-free prior there is)")
+    why = ("BatchNorm inputs could not be observed" if not spec.taps else "the teacher has no BatchNorm layer")
+    return AUTO_WITHOUT_BN, f"{why}: nothing to invert but the labels and the smoothness and L2 priors"
 
 
 def create_synthesizer(name: str, teacher: Teacher, **cfg) -> "Synthesizer":
