@@ -118,13 +118,21 @@ def print_tables(rows: list[dict]) -> None:
             if not rs:
                 cells.append("")
                 continue
-            verdicts = [(r.get("quality") or {}).get("verdict", "?") for r in rs]
+            verdicts = [_verdict(r) for r in rs]
             vc = ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
             cells.append(f"{_ms([r['fp32'] for r in rs])} / {_ms([r['int8'] for r in rs])} [{vc}] "
                          f"({statistics.mean(r['seconds'] for r in rs):.0f} s)")
         real = [r["fp32"] for r in mine if r["method"] == "real-kd"]
         print(f"| {t} | {_ms([tacc]) if tacc is not None else '-'} | {_ms(real)} | " + " | ".join(cells) + " |")
     verdict_table(rows)
+
+
+def _verdict(row: dict) -> str:
+    """The verdict of a run's stored signals under the current bounds (dfkd_edge.quality.BOUNDS)."""
+    from dfkd_edge.quality import verdict
+
+    q = row.get("quality")
+    return verdict(q["signals"])[0] if q else "?"
 
 
 def verdict_table(rows: list[dict]) -> None:
@@ -140,7 +148,7 @@ def verdict_table(rows: list[dict]) -> None:
     print("| verdict | within 1 pt | 1-2 pts below | 2-5 pts below | more than 5 pts below |")
     print("|---|---|---|---|---|")
     for v in ("ok", "doubtful", "unreliable"):
-        gaps = [statistics.mean(real[r["teacher"]]) - r["int8"] for r in runs if r["quality"]["verdict"] == v]
+        gaps = [statistics.mean(real[r["teacher"]]) - r["int8"] for r in runs if _verdict(r) == v]
         cells = [sum(g <= 0.01 for g in gaps), sum(0.01 < g <= 0.02 for g in gaps), sum(0.02 < g <= 0.05 for g in gaps),
                  sum(g > 0.05 for g in gaps)]
         print(f"| {v} | " + " | ".join(map(str, cells)) + " |")

@@ -807,6 +807,13 @@ def write_tensorrt_artifacts(run: Run, profiles: list[TargetProfile], input_shap
     finally:
         shutil.rmtree(work, ignore_errors=True)
     violations = tensorrt_qdq_violations(run.path(ONNX_TRT_QDQ))
+    if guard["triggered"] and any("nothing runs in int8" in v for v in violations):
+        # the guardrail had to leave every layer in float: int8 buys nothing for TensorRT here (expected, not a
+        # placement error); the recommendation then takes fp16 or fp32
+        violations = [v for v in violations if "nothing runs in int8" not in v]
+        guard["int8_usable"] = False
+        log.warning("TensorRT int8: every layer had to stay in float to agree with fp32; the TensorRT targets "
+                    "get fp16 or fp32")
     if violations:
         raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
     with atomic_path(run.path(ONNX_FP16)) as tmp:
@@ -860,7 +867,9 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
     ok_int8 = q["student_int8"] >= q["student_fp32"] - 0.01
     trt = profile.engine == "tensorrt"
     if trt:
-        ok_int8 = ok_int8 and target_doc.get("tensorrt", {}).get("qdq_agreement_with_fp32", 0) >= 0.99
+        t = target_doc.get("tensorrt", {})
+        ok_int8 = (ok_int8 and t.get("qdq_agreement_with_fp32", 0) >= 0.99
+                   and t.get("guardrail", {}).get("int8_usable", True))
     device_rows = [r for r in rows if r["model"] == "student" and r["batch"] == 1
                    and r["backend"].startswith(("onnxruntime", "tensorrt"))
                    and (r["device"] == profile.name or r["device"].startswith(profile.name + " ("))]

@@ -16,10 +16,14 @@ from its training points; each is in units that mean the same on every teacher.
 * ``teacher_agreement`` (several teachers): the lowest top-1 agreement of one teacher with their
   ensemble on the held-out samples. Teachers of one task agree on real inputs; where they do not,
   the samples are not inputs of that task.
-* ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples.
+* ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples
+  (inverted samples sit near decision boundaries: students within a point of real-data KD agreed
+  on 85-94% of them, so only a low agreement is judged).
 * ``probe_agreement``: top-1 agreement with the teacher on a probe set the student never trained
   on: each probe mixes two held-out samples of different teacher classes (weights uniform in
-  [0.3, 0.7]), between the classes where decision boundaries lie.
+  [0.3, 0.7]), between the classes where decision boundaries lie. Shown, not judged: on the zoo a
+  student at real-data-KD level scored 0.80 there and a noise-KD student 18 points worse scored
+  0.83 (docs/benchmarks.md).
 * ``domain_source``: where the input domain came from (dfkd_edge.domain); ``assumed`` means it could
   not be read and nobody gave it.
 
@@ -41,9 +45,8 @@ BOUNDS = {
     "classes_seen": (1.0, 0.5, "min"),
     "bn_mismatch": (0.5, 1.0, "max"),
     "teacher_agreement": (0.95, 0.8, "min"),
-    "fidelity_fp32": (0.95, 0.8, "min"),
-    "fidelity_int8": (0.95, 0.8, "min"),
-    "probe_agreement": (0.9, 0.7, "min"),
+    "fidelity_fp32": (0.7, 0.5, "min"),
+    "fidelity_int8": (0.7, 0.5, "min"),
 }
 
 _WORDS = {

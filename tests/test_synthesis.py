@@ -114,7 +114,10 @@ def test_adversarial_trains_the_student_towards_the_teacher(teacher):
 def test_reused_generator_carries_what_it_learned_into_later_batches(digits_teacher):
     """After the warm-up batch, later batches take a tenth of the steps and still match the BN
     statistics far better than noise and cover every class; the meta generator has moved."""
+    from dfkd_edge.domain import infer_domain
+
     teacher = load_teacher(digits_teacher)
+    teacher.domain = infer_domain(teacher)  # as the pipeline sets it
     k = teacher.spec.num_classes
     synth = create_synthesizer("reused-generator", teacher, iterations=60, batch_size=64, seed=0)
     assert (synth.warmup, synth.steps) == (60, 6)

@@ -56,6 +56,10 @@ def _guard_line(calib: dict) -> str:
 def _trt_guard_line(g: dict) -> str:
     if not g.get("triggered"):
         return ""
+    if g.get("int8_usable") is False:
+        return (f" Plain int8 agreed on {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}) and only a model "
+                "with every layer in float met the threshold: int8 buys nothing on TensorRT here, so TensorRT "
+                "targets get fp16 or fp32.")
     return (f" Plain int8 agreed on {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}), so these layers stay "
             "in float there (TensorRT runs them in fp16/fp32): " + ", ".join(f"`{n}`" for n in g["excluded"])
             + ("." if g.get("held") else "; the threshold is still not met."))
