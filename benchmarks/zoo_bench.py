@@ -152,7 +152,8 @@ def verdict_table(rows: list[dict]) -> None:
         cells = [sum(g <= 0.01 for g in gaps), sum(0.01 < g <= 0.02 for g in gaps), sum(0.02 < g <= 0.05 for g in gaps),
                  sum(g > 0.05 for g in gaps)]
         print(f"| {v} | " + " | ".join(map(str, cells)) + " |")
-    sigs = sorted({k for r in runs for k, v in r["quality"]["signals"].items() if isinstance(v, (int, float))})
+    sigs = sorted({k for r in runs for k, v in r["quality"]["signals"].items()
+                   if isinstance(v, (int, float)) and k != "classes"})
     print("\nSpearman rank correlation of each signal with the int8 gap to real-data KD (negative: a higher "
           "signal, a smaller gap)")
     print("| signal | runs | rho |")
@@ -180,6 +181,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--multi", action="store_true", help="run the multi-teacher sets instead")
+    ap.add_argument("--sets", nargs="*", default=list(zoo.MULTI), help="with --multi: which sets")
     ap.add_argument("--no-baselines", action="store_true", help="skip real-data KD and noise KD")
     ap.add_argument("--table", action="store_true", help="only print the tables of --results")
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
@@ -187,8 +189,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     results = Path(a.results)
-    if a.table:
-        print_tables(load_results(results))
+    if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
+        print_tables([r for f in sorted(results.parent.glob("results*.jsonl")) for r in load_results(f)])
         return
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +206,8 @@ def main(argv=None) -> None:
               f"{q} ({row['seconds']} s)", flush=True)
 
     if a.multi:
-        for name, members in zoo.MULTI.items():
+        for name in a.sets:
+            members = zoo.MULTI[name]
             metas = [zoo.build(zoo.BY_NAME[m], Path(a.cache)) for m in members]
             meta = {**metas[0], "name": name}
             for seed in a.seeds:

@@ -197,6 +197,13 @@ def _signal_rows(q: dict) -> list[list[str]]:
     return rows
 
 
+def _without_verdict(reason: str) -> str:
+    """The reason without the verdict sentence the pipeline puts first (the status column and the
+    verdict box above say it)."""
+    marker = "before shipping. "
+    return reason.split(marker, 1)[1] if reason.startswith(("DOUBTFUL", "UNRELIABLE")) and marker in reason else reason
+
+
 def _domain_text(t: dict) -> str:
     d = t.get("input_domain")
     if not d:
@@ -223,8 +230,9 @@ def sections(report: dict) -> list[Block]:
                     f"(+{report['synthesis']['holdout']} held out). No real training data was used."
                     + _domain_text(t) + _compute_line(report)),
          Block("h2", "Recommended"),
-         Block("table", header=["target", "file", "precision", "backend", "basis", "why"],
-               rows=[[r["target"], f"`{r['file']}`", r["precision"], r["backend"], r.get("kind") or "-", r["reason"]]
+         Block("table", header=["target", "file", "precision", "backend", "basis", "status", "why"],
+               rows=[[r["target"], f"`{r['file']}`", r["precision"], r["backend"], r.get("kind") or "-",
+                      str(r.get("status", "-")).upper(), _without_verdict(r["reason"])]
                      for r in report["recommended"]]),
          Block("h2", "Quality"),
          Block("table", header=["model", f"accuracy ({acc['dataset'] or 'no eval data'})",
