@@ -185,7 +185,7 @@ def _probe_std(teacher, shape: tuple[int, ...], mean: torch.Tensor, target_var: 
     return s2.sqrt()
 
 
-def fit_to_first_bn(teacher, steps: int = 300, batch: int = 64, seed: int = 0) -> InputDomain | None:
+def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -> InputDomain | None:
     """Per-channel mean/std of inputs whose first-BatchNorm statistics match its running ones.
 
     The mean and std start from least-squares solves over probes (``_probe_mean``, ``_probe_std``);
