@@ -214,7 +214,7 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -
     for _ in range(steps):
         s = log_s.exp()
         x = (m0 + s * a).view(view) + s.view(view) * noise
-        loss = _standardised_mismatch(_first_bn(teacher, x))
+        loss = standardised_mismatch(_first_bn(teacher, x))
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), (log_s.detach().clone(), a.detach().clone())
         opt.zero_grad(set_to_none=True)
@@ -228,7 +228,7 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -
                               f"(standardised mismatch {best_loss:.3g})")
 
 
-def _standardised_mismatch(r) -> torch.Tensor:
+def standardised_mismatch(r) -> torch.Tensor:
     """Mean over channels of |batch mean - running mean| / running std + |log(batch var / running var)|."""
     x = r.x.float()
     dims = [0] + list(range(2, x.dim()))
@@ -261,4 +261,4 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
                        detail="no observable BatchNorm layer and nothing given: N(0, 1) assumed")
 
 
-__all__ = ["InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "user_domain"]
+__all__ = ["InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "standardised_mismatch", "user_domain"]

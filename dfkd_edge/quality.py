@@ -39,6 +39,8 @@ import math
 import numpy as np
 import torch
 
+from dfkd_edge.domain import standardised_mismatch
+
 #: signal -> (weak, broken, direction); "min": lower is worse, "max": higher is worse
 BOUNDS = {
     "class_coverage": (0.9, 0.5, "min"),
@@ -84,14 +86,7 @@ def _bn_mismatch_one(teacher, x: np.ndarray) -> float | None:
         return None
     with torch.no_grad(), teacher.taps() as rec:
         teacher(torch.from_numpy(np.ascontiguousarray(x)).to(teacher.device))
-    per_layer = []
-    for r in rec.bn_inputs():
-        xs = r.x.float()
-        dims = [0] + list(range(2, xs.dim()))
-        mean, var = xs.mean(dims), xs.var(dims, unbiased=False)
-        rv = r.running_var.float().clamp_min(1e-8)
-        v = ((mean - r.running_mean.float()).abs() / rv.sqrt() + (var.clamp_min(1e-12) / rv).log().abs()).mean()
-        per_layer.append(float(v))
+    per_layer = [float(standardised_mismatch(r)) for r in rec.bn_inputs()]
     return float(np.mean(per_layer)) if per_layer else None
 
 
