@@ -204,6 +204,9 @@ def prepare_out_dir(out: Path, force: bool, resume: bool = False, marker: str = 
                         + "--force to overwrite it, or choose another --out")
     if force:
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    if force or resume:  # a killed run leaves the temp files of the writes it was inside (dfkd_edge.io)
+        for tmp in out.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 class Run:
@@ -371,7 +374,9 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
                 synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, dist=dist,
                                  compute=compute, **stream)
         run.stage("synthesize", time.perf_counter() - t0, outputs, key)
-        shutil.rmtree(run.path(PARTIAL), ignore_errors=True)
+    # outside the branch: a kill between the manifest entry and this line left them, and a resumed
+    # run skips the stage; once the transfer set is recorded, its checkpoints are garbage
+    shutil.rmtree(run.path(PARTIAL), ignore_errors=True)
     ts = TransferSetFile(run.path(TRANSFER_SET))
     x_train, l_train = ts.train  # rows read from disk batch by batch
     x_hold, l_hold = ts.held_out

@@ -159,7 +159,9 @@ def test_demo_digits_int8_accuracy(cli, tmp_path):
 @pytest.mark.parametrize("kind,shape,slack", [("signal", "1,40", 0.06), ("vector", "30", 0.03)])
 def test_signal_and_vector_teachers(cli, tmp_path, toy_teachers, kind, shape, slack):
     t = toy_teachers[kind]
-    code, _, err = cli("convert", t["teacher"], "--input-shape", shape, "--eval-data", t["eval"],
+    # the 1-D teacher at half the default budget (the demo test holds the defaults themselves)
+    budget = ["--samples", "1024", "--iterations", "100", "--epochs", "50"] if kind == "signal" else []
+    code, _, err = cli("convert", t["teacher"], "--input-shape", shape, "--eval-data", t["eval"], *budget,
                        "--out", tmp_path / kind)
     assert code == 0, err
     r = _check_report(tmp_path / kind, with_accuracy=True)
