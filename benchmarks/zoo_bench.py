@@ -127,6 +127,22 @@ def print_tables(rows: list[dict]) -> None:
     verdict_table(rows)
 
 
+def print_multi(rows: list[dict]) -> None:
+    """The multi-teacher sets: each member's test accuracy, their ensemble's, and the one student."""
+    multi = [r for r in rows if r["method"] == "cdfkd-mfs"]
+    if not multi:
+        return
+    print("\nSeveral teachers into one student (CDFKD-MFS), test accuracy %")
+    print("| set | teachers | ensemble | student fp32 / int8 [verdict] | seconds |")
+    print("|---|---|---|---|---|")
+    for r in multi:
+        m = r.get("multi") or {}
+        accs = ", ".join(_ms([t.get("accuracy")]) for t in m.get("teachers", []))
+        ens = (m.get("ensemble") or {}).get("accuracy")
+        print(f"| {r['teacher']} (seed {r['seed']}) | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
+              f"{_ms([r['int8']])} [{_verdict(r)}] | {r['seconds']:.0f} |")
+
+
 def _verdict(row: dict) -> str:
     """The verdict of a run's stored signals under the current bounds (dfkd_edge.quality.BOUNDS)."""
     from dfkd_edge.quality import verdict
@@ -190,7 +206,11 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
-        print_tables([r for f in sorted(results.parent.glob("results*.jsonl")) for r in load_results(f)])
+        rows = {}  # a run repeated in a later file (by name) replaces the earlier one
+        for f in sorted(results.parent.glob("results*.jsonl")):
+            rows.update({(r["teacher"], r["method"], r["seed"]): r for r in load_results(f)})
+        print_tables(list(rows.values()))
+        print_multi(list(rows.values()))
         return
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -503,7 +503,7 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     distillation = distillation_summary(run, recipe, student, x_hold, l_hold, eval_xy, uses_vkd,
                                         method if synth.needs_student else None)
     verdict = assess(teacher, student, np.asarray(l_train), x_hold, l_hold, quality["fidelity"],
-                     teacher.domain.source, cfg.seed)
+                     teacher.domain.source, cfg.seed, _kd_baseline(run, recipe) if uses_vkd else None)
     run.timings["evaluate"] = round(time.perf_counter() - t0, 3)
 
     # report
@@ -533,12 +533,12 @@ def _inspect(cfg: ConvertConfig, run: Run, multi: bool):
     else:
         teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
     spec = teacher.spec
-    _set_domain(teacher, cfg)
     eval_xy = None
-    if cfg.eval_data:
+    if cfg.eval_data:  # before the domain fit: a file that does not fit is refused at once
         from dfkd_edge.data.evaldata import load_eval_data
 
         eval_xy = load_eval_data(cfg.eval_data, spec.input_shape, spec.num_classes)
+    _set_domain(teacher, cfg)
     # the student is chosen (and validated) before minutes of synthesis, built later
     _, recipe = create_student(cfg.student, spec.input_shape, spec.num_classes, spec.num_params, cfg.width)
     few_shot = None
@@ -733,6 +733,15 @@ def _torch_quality(model: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarra
     return {"accuracy": acc, "fidelity": fid}
 
 
+def _kd_baseline(run: Run, recipe: dict) -> torch.nn.Module | None:
+    """The plain-KD student trained beside a VKD one for comparison; None when there is none."""
+    if not run.path(KD_BASELINE_PT).is_file():
+        return None
+    baseline = build_from_recipe(recipe)
+    baseline.load_state_dict(torch.load(run.path(KD_BASELINE_PT), map_location="cpu", weights_only=True))
+    return baseline.eval()
+
+
 def distillation_summary(run: Run, recipe: dict, student: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray,
                          eval_xy, uses_vkd: bool, trained_by: str | None) -> dict:
     """report.json's ``distillation``: the mode, the soft-target sources' weights, the virtual
@@ -751,12 +760,11 @@ def distillation_summary(run: Run, recipe: dict, student: torch.nn.Module, x_hol
         doc["virtual_generator"] = {"file": VIRTUAL_PT, "fidelity": vdoc["fidelity"], "config": vdoc["config"],
                                     "parameters": count_params(load_virtual_generator(run.path(VIRTUAL_PT))),
                                     "size_bytes": run.path(VIRTUAL_PT).stat().st_size}
-        if run.path(KD_BASELINE_PT).is_file():
-            baseline = build_from_recipe(recipe)
-            baseline.load_state_dict(torch.load(run.path(KD_BASELINE_PT), map_location="cpu", weights_only=True))
+        baseline = _kd_baseline(run, recipe)
+        if baseline is not None:
             doc["comparison"] = {"measured_with": "PyTorch fp32, same student, transfer set and seed",
                                  kd.mode: _torch_quality(student, x_hold, l_hold, eval_xy),
-                                 "kd": {**_torch_quality(baseline.eval(), x_hold, l_hold, eval_xy),
+                                 "kd": {**_torch_quality(baseline, x_hold, l_hold, eval_xy),
                                         "file": KD_BASELINE_PT}}
     return doc
 

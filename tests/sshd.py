@@ -53,7 +53,7 @@ class LoopbackSSHD:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
+        deadline = time.time() + 60  # a cap, not a window: a loaded machine starts it late
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {self.proc.stdout.read().decode()}")
@@ -62,7 +62,7 @@ class LoopbackSSHD:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("sshd did not start listening within 10 s")
+        raise RuntimeError("sshd did not start listening within 60 s")
 
     def stop(self) -> None:
         self.proc.terminate()

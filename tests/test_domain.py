@@ -140,6 +140,10 @@ GOOD = {"classes": 10, "class_coverage": 0.99, "classes_seen": 1.0, "bn_mismatch
     ({"fidelity_fp32": 0.4}, "unreliable"),
     ({"domain_source": "assumed", "bn_mismatch": None}, "doubtful"),
     ({"domain_source": "user", "bn_mismatch": None}, "ok"),
+    ({"baseline_gap": 0.02}, "ok"),
+    ({"baseline_gap": -0.1}, "ok"),  # the shipped student is the better one
+    ({"baseline_gap": 0.08}, "doubtful"),
+    ({"baseline_gap": 0.2}, "unreliable"),
 ])
 def test_verdict_bounds(change, expected):
     v, reasons = verdict({**GOOD, **change})

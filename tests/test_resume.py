@@ -15,8 +15,9 @@ import torch
 
 from tests.conftest import read_json
 
-# slow enough synthesis (8 batches) and distillation (60 epochs) to be killed inside each
-ARGS = ["--samples", "448", "--holdout", "64", "--synth-batch", "64", "--iterations", "150", "--epochs", "60",
+# synthesis in 8 batches and distillation in 30 epochs: each is killed inside, at an instant read from the
+# run directory (a batch file, a manifest entry), not from a clock
+ARGS = ["--samples", "448", "--holdout", "64", "--synth-batch", "64", "--iterations", "60", "--epochs", "30",
         "--calib-samples", "64", "--threads", "1", "--seed", "3", "--latency-budget", "0.1"]
 
 
@@ -95,8 +96,13 @@ def test_resume_reruns_only_what_changed(cli, tmp_path, digits_teacher, referenc
 
     out = tmp_path / "run"
     shutil.copytree(reference, out)
+    # what a kill leaves at the worst instants: checkpoints after the stage's manifest entry, a write's temp
+    (out / ".partial" / "synthesize-0").mkdir(parents=True)
+    (out / ".partial" / "synthesize-0" / "batch_0.npz").write_bytes(b"x")
+    (out / ".student.pt.k1ll3d.tmp").write_bytes(b"x")
     code, _, err = cli("convert", digits_teacher, *ARGS, "--out", out, "--resume")
     assert code == 0, err
+    assert not (out / ".partial").exists() and not list(out.glob("**/*.tmp"))
     stages = read_json(out / "manifest.json")["stages"]
     assert all(stages[s].get("resumed") for s in ("synthesize", "distill", "export", "calibrate", "profile"))
     args = list(ARGS)

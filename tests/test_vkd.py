@@ -167,6 +167,7 @@ def test_convert_with_vkd_reports_generator_and_plain_kd(cli, tmp_path, digits_t
     assert {"virtual_generator.pt", "virtual_generator.json", "student_kd_baseline.pt"} <= set(r["artifacts"])
     assert read_json(tmp_path / "o/manifest.json")["config"]["kd"]["mode"] == "vkd"
     assert "virtual generator" in out.lower() and "plain KD" in out
+    assert isinstance(r["quality"]["signals"]["baseline_gap"], float)  # the verdict compares the two students
 
 
 def test_convert_kd_plus_vkd_without_comparison(cli, tmp_path, digits_teacher):

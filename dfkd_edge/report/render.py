@@ -168,6 +168,7 @@ _SIGNAL_TEXT = {
     "fidelity_fp32": "student fp32 agreement with the teacher (held-out synthetic)",
     "fidelity_int8": "student int8 agreement with the teacher (held-out synthetic)",
     "probe_agreement": "student agreement with the teacher on probes between classes",
+    "baseline_gap": "plain-KD student of the same transfer set minus this one, probe agreement",
     "domain_source": "where the input domain came from",
 }
 
