@@ -15,7 +15,9 @@ from its training points; each is in units that mean the same on every teacher.
   observable BatchNorm.
 * ``teacher_agreement`` (several teachers): the lowest top-1 agreement of one teacher with their
   ensemble on the held-out samples. Teachers of one task agree on real inputs; where they do not,
-  the samples are not inputs of that task.
+  the samples are not inputs of that task. Generated samples sit between classes, where even good
+  teachers part: on the zoo's three digits teachers a student 1.1 points under the ensemble came
+  with 64% (bounds 0.8 weak, 0.5 broken; the failures this verdict was built for showed 29-48%).
 * ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples
   (inverted samples sit near decision boundaries: students within a point of real-data KD agreed
   on 85-94% of them, so only a low agreement is judged).
@@ -51,7 +53,7 @@ BOUNDS = {
     "class_coverage": (0.9, 0.5, "min"),
     "classes_seen": (1.0, 0.5, "min"),
     "bn_mismatch": (0.5, 1.0, "max"),
-    "teacher_agreement": (0.95, 0.8, "min"),
+    "teacher_agreement": (0.8, 0.5, "min"),
     "fidelity_fp32": (0.7, 0.5, "min"),
     "fidelity_int8": (0.7, 0.5, "min"),
     "baseline_gap": (0.05, 0.15, "max"),
@@ -66,8 +68,8 @@ _WORDS = {
     "fidelity_fp32": "the student agrees with the teacher on only {v:.0%} of held-out synthetic samples",
     "fidelity_int8": "the int8 student agrees with the teacher on only {v:.0%} of held-out synthetic samples",
     "probe_agreement": "the student agrees with the teacher on only {v:.0%} of probe samples between classes",
-    "baseline_gap": "plain KD from the same transfer set agrees with the teacher on {v:.0%} more probe samples "
-                    "than this student (convert with --distill kd)",
+    "baseline_gap": "a plain-KD student of the same transfer set agrees with the teacher on {v:.0%} more of the "
+                    "probe samples than this one (convert with --distill kd)",
 }
 
 

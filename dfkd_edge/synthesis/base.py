@@ -34,7 +34,9 @@ def register_method(cls):
 #: ``--method auto`` before the teacher is known (validation, the data-parallel check): every choice
 #: ``choose_auto`` can make is data-parallel, like this one.
 AUTO_METHOD = "deepinversion"
-#: ``--method auto`` for a teacher without an observable BatchNorm layer (docs/benchmarks.md, the zoo)
+#: ``--method auto`` for a teacher without an observable BatchNorm layer: on the zoo's no-BN CNN the
+#: inversion with the label and smoothness priors alone beat the generator methods (docs/benchmarks.md:
+#: 93.8% int8 against adversarial 90.0% and noise 84.9%, real-data KD 97.8%)
 AUTO_WITHOUT_BN = "deepinversion"
 
 
