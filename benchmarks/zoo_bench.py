@@ -103,6 +103,7 @@ def _ms(vals: list[float]) -> str:
 
 
 def print_tables(rows: list[dict]) -> None:
+    rows = [r for r in rows if r["method"] != "cdfkd-mfs"]  # print_multi's
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     methods = [m for m in METHOD_ARGS if any(r["method"] == m for r in rows)]
     print("Student test accuracy, % (fp32 / int8), mean ± std over seeds; real-KD: the same student on the real "

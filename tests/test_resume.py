@@ -15,9 +15,9 @@ import torch
 
 from tests.conftest import read_json
 
-# synthesis in 8 batches and distillation in 30 epochs: each is killed inside, at an instant read from the
+# synthesis in 9 batches and distillation in 30 epochs: each is killed inside, at an instant read from the
 # run directory (a batch file, a manifest entry), not from a clock
-ARGS = ["--samples", "448", "--holdout", "64", "--synth-batch", "64", "--iterations", "60", "--epochs", "30",
+ARGS = ["--samples", "256", "--holdout", "32", "--synth-batch", "32", "--iterations", "40", "--epochs", "30",
         "--calib-samples", "64", "--threads", "1", "--seed", "3", "--latency-budget", "0.1"]
 
 
