@@ -500,10 +500,11 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     t0 = time.perf_counter()
     quality = evaluate(teacher, run.path(ONNX_FP32), run.path(ONNX_INT8), x_hold, l_hold, eval_xy, threads)
     quality["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
-    distillation = distillation_summary(run, recipe, student, x_hold, l_hold, eval_xy, uses_vkd,
-                                        method if synth.needs_student else None)
+    baseline = _kd_baseline(run, recipe) if uses_vkd else None  # read once: the comparison and the verdict
+    distillation = distillation_summary(run, student, x_hold, l_hold, eval_xy, uses_vkd,
+                                        method if synth.needs_student else None, baseline)
     verdict = assess(teacher, student, np.asarray(l_train), x_hold, l_hold, quality["fidelity"],
-                     teacher.domain.source, cfg.seed, _kd_baseline(run, recipe) if uses_vkd else None)
+                     teacher.domain.source, cfg.seed, baseline)
     run.timings["evaluate"] = round(time.perf_counter() - t0, 3)
 
     # report
@@ -742,10 +743,11 @@ def _kd_baseline(run: Run, recipe: dict) -> torch.nn.Module | None:
     return baseline.eval()
 
 
-def distillation_summary(run: Run, recipe: dict, student: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray,
-                         eval_xy, uses_vkd: bool, trained_by: str | None) -> dict:
+def distillation_summary(run: Run, student: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray,
+                         eval_xy, uses_vkd: bool, trained_by: str | None,
+                         baseline: torch.nn.Module | None = None) -> dict:
     """report.json's ``distillation``: the mode, the soft-target sources' weights, the virtual
-    generator's fidelity and, with VKD, the student next to plain KD from the same transfer set."""
+    generator's fidelity and, with VKD, the student next to ``baseline`` (plain KD from the same transfer set)."""
     kd = run.cfg.kd
     if trained_by:  # adversarial: the student was trained during synthesis
         return {"mode": f"{trained_by} (during synthesis)", "weights": None, "teacher_run_during_training": True,
@@ -760,7 +762,6 @@ def distillation_summary(run: Run, recipe: dict, student: torch.nn.Module, x_hol
         doc["virtual_generator"] = {"file": VIRTUAL_PT, "fidelity": vdoc["fidelity"], "config": vdoc["config"],
                                     "parameters": count_params(load_virtual_generator(run.path(VIRTUAL_PT))),
                                     "size_bytes": run.path(VIRTUAL_PT).stat().st_size}
-        baseline = _kd_baseline(run, recipe)
         if baseline is not None:
             doc["comparison"] = {"measured_with": "PyTorch fp32, same student, transfer set and seed",
                                  kd.mode: _torch_quality(student, x_hold, l_hold, eval_xy),
