@@ -17,6 +17,15 @@ Where it comes from, in this order (``InputDomain.source``):
   the input itself (a BatchNorm-first MLP) this is exact; behind a convolution or linear layer it
   is the affine map's inverse in the least-squares sense, a starting scale the synthesis refines
   (the BatchNorm-statistics loss on every layer keeps acting on the samples).
+  For images and signals the fit also splits the variance three ways: each sample's own level
+  (``level_std``: the spread of a sample's per-channel mean, e.g. a photo's background colour or a
+  signal's offset), smooth variation inside a sample (``smooth_std``: noise low-passed over a few
+  positions, e.g. strokes and shapes) and independent per-position variation (the rest of ``std``).
+  A first layer's filters weigh the three differently (a zero-sum edge filter ignores a level and
+  passes fine grain, an averaging one the reverse), so the first BatchNorm's per-channel statistics
+  tell them apart. Samples start as ``mean + level_std * v + smooth_std * S + white_std * u``:
+  without the levels a colour-invariant teacher was inverted into samples that all share one colour,
+  and its student never learnt the invariance (docs/benchmarks.md).
 * ``assumed``: the teacher has no BatchNorm that can be observed and nobody said: N(0, 1) per
   channel. Synthesis on such a teacher is flagged in the report's quality verdict.
 """
@@ -28,6 +37,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 
 from dfkd_edge.errors import UserError
 
@@ -44,16 +54,24 @@ class InputDomain:
     high: float | None = None
     source: str = "assumed"
     detail: str = ""
+    #: per channel (images, signals), in input units: the spread of each sample's own level (its mean
+    #: over positions) around ``mean``, and the part of ``std`` that is smooth over a few positions
+    #: (``smooth_noise``); the rest of ``std`` is independent per position. None: not read (vectors,
+    #: given domains, a fit they did not improve)
+    level_std: list[float] | None = None
+    smooth_std: list[float] | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["mean"] = [round(float(v), 6) for v in self.mean]
-        d["std"] = [round(float(v), 6) for v in self.std]
+        for k in ("mean", "std", "level_std", "smooth_std"):
+            if d[k] is not None:
+                d[k] = [round(float(v), 6) for v in d[k]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputDomain":
-        return cls(**{k: d[k] for k in ("mean", "std", "low", "high", "source", "detail") if k in d})
+        keys = ("mean", "std", "low", "high", "source", "detail", "level_std", "smooth_std")
+        return cls(**{k: d[k] for k in keys if k in d})
 
     def _shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (1, len(self.mean), *([1] * (len(input_shape) - 1)))
@@ -64,10 +82,25 @@ class InputDomain:
         return (torch.tensor(self.mean, dtype=torch.float32).view(shape),
                 torch.tensor(self.std, dtype=torch.float32).view(shape))
 
+    def noise(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """``u`` such that ``mean + std * u`` has the domain's statistics: N(0, 1) per element, or, when
+        the domain was read with its texture, independent, smooth and per-sample-level parts in the
+        shares ``std``, ``smooth_std`` and ``level_std`` give them."""
+        if self.level_std is None or len(input_shape) < 2:
+            return torch.randn((n, *input_shape), generator=generator)
+        shape = self._shape(input_shape)
+        std = torch.tensor(self.std, dtype=torch.float32)
+        smooth = torch.tensor(self.smooth_std, dtype=torch.float32)
+        white = (std.pow(2) - smooth.pow(2)).clamp_min(0).sqrt()
+        u = (white / std).view(shape) * torch.randn((n, *input_shape), generator=generator)
+        u = u + (smooth / std).view(shape) * smooth_noise(torch.randn((n, *input_shape), generator=generator))
+        level = torch.tensor(self.level_std, dtype=torch.float32) / std
+        return u + level.view(shape) * torch.randn((n, *shape[1:]), generator=generator)
+
     def draw(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """``n`` samples of mean + std * N(0, 1), kept inside the range when one is known."""
+        """``n`` samples of mean + std * ``noise``, kept inside the range when one is known."""
         m, s = self.tensors(input_shape)
-        return self.clamp(m + s * torch.randn((n, *input_shape), generator=generator))
+        return self.clamp(m + s * self.noise(n, input_shape, generator))
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         if self.low is None and self.high is None:
@@ -80,7 +113,9 @@ class InputDomain:
             return f"[{vals}{', ...' if len(v) > 4 else ''}]"
 
         rng = f", range [{self.low:g}, {self.high:g}]" if self.low is not None else ""
-        return f"mean {fmt(self.mean)}, std {fmt(self.std)}{rng} ({self.source})"
+        lvl = (f", per-sample level spread {fmt(self.level_std)}, smooth part {fmt(self.smooth_std)}"
+               if self.level_std is not None else "")
+        return f"mean {fmt(self.mean)}, std {fmt(self.std)}{lvl}{rng} ({self.source})"
 
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
@@ -185,12 +220,80 @@ def _probe_std(teacher, shape: tuple[int, ...], mean: torch.Tensor, target_var: 
     return s2.sqrt()
 
 
-def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -> InputDomain | None:
+def _adam_fit(teacher, params: list[torch.Tensor], make_x, steps: int) -> tuple[list[torch.Tensor], float]:
+    """Adam on ``params`` (lr 0.05, cosine) minimising the first BatchNorm's standardised mismatch on
+    ``make_x()``; the best parameters seen and their mismatch."""
+    opt = torch.optim.Adam(params, lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    best, best_loss = [p.detach().clone() for p in params], math.inf
+    for _ in range(steps):
+        loss = standardised_mismatch(_first_bn(teacher, make_x()))
+        if float(loss.detach()) < best_loss:
+            best_loss, best = float(loss.detach()), [p.detach().clone() for p in params]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return best, best_loss
+
+
+def _standard_normal(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Normal draws standardised per channel over the batch and positions: an exact fit's inputs."""
+    return _standard_normal_like(torch.randn(shape, generator=gen))
+
+
+def _standard_normal_like(z: torch.Tensor) -> torch.Tensor:
+    dims = [0] + list(range(2, z.dim()))
+    return (z - z.mean(dims, keepdim=True)) / z.std(dims, keepdim=True, unbiased=False)
+
+
+_SMOOTH = torch.tensor([0.25, 0.5, 0.25])
+_SMOOTH_GAIN = math.sqrt(70 / 256)  # the std of unit white noise after the kernel twice, per axis
+
+
+def smooth_noise(z: torch.Tensor) -> torch.Tensor:
+    """``z`` (N, C, *positions) low-passed along every position axis by [1, 2, 1] / 4 twice (edges
+    replicated) and scaled back to unit variance: variation smooth over a few positions, the
+    scale a first layer's 3-wide filters tell apart from independent noise and from a level."""
+    k = _SMOOTH.to(z.dtype).view(1, 1, 3)
+    for axis in range(2, z.dim()):
+        zt = z.movedim(axis, -1)
+        shape = zt.shape
+        flat = zt.reshape(-1, 1, shape[-1])
+        for _ in range(2):
+            flat = F.conv1d(F.pad(flat, (1, 1), mode="replicate"), k)
+        z = (flat.reshape(shape) / _SMOOTH_GAIN).movedim(-1, axis)
+    return z
+
+
+def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.Tensor, gen: torch.Generator,
+                 steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(mean, white_std, smooth_std, level_std, mismatch) for inputs ``mean + white_std * white +
+    smooth_std * smooth + level_std * v`` (``v`` one draw per sample and channel). Starts from the
+    fit without texture (the two new parts at e^-2 of std): they grow only as far as they lower the
+    mismatch, which they can because the first layer's filters weigh the three parts differently."""
+    c = shape[0]
+    view = (1, c, *([1] * (len(shape) - 1)))
+    smooth = _standard_normal_like(smooth_noise(torch.randn(white.shape, generator=gen)))
+    v = _standard_normal((white.shape[0], c, *([1] * (len(shape) - 1))), gen)
+    log_w, log_p, log_o = (t.clone().requires_grad_(True) for t in (s.log(), s.log() - 2, s.log() - 2))
+    a = torch.zeros(c, requires_grad=True)
+
+    def make_x():
+        return ((m + s * a).view(view) + log_w.exp().view(view) * white + log_p.exp().view(view) * smooth
+                + log_o.exp().view(view) * v)
+
+    (log_w, log_p, log_o, a), loss = _adam_fit(teacher, [log_w, log_p, log_o, a], make_x, steps)
+    return m + s * a, log_w.exp(), log_p.exp(), log_o.exp(), loss
+
+
+def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) -> InputDomain | None:
     """Per-channel mean/std of inputs whose first-BatchNorm statistics match its running ones.
 
     The mean and std start from least-squares solves over probes (``_probe_mean``, ``_probe_std``);
     then Adam fits (log std, offset / std) jointly, scale-free steps, so 0-255 inputs are reached in as many
-    steps as [0, 1] ones. None when the teacher has no observable BatchNorm."""
+    steps as [0, 1] ones. Images and signals then get their texture (``_fit_texture``: each sample's
+    level, smooth and independent variation), kept when it lowers the mismatch. None when the teacher has no observable BatchNorm."""
     spec = teacher.spec
     if not spec.taps or not spec.bn_layers:
         return None
@@ -198,9 +301,7 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -
     c = shape[0]
     view = (1, c, *([1] * (len(shape) - 1)))
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((batch, *shape), generator=gen)
-    dims = [0] + list(range(2, noise.dim()))  # exactly zero-mean, unit-variance per channel: an exact fit
-    noise = (noise - noise.mean(dims, keepdim=True)) / noise.std(dims, keepdim=True, unbiased=False)
+    noise = _standard_normal((batch, *shape), gen)
     first = _first_bn(teacher, noise[:2])
     if first is None:
         return None
@@ -208,24 +309,19 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 64, seed: int = 0) -
     s0 = _probe_std(teacher, shape, m0, first.running_var.float(), gen)
     log_s = s0.log().clone().requires_grad_(True)
     a = torch.zeros(c, requires_grad=True)
-    opt = torch.optim.Adam([log_s, a], lr=0.05)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    best, best_loss = None, math.inf
-    for _ in range(steps):
-        s = log_s.exp()
-        x = (m0 + s * a).view(view) + s.view(view) * noise
-        loss = standardised_mismatch(_first_bn(teacher, x))
-        if float(loss.detach()) < best_loss:
-            best_loss, best = float(loss.detach()), (log_s.detach().clone(), a.detach().clone())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    s = best[0].exp()
-    m = m0 + s * best[1]
-    return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn",
-                       detail=f"fitted to the running statistics of the first BatchNorm layer "
-                              f"(standardised mismatch {best_loss:.3g})")
+    (log_s, a), loss = _adam_fit(teacher, [log_s, a],
+                                 lambda: (m0 + log_s.exp() * a).view(view) + log_s.exp().view(view) * noise, steps)
+    s = log_s.exp()
+    m, level, smooth = m0 + s * a, None, None
+    detail = f"fitted to the running statistics of the first BatchNorm layer (standardised mismatch {loss:.3g}"
+    if len(shape) > 1:
+        m2, w2, p2, o2, loss2 = _fit_texture(teacher, shape, m, s, noise, gen, 3 * steps)
+        if loss2 < loss:
+            detail += f"; {loss2:.3g} with each sample's level and smooth variation"
+            m, s = m2, (w2.pow(2) + p2.pow(2)).sqrt()
+            level, smooth = [float(v) for v in o2], [float(v) for v in p2]
+    return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn", detail=detail + ")",
+                       level_std=level, smooth_std=smooth)
 
 
 def standardised_mismatch(r) -> torch.Tensor:
@@ -242,7 +338,7 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
     """The domain every method uses: the user's, else read from the teacher, else assumed N(0, 1).
 
     ``teacher`` may be an Ensemble (several teachers): each member with a BatchNorm is fitted and
-    the means averaged, the stds combined geometrically."""
+    the means averaged, the stds (and level and smooth spreads, when every fit has them) combined geometrically."""
     if user is not None:
         return user
     members = getattr(teacher, "members", None) or [teacher]
@@ -250,10 +346,15 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
     if fits:
         if len(fits) == 1:
             return fits[0]
+        def geo(vectors):
+            return [math.exp(sum(math.log(x) for x in v) / len(fits)) for v in zip(*vectors)]
+
         mean = [sum(v) / len(fits) for v in zip(*(d.mean for d in fits))]
-        std = [math.exp(sum(math.log(x) for x in v) / len(fits)) for v in zip(*(d.std for d in fits))]
-        return InputDomain(mean, std, source="teacher-bn",
-                           detail=f"fitted to the first BatchNorm layer of {len(fits)} of {len(members)} teachers")
+        textured = all(d.level_std is not None for d in fits)
+        return InputDomain(mean, geo(d.std for d in fits), source="teacher-bn",
+                           detail=f"fitted to the first BatchNorm layer of {len(fits)} of {len(members)} teachers",
+                           level_std=geo(d.level_std for d in fits) if textured else None,
+                           smooth_std=geo(d.smooth_std for d in fits) if textured else None)
     c = teacher.spec.input_shape[0]
     log.warning("the teacher has no BatchNorm layer that can be observed: its input domain cannot be read and "
                 "N(0, 1) inputs are assumed; give --input-range LO,HI or --input-mean/--input-std if you know it")

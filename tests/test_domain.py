@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dfkd_edge.domain import InputDomain, infer_domain, user_domain
+from dfkd_edge.domain import InputDomain, infer_domain, smooth_noise, user_domain
 from dfkd_edge.errors import UserError
 from dfkd_edge.quality import class_coverage, probe_set, verdict
 from dfkd_edge.synthesis import create_synthesizer
@@ -72,6 +72,47 @@ def test_a_conv_then_batchnorm_teacher_gives_the_scale_of_raw_pixels(raw_pixel_t
     assert abs(d.std[0] / true_std[0] - 1) < 0.3 and 0.25 < d.std[1] / true_std[1] < 4
 
 
+def test_a_per_sample_level_is_read_apart_from_the_variation_inside_a_sample(tmp_path):
+    """Each image's own brightness (spread 20) on top of pixel noise (spread 5): the first layer's filters
+    weigh the two differently, so the fit tells them apart; samples are drawn with both."""
+    torch.manual_seed(0)
+    level, inside = 20.0, 5.0
+    x = 100 + level * torch.randn(4096, 2, 1, 1) + inside * torch.randn(4096, 2, 8, 8)
+    m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(8, 3))
+    d = infer_domain(_save(_with_running_stats(m, x), tmp_path / "lvl.pt", (2, 8, 8)))
+    assert d.level_std is not None and "each sample's level" in d.detail, d
+    np.testing.assert_allclose(d.level_std, [level] * 2, rtol=0.3)
+    # the split per channel is only as sharp as eight random filters make it; the level dominates
+    assert all(lv > s for lv, s in zip(d.level_std, d.std)), d
+    total = np.hypot(d.level_std, d.std)
+    np.testing.assert_allclose(total, [np.hypot(level, inside)] * 2, rtol=0.25)
+    assert all(p < 0.5 * s for p, s in zip(d.smooth_std, d.std)), d  # the pixel noise is independent
+    drawn = d.draw(2048, (2, 8, 8), torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(drawn.mean((2, 3)).std(0).numpy(), d.level_std, rtol=0.15)
+
+
+def test_smooth_variation_is_read_as_smooth(tmp_path):
+    """Blobs a few pixels wide (spread 10) over fine grain (spread 2): most of the spread is read as smooth."""
+    torch.manual_seed(0)
+    x = 50 + 10 * smooth_noise(torch.randn(4096, 2, 8, 8)) + 2 * torch.randn(4096, 2, 8, 8)
+    m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(8, 3))
+    d = infer_domain(_save(_with_running_stats(m, x), tmp_path / "smooth.pt", (2, 8, 8)))
+    assert d.smooth_std is not None, d
+    white = np.sqrt(np.square(d.std) - np.square(d.smooth_std))
+    assert all(p > 1.5 * w for p, w in zip(d.smooth_std, white)), d
+    np.testing.assert_allclose(np.hypot(d.std, d.level_std), [np.hypot(10, 2)] * 2, rtol=0.35)
+
+
+def test_pixels_without_a_shared_level_get_little_of_one(raw_pixel_teacher):
+    """Independent pixels: the channel that dominates the first layer gets a level spread far below its
+    spread inside a sample (the faint channel is read only roughly, as its std above)."""
+    teacher, _ = raw_pixel_teacher
+    d = infer_domain(teacher)
+    assert d.level_std is None or d.level_std[0] < 0.25 * d.std[0], d
+
+
 def test_every_method_synthesizes_inside_the_domain(raw_pixel_teacher):
     """Inputs of the teacher's scale, not around 0: inversion, soft targets, generators, noise."""
     teacher, x = raw_pixel_teacher
@@ -118,6 +159,9 @@ def test_a_given_range_keeps_samples_inside_it(raw_pixel_teacher):
 
 def test_domain_roundtrip():
     d = InputDomain([1.0, 2.0], [0.5, 0.25], 0.0, 3.0, "user", "given")
+    assert InputDomain.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+    d = InputDomain([1.0, 2.0], [0.5, 0.25], source="teacher-bn", detail="fitted", level_std=[0.75, 0.5],
+                    smooth_std=[0.25, 0.125])
     assert InputDomain.from_dict(json.loads(json.dumps(d.to_dict()))) == d
 
 

@@ -285,8 +285,9 @@ class InputOptimizer(Synthesizer):
         mean, std = (compute.to(t) for t in domain.tensors(self.input_shape))
         # u is optimised, x = mean + std * u is what the teacher sees: the step size, the start and the
         # priors are in units of the input's own scale, the same on [0, 1], 0-255 or z-scored inputs.
-        # u is drawn on the CPU from the method's generator: the same start on every device
-        u = compute.to(torch.randn((n, *self.input_shape), generator=self.generator)).requires_grad_(True)
+        # u is drawn on the CPU from the method's generator: the same start on every device; with the
+        # domain's per-sample levels (images, signals) each sample starts at its own level
+        u = compute.to(domain.noise(n, self.input_shape, self.generator)).requires_grad_(True)
         opt = torch.optim.Adam([u], lr=self.lr, betas=(0.5, 0.99))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
         scaler = compute.grad_scaler()
