@@ -23,9 +23,10 @@ Where it comes from, in this order (``InputDomain.source``):
   positions, e.g. strokes and shapes) and independent per-position variation (the rest of ``std``).
   A first layer's filters weigh the three differently (a zero-sum edge filter ignores a level and
   passes fine grain, an averaging one the reverse), so the first BatchNorm's per-channel statistics
-  tell them apart. Samples start as ``mean + level_std * v + smooth_std * S + white_std * u``:
-  without the levels a colour-invariant teacher was inverted into samples that all share one colour,
-  and its student never learnt the invariance (docs/benchmarks.md).
+  tell them apart. Samples start as ``mean + level_std * v + std * u`` (``v`` one draw per sample and
+  channel): without the levels a colour-invariant teacher was inverted into samples that all share one
+  colour, and its student never learnt the invariance (docs/benchmarks.md). The smooth part is read so
+  that it is not mistaken for a level (a level-only fit took a digit's strokes for one).
 * ``assumed``: the teacher has no BatchNorm that can be observed and nobody said: N(0, 1) per
   channel. Synthesis on such a teacher is flagged in the report's quality verdict.
 """
@@ -83,18 +84,15 @@ class InputDomain:
                 torch.tensor(self.std, dtype=torch.float32).view(shape))
 
     def noise(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """``u`` such that ``mean + std * u`` has the domain's statistics: N(0, 1) per element, or, when
-        the domain was read with its texture, independent, smooth and per-sample-level parts in the
-        shares ``std``, ``smooth_std`` and ``level_std`` give them."""
+        """``u`` such that ``mean + std * u`` has the domain's spread inside a sample and, when the domain
+        was read with its texture, each sample's own level: N(0, 1) per element plus one
+        N(0, (level_std / std)^2) draw per sample and channel. (The smooth part is read so that it is
+        not mistaken for a level; starting from smooth noise measured no better, docs/benchmarks.md.)"""
+        u = torch.randn((n, *input_shape), generator=generator)
         if self.level_std is None or len(input_shape) < 2:
-            return torch.randn((n, *input_shape), generator=generator)
+            return u
         shape = self._shape(input_shape)
-        std = torch.tensor(self.std, dtype=torch.float32)
-        smooth = torch.tensor(self.smooth_std, dtype=torch.float32)
-        white = (std.pow(2) - smooth.pow(2)).clamp_min(0).sqrt()
-        u = (white / std).view(shape) * torch.randn((n, *input_shape), generator=generator)
-        u = u + (smooth / std).view(shape) * smooth_noise(torch.randn((n, *input_shape), generator=generator))
-        level = torch.tensor(self.level_std, dtype=torch.float32) / std
+        level = torch.tensor(self.level_std, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
         return u + level.view(shape) * torch.randn((n, *shape[1:]), generator=generator)
 
     def draw(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

@@ -176,13 +176,26 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     names = [load_profile(t).name for t in cfg.targets]  # UserError on an unknown name or a bad file
     if len(set(names)) != len(names):
         raise UserError(f"--target given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+    _check_numbers(cfg)
+
+
+def _check_numbers(cfg: ConvertConfig) -> None:
+    """Every number option in its valid range, one line naming the range (exit 2)."""
     for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
-                    ("--vkd-epochs", cfg.vkd.epochs),
+                    ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
+                    ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
                     ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)):
-        if v <= 0:
+        if not v > 0:  # NaN too
             raise UserError(f"{name} must be positive, got {v}")
     if cfg.holdout < 16:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
+    if not cfg.kd.mixup >= 0:
+        raise UserError(f"--mixup must be 0 (off) or positive (the Beta(a, a) parameter), got {cfg.kd.mixup}")
+    if cfg.threads < 0:
+        raise UserError(f"--threads must be 0 (min(4, cores)) or a positive count, got {cfg.threads}")
+    if cfg.width is not None and cfg.width < 1:
+        raise UserError(f"--width must be a positive channel count (leave it out to size the student from the "
+                        f"teacher), got {cfg.width}")
 
 
 def prepare_out_dir(out: Path, force: bool, resume: bool = False, marker: str = MANIFEST) -> None:

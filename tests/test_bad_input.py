@@ -170,6 +170,16 @@ def test_unknown_method_target_and_student(cli, tmp_path, digits_teacher):
     _assert_one_line_exit2(code, err, "--student")
 
 
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--threads", "-1", "0 (min(4, cores)) or a positive count"), ("--temperature", "0", "positive"),
+    ("--temperature", "nan", "positive"), ("--mixup", "-1", "0 (off) or positive"),
+    ("--width", "0", "positive channel count"), ("--batch-size", "0", "positive"), ("--iterations", "0", "positive")])
+def test_numbers_out_of_range_are_exit_2_before_any_work(cli, tmp_path, digits_teacher, flag, value, needle):
+    code, _, err = cli("convert", digits_teacher, *FAST, flag, value, "--out", tmp_path / "o")
+    _assert_one_line_exit2(code, err, flag, needle)
+    assert not (tmp_path / "o").exists()
+
+
 def test_wrong_student_family_for_rank(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, "--student", "mlp", *FAST, "--out", tmp_path / "o")
     _assert_one_line_exit2(code, err, "conv2d")

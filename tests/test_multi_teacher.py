@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -123,6 +125,8 @@ def test_convert_several_teachers_with_attention(cli, tmp_path, digits_teacher, 
     assert len(onnx.load(str(tmp_path / "o/student_fp32.onnx")).graph.output) == 1
     assert {"student_headers.pt", "aggregation.json", "student_int8.onnx"} <= set(r["artifacts"])
     assert "Teachers and headers" in out
+    title = (tmp_path / "o/report.md").read_text().splitlines()[0]  # the run's name, not the last teacher's
+    assert title.startswith("# dfkd-edge report: 3 teachers (") and Path(digits_teacher).name in title, title
     assert len(read_json(tmp_path / "o/teacher.json")["members"]) == 3
     # resume: nothing is trained again
     code, _, err = cli("convert", digits_teacher, small_teachers["a"], small_teachers["b"], *FAST,

@@ -205,6 +205,13 @@ def _without_verdict(reason: str) -> str:
     return reason.split(marker, 1)[1] if reason.startswith(("DOUBTFUL", "UNRELIABLE")) and marker in reason else reason
 
 
+def _run_title(report: dict) -> str:
+    """The teacher's file name, or every teacher's with several (CDFKD-MFS)."""
+    members = (report.get("multi_teacher") or {}).get("teachers") or []
+    names = [m["path"].rsplit("/", 1)[-1] for m in members] or [report["teacher"]["path"].rsplit("/", 1)[-1]]
+    return names[0] if len(names) == 1 else f"{len(names)} teachers ({', '.join(names)})"
+
+
 def _domain_text(t: dict) -> str:
     d = t.get("input_domain")
     if not d:
@@ -212,14 +219,17 @@ def _domain_text(t: dict) -> str:
     def fmt(v):
         return ", ".join(f"{x:.4g}" for x in v[:3]) + (", ..." if len(v) > 3 else "")
     rng = f", range [{d['low']:g}, {d['high']:g}]" if d.get("low") is not None else ""
-    return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){rng}; {d['source']}: {d['detail']}.")
+    tex = (f", each sample's level spread ({fmt(d['level_std'])}), smooth part of the std ({fmt(d['smooth_std'])})"
+           if d.get("level_std") is not None else "")
+    return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){tex}{rng}; {d['source']}: "
+            f"{d['detail']}.")
 
 
 def sections(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
     calib = report["calibration"]
-    b = [Block("h1", f"dfkd-edge report: {t['path'].rsplit('/', 1)[-1]}")]
+    b = [Block("h1", f"dfkd-edge report: {_run_title(report)}")]
     b += _quality_blocks(report.get("quality"))
     b += [Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
                     f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
