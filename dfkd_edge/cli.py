@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.errors import PipelineError, UserError, require_positive
 
 _DEBUG = False
 _OOM = ("a batch does not fit in memory; lower --synth-batch (synthesis) or --batch-size (distillation) "
@@ -280,9 +280,7 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
     from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
     from dfkd_edge.teacher import parse_input_shape
 
-    for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--temperature", temperature)):
-        if v <= 0:
-            raise UserError(f"{name} must be positive, got {v}")
+    require_positive((("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--temperature", temperature)))
     if vkd_weight < 0:
         raise UserError(f"--vkd-weight must not be negative, got {vkd_weight}")
     job = SelfDistillJob(model=model, data=data, out=out, factory=factory, input_shape=parse_input_shape(input_shape),

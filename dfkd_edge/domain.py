@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +71,7 @@ class InputDomain:
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputDomain":
-        keys = ("mean", "std", "low", "high", "source", "detail", "level_std", "smooth_std")
-        return cls(**{k: d[k] for k in keys if k in d})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def _shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (1, len(self.mean), *([1] * (len(input_shape) - 1)))

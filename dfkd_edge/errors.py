@@ -10,3 +10,10 @@ class UserError(Exception):
 
 class PipelineError(Exception):
     """A stage failed its own check (e.g. ONNX parity): one clear line, exit code 1."""
+
+
+def require_positive(options) -> None:
+    """``options``: (flag, value) pairs; a value that is not > 0 (NaN included) is a UserError naming the flag."""
+    for flag, v in options:
+        if not v > 0:
+            raise UserError(f"{flag} must be positive, got {v}")

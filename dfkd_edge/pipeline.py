@@ -37,7 +37,7 @@ from dfkd_edge.distributed import Dist
 from dfkd_edge.distill.kd import check_mode
 from dfkd_edge.distill.vkd import (VKDConfig, fit_virtual_generator, generator_fidelity, load_virtual_generator,
                                    save_virtual_generator)
-from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.errors import PipelineError, UserError, require_positive
 from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
 from dfkd_edge.export.quantize import CalibConfig, calibrate, calibration_subset
 from dfkd_edge.io import atomic_path, atomic_write_json, atomic_write_text, sha256
@@ -181,12 +181,10 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
 
 def _check_numbers(cfg: ConvertConfig) -> None:
     """Every number option in its valid range, one line naming the range (exit 2)."""
-    for name, v in (("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
-                    ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
-                    ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
-                    ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)):
-        if not v > 0:  # NaN too
-            raise UserError(f"{name} must be positive, got {v}")
+    require_positive((("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
+                      ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
+                      ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
+                      ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)))
     if cfg.holdout < 16:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
     if not cfg.kd.mixup >= 0:
