@@ -130,7 +130,7 @@ def fidelity(a) -> None:
     import torch
 
     from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
-    from dfkd_edge.pipeline import load_student
+    from dfkd_edge.stages.common import load_student
     from dfkd_edge.teacher import load_teacher
 
     tmp = Path(tempfile.mkdtemp(prefix="dfkd-bench-"))

@@ -42,7 +42,7 @@ METHOD_ARGS = {  # benchmark name -> convert options
 
 def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None, **opts):
     from dfkd_edge.distill import KDConfig
-    from dfkd_edge.pipeline import ConvertConfig
+    from dfkd_edge.config import ConvertConfig
 
     teachers = teachers or [meta]
     kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
@@ -52,7 +52,7 @@ def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None
 
 
 def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None) -> dict:
-    from dfkd_edge.pipeline import convert
+    from dfkd_edge.flows import convert
 
     out = work / f"{meta['name']}-{method}-{seed}"
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The ``dfkd-edge`` command line. Thin: parses options, runs dfkd_edge.pipeline, owns the terminal.
+"""The ``dfkd-edge`` command line. Thin: parses options (dfkd_edge.cli_options), runs a flow
+(dfkd_edge.flows), owns the terminal.
 
 Exit codes: 0 success; 2 usage or bad input (one line on stderr, no traceback unless --debug);
 1 internal error.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from dfkd_edge import cli_options as opt
 from dfkd_edge.errors import PipelineError, UserError, require_positive
 
 _DEBUG = False
@@ -76,109 +78,19 @@ def cli(debug: bool) -> None:
     """Turn a trained PyTorch classifier into a small int8 engine without its training data."""
 
 
-def _convert_options(f):
-    opts = [
-        click.option("--out", "out", required=True, type=click.Path(file_okay=True), help="Output directory."),
-        click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (when the file does not record it)."),
-        click.option("--factory", help="package.module:function building the model, when TEACHER is a state_dict."),
-        click.option("--input-range", help="LO,HI: the range of the teacher's inputs (e.g. 0,1 or 0,255), when known. "
-                                           "Default: read from the teacher's first BatchNorm layer."),
-        click.option("--input-mean", help="Per-channel (or per-feature) mean of the teacher's inputs, comma-separated "
-                                          "(one value for all), when known; with --input-std."),
-        click.option("--input-std", help="Per-channel (or per-feature) standard deviation of the teacher's inputs."),
-        click.option("--target", "targets", multiple=True, default=("host-cpu",), show_default=True,
-                     help="Target device profile, by name (dfkd-edge targets list) or path to a .toml (repeatable). "
-                          "The host is always measured; other targets get their artifacts and estimated latency."),
-        click.option("--method", default="auto", show_default=True,
-                     help="Transfer-set synthesis: auto (= deepinversion), deepinversion, soft-target, adversarial, gaussian, "
-                          "reused-generator (Fast-DFKD-style: one generator carried across batches, --iterations "
-                          "steps on the first batch, a tenth of that on the others)."),
-        click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
-        click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
-        click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),
-        click.option("--synth-batch", default=256, show_default=True, help="Synthesis batch size."),
-        click.option("--student", default="auto", show_default=True, help="Student family: auto, conv2d, conv1d, mlp."),
-        click.option("--width", type=int, default=None, help="Student width (default: chosen from the teacher's size)."),
-        click.option("--epochs", default=100, show_default=True, help="Distillation epochs."),
-        click.option("--batch-size", default=128, show_default=True, help="Distillation batch size."),
-        click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
-        click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
-        click.option("--distill", "distill_mode", type=click.Choice(["kd", "vkd", "kd+vkd"]), default="kd",
-                     show_default=True,
-                     help="Soft targets: kd (the teacher), vkd (a class-conditional virtual generator trained on the "
-                          "teacher's outputs over the transfer set; the teacher is not run while the student "
-                          "trains), kd+vkd (both, weighted by --vkd-weight)."),
-        click.option("--vkd-weight", default=0.5, show_default=True,
-                     help="kd+vkd: the VKD term's share of the loss (0..1; KD gets the rest)."),
-        click.option("--vkd-epochs", default=200, show_default=True,
-                     help="Epochs of virtual-generator training over the transfer set's logits."),
-        click.option("--compare-kd/--no-compare-kd", default=True, show_default=True,
-                     help="With vkd or kd+vkd: also distill a plain-KD student from the same transfer set and "
-                          "report both (about one more distillation's time)."),
-        click.option("--few-shot-data", type=click.Path(),
-                     help="Several teachers: a few labelled samples (.npz x, y; about 10 per class) to train the "
-                          "attention over the student's headers (default: their mean)."),
-        click.option("--calib-samples", default=256, show_default=True, help="Synthesized samples used for int8 calibration."),
-        click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
-        click.option("--eval-data", type=click.Path(), help="Labelled .npz (x, y) to report accuracy on."),
-        click.option("--seed", default=0, show_default=True, help="Seed for everything random."),
-        click.option("--threads", default=0, show_default=True, help="Threads for training and latency (0: min(4, cores); under torchrun, for synthesis and "
-                          "distillation: cores / processes on the node)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where synthesis and distillation run (auto: CUDA when PyTorch sees a GPU). Under torchrun "
-                          "each rank takes the GPU of its LOCAL_RANK."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-                     show_default=True,
-                     help="Autocast for synthesis and distillation (auto: bf16 on a GPU that has it, else fp16; "
-                          "fp32 on the CPU). Exported models are fp32 either way."),
-        click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-                     help="NHWC memory format for image teachers and students (auto: on a GPU)."),
-        click.option("--compile", "compile_", type=click.Choice(["auto", "on", "off"]), default="auto",
-                     show_default=True,
-                     help="torch.compile the student's training forward (auto: on a GPU; falls back to eager if "
-                          "compilation fails)."),
-        click.option("--latency-budget", default=1.0, show_default=True,
-                     help="Seconds of timed runs per engine and batch size (more: steadier latency figures)."),
-        click.option("--force", is_flag=True, help="Overwrite an output directory holding an earlier run."),
-        click.option("--resume", is_flag=True,
-                     help="Finish an interrupted run in --out: skip stages whose config and inputs are unchanged."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
 def _config(teachers, **o):
-    from dfkd_edge.distill import KDConfig
-    from dfkd_edge.distill.vkd import VKDConfig
-    from dfkd_edge.export.quantize import CalibConfig
-    from dfkd_edge.pipeline import ConvertConfig
-    from dfkd_edge.teacher import parse_input_shape
+    from dfkd_edge.cli_options import config_from_options
 
-    kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
-                  mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
-    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
-    teachers = [teachers] if isinstance(teachers, str) else list(teachers)
-    return ConvertConfig(teacher=teachers[0], more_teachers=tuple(teachers[1:]), few_shot_data=o["few_shot_data"],
-                         out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
-                         factory=o["factory"], input_range=o["input_range"], input_mean=o["input_mean"],
-                         input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"], samples=o["samples"],
-                         holdout=o["holdout"], iterations=o["iterations"], synth_batch=o["synth_batch"],
-                         student=o["student"], width=o["width"], kd=kd, calib=calib, eval_data=o["eval_data"],
-                         vkd=VKDConfig(epochs=o["vkd_epochs"]), compare_kd=o["compare_kd"],
-                         seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
-                         device=o["device"], precision=o["precision"], channels_last=o["channels_last"],
-                         compile=o["compile_"],
-                         latency_budget_s=o["latency_budget"])
+    return config_from_options(teachers, **o)
 
 
-def _run_and_show(cfg) -> dict | None:
-    """Run convert here; under torchrun (WORLD_SIZE > 1) join the job: rank 0 runs convert and prints,
-    the other ranks follow it (dfkd_edge.distributed) and print nothing."""
+def _lead_or_follow(cfg, lead):
+    """Run ``lead(progress, dist)`` here; under torchrun (WORLD_SIZE > 1) join the job: rank 0 leads
+    and prints, the other ranks follow it (dfkd_edge.distributed) and print nothing (None)."""
     from rich.console import Console
 
     from dfkd_edge import distributed
-    from dfkd_edge.pipeline import convert, follow
+    from dfkd_edge.flows import follow
     from dfkd_edge.progress import RichProgress
 
     dist = distributed.from_env()
@@ -191,17 +103,28 @@ def _run_and_show(cfg) -> dict | None:
             finally:
                 distributed.shutdown(dist)
             return None
-    console = Console(stderr=True)
     try:
-        report = convert(cfg, progress=RichProgress(console), dist=dist)
+        return lead(RichProgress(Console(stderr=True)), dist)
     finally:
         distributed.shutdown(dist)
-    md = (Path(cfg.out) / "report.md").read_text()
-    click.echo(md)
+
+
+def _run_and_show(cfg) -> dict | None:
+    """convert, then the report on stdout and the verdict's warning on stderr."""
+    from dfkd_edge.flows import convert
+
+    report = _lead_or_follow(cfg, lambda progress, dist: convert(cfg, progress=progress, dist=dist))
+    if report is None:
+        return None
+    _show_report(cfg.out, report)
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, ONNX models, "
                "per-target build scripts, transfer set, student)")
-    _warn_verdict(report)
     return report
+
+
+def _show_report(out: str, report: dict) -> None:
+    click.echo((Path(out) / "report.md").read_text())
+    _warn_verdict(report)
 
 
 def _warn_verdict(report: dict) -> None:
@@ -215,7 +138,7 @@ def _warn_verdict(report: dict) -> None:
 
 @cli.command()
 @click.argument("teachers", nargs=-1, required=True, type=click.Path())
-@_convert_options
+@opt.apply(opt.CONVERT)
 def convert(teachers: tuple[str, ...], **o) -> None:
     """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it.
 
@@ -380,5 +303,9 @@ def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bi
     click.echo(json.dumps(rows, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+from dfkd_edge import cli_stages  # noqa: E402,F401  (registers the stage commands)
+
+if __name__ == "__main__":  # python -m dfkd_edge.cli: the module's own copy, where the stage commands live
+    from dfkd_edge.cli import main as _main
+
+    _main()

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
+from dfkd_edge.killpoint import instant
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -26,7 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+        instant()
         os.replace(tmp, path)
+        instant()
     finally:
         if tmp.exists():
             tmp.unlink()

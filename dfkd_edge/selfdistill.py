@@ -115,7 +115,7 @@ def _logits(m: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def run_selfdistill(job: SelfDistillJob, progress: Progress | None = None) -> dict:
-    from dfkd_edge.pipeline import prepare_out_dir
+    from dfkd_edge.runner import prepare_out_dir
 
     progress = progress or NullProgress()
     out = Path(job.out)

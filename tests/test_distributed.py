@@ -17,7 +17,7 @@ from dfkd_edge import compute as compute_mod
 from dfkd_edge.compute import Compute, maybe_compile, resolve
 from dfkd_edge.distributed import Dist, rank_seed
 from dfkd_edge.errors import UserError
-from dfkd_edge.pipeline import ConvertConfig, validate_config
+from dfkd_edge.config import ConvertConfig, validate_config
 from dfkd_edge.synthesis import create_synthesizer
 from dfkd_edge.teacher import load_teacher
 

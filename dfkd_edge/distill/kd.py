@@ -68,9 +68,48 @@ def _same_label_pairs(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return pair
 
 
+class _Checkpoint:
+    """The training state after an epoch, in one file rewritten atomically (nothing when ``where`` is None)."""
+
+    def __init__(self, where, student, opt, sched, scaler, streams: dict) -> None:
+        from pathlib import Path
+
+        self.file = Path(where) / "state.pt" if where is not None else None
+        self.student, self.opt, self.sched, self.scaler, self.streams = student, opt, sched, scaler, streams
+
+    def save(self, epoch: int, history: list) -> None:
+        if self.file is None:
+            return
+        from dfkd_edge.io import atomic_path
+
+        state = {"epoch": epoch, "history": list(history), "student": self.student.state_dict(),
+                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                 "streams": {k: g.get_state() for k, g in self.streams.items()}, "torch": torch.get_rng_state()}
+        with atomic_path(self.file) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self, history: list) -> int:
+        """The first epoch still to train (0 without a checkpoint); the state restored into place."""
+        if self.file is None:
+            return 0
+        if not self.file.is_file():
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            return 0
+        state = torch.load(self.file, map_location="cpu", weights_only=True)
+        self.student.load_state_dict(state["student"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        for k, g in self.streams.items():
+            g.set_state(state["streams"][k])
+        torch.set_rng_state(state["torch"])
+        history.extend(state["history"])
+        return int(state["epoch"]) + 1
+
+
 def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             teacher=None, progress: Progress | None = None, virtual: VirtualGenerator | None = None,
-            dist=None, compute: Compute | None = None) -> dict:
+            dist=None, compute: Compute | None = None, checkpoint_dir=None) -> dict:
     """Train ``student`` in place; returns a small history ({'loss': [...per epoch]}).
 
     ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time.
@@ -82,7 +121,11 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     the step count and the effective batch are the single process's; a last global batch too small
     to give each rank two rows is dropped. Each rank's mixup and virtual-target noise come from its
     own stream (rank 0's is the single process's). ``compute``: device, autocast, memory format and
-    torch.compile (dfkd_edge.compute); the student is back on the CPU, in eval mode, at the end."""
+    torch.compile (dfkd_edge.compute); the student is back on the CPU, in eval mode, at the end.
+
+    ``checkpoint_dir`` (one process): the whole training state is saved there after every epoch
+    (weights, optimizer, schedule, every random stream), and a call that finds it continues from
+    the next epoch, with the same result as an uninterrupted run."""
     from dfkd_edge.distributed import Dist, rank_seed
 
     check_mode(cfg)
@@ -119,9 +162,14 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix and teacher is not None else None
     vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix else None
     history = []
+    streams = {"gen": gen, "own": own, "noise": noise}
+    ckpt = _Checkpoint(checkpoint_dir, student, opt, sched, scaler, streams)
+    first = ckpt.restore(history)
     title = f"distillation ({cfg.mode.upper()}" + (f", {dist.world} ranks)" if dist.enabled else ")")
     with progress.task(title, total=cfg.epochs) as task:
-        for _ in range(cfg.epochs):
+        if first:
+            task.advance(first)
+        for epoch in range(first, cfg.epochs):
             model.train()
             perm = torch.randperm(n, generator=gen)
             total = count = 0.0
@@ -168,6 +216,7 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
                 count += len(idx)
             total, count = dist.all_sum([total, count])
             history.append(total / count)
+            ckpt.save(epoch, history)
             task.advance(1, loss=history[-1])
     student.to("cpu")
     if four_d:

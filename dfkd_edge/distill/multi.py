@@ -52,6 +52,7 @@ class Ensemble:
                                 num_params=sum(t.spec.num_params for t in teachers), taps=False)
         self.runtime = _EnsembleModule([t.runtime for t in teachers])
         self.backend = teachers[0].backend if len({t.backend for t in teachers}) == 1 else "torch-eager"
+        self.domain = None  # set with the members' (dfkd_edge.stages.inspect)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([t(x) for t in self.members]).mean(0)

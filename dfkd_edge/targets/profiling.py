@@ -99,7 +99,7 @@ def _local_rows(model: Path, precision: str, input_shape, batches, budget_s: flo
 
 
 def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile) -> None:
-    from dfkd_edge.pipeline import recommend
+    from dfkd_edge.report.recommend import recommend
     from dfkd_edge.report import write_report
 
     d = Path(report_dir)

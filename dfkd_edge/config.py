@@ -1,0 +1,158 @@
+"""The options of a run (``ConvertConfig``) and the one place they are checked.
+
+The CLI's commands (``convert``, each stage's command), the Python API (``dfkd_edge.api``) and
+the benchmarks build a ``ConvertConfig`` and hand it to :func:`validate_config` before any work:
+a bad option is ``UserError`` (exit 2) with one line naming the valid range.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from dfkd_edge.compute import Compute, resolve as resolve_compute
+from dfkd_edge.distill import KDConfig
+from dfkd_edge.distill.kd import check_mode
+from dfkd_edge.distill.vkd import VKDConfig
+from dfkd_edge.distributed import Dist
+from dfkd_edge.errors import UserError, require_positive
+from dfkd_edge.export.quantize import CalibConfig
+from dfkd_edge.targets import HOST_TARGET, load_profile
+
+
+@dataclass
+class ConvertConfig:
+    teacher: str
+    out: str
+    more_teachers: tuple[str, ...] = ()  # more than one teacher: CDFKD-MFS (dfkd_edge.distill.multi)
+    few_shot_data: str | None = None  # several teachers: a few labelled samples -> attention aggregation
+    input_shape: tuple[int, ...] | None = None
+    factory: str | None = None
+    input_range: str | None = None  # the user's word on the input domain (dfkd_edge.domain); else read
+    input_mean: str | None = None
+    input_std: str | None = None
+    targets: tuple[str, ...] = (HOST_TARGET,)
+    method: str = "auto"
+    samples: int = 2048
+    holdout: int = 256
+    synth_batch: int = 256
+    iterations: int = 200
+    student: str = "auto"
+    width: int | None = None
+    kd: KDConfig = field(default_factory=KDConfig)
+    vkd: VKDConfig = field(default_factory=VKDConfig)
+    compare_kd: bool = True  # with --distill vkd | kd+vkd: also train plain KD and report both
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    eval_data: str | None = None
+    eval_name: str | None = None
+    seed: int = 0
+    threads: int = 0  # 0: min(4, cores); under torchrun, synthesis and distillation: cores / local ranks
+    device: str = "auto"  # where synthesis and distillation run (dfkd_edge.compute)
+    precision: str = "auto"
+    channels_last: str = "auto"
+    compile: str = "auto"
+    latency_budget_s: float = 1.0
+    force: bool = False
+    resume: bool = False
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, min(4, os.cpu_count() or 1))
+
+    def train_threads(self, dist: Dist) -> int:
+        """Threads per rank for synthesis and distillation: the node's cores shared by its ranks."""
+        if not dist.enabled:
+            return self.resolved_threads()
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, dist.local_world))
+
+    def compute(self, dist: Dist) -> Compute:
+        return resolve_compute(self.device, self.precision, self.channels_last, self.compile, dist.local_rank)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        d["calib"]["formats"] = list(self.calib.formats)
+        d["targets"] = list(self.targets)
+        d["more_teachers"] = list(self.more_teachers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConvertConfig":
+        """The config a manifest recorded (``to_dict``); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        o = {k: v for k, v in d.items() if k in known}
+        nested = {"kd": KDConfig, "vkd": VKDConfig, "calib": CalibConfig}
+        for k, kind in nested.items():
+            if k in o:
+                names = {f.name for f in fields(kind)}
+                o[k] = kind(**{a: b for a, b in o[k].items() if a in names})
+        o["calib"].formats = tuple(o["calib"].formats)
+        for k in ("input_shape", "targets", "more_teachers"):
+            if o.get(k) is not None:
+                o[k] = tuple(o[k])
+        return cls(**o)
+
+    @property
+    def teacher_paths(self) -> list[str]:
+        return [self.teacher, *self.more_teachers]
+
+
+def settle(cfg: ConvertConfig) -> None:
+    """One --seed drives every stage (in the manifest); the virtual generator mimics the softening
+    the student learns at; calibration runs on the run's threads."""
+    cfg.kd.seed = cfg.calib.seed = cfg.vkd.seed = cfg.seed
+    cfg.calib.threads = cfg.resolved_threads()
+    cfg.vkd.temperature = cfg.kd.temperature
+
+
+def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
+    """Checks that need no teacher: fail before minutes of work, with exit code 2."""
+    from dfkd_edge.synthesis import resolve_method
+
+    method = resolve_method(cfg.method)  # UserError on an unknown name
+    check_mode(cfg.kd)
+    cfg.compute(dist or Dist())  # UserError for a device or precision this machine cannot give
+    if dist is not None and dist.enabled:
+        from dfkd_edge.synthesis import METHODS
+
+        if cfg.more_teachers or METHODS[method].needs_student:
+            what = "several teachers" if cfg.more_teachers else f"--method {method}"
+            raise UserError(f"{what} trains the student during synthesis, which runs in one process; start it "
+                            "without torchrun (data-parallel: deepinversion, soft-target, reused-generator, gaussian)")
+    _check_teachers(cfg)
+    if not cfg.targets:
+        raise UserError("give at least one --target")
+    names = [load_profile(t).name for t in cfg.targets]  # UserError on an unknown name or a bad file
+    if len(set(names)) != len(names):
+        raise UserError(f"--target given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+    check_numbers(cfg)
+
+
+def _check_teachers(cfg: ConvertConfig) -> None:
+    if cfg.more_teachers:
+        if cfg.method != "auto":
+            raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers "
+                            "the student is trained with CDFKD-MFS's adversarial generator (leave --method out)")
+        if cfg.kd.mode != "kd":
+            raise UserError(f"--distill {cfg.kd.mode} applies to one teacher; leave it out with several teachers")
+        if len(set(map(os.path.abspath, cfg.teacher_paths))) != len(cfg.teacher_paths):
+            raise UserError("the same teacher file is given twice; give each teacher once")
+    elif cfg.few_shot_data:
+        raise UserError("--few-shot-data trains the attention over several teachers' headers; it needs two or more "
+                        "teachers")
+
+
+def check_numbers(cfg: ConvertConfig) -> None:
+    """Every number option in its valid range, one line naming the range (exit 2)."""
+    require_positive((("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
+                      ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
+                      ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
+                      ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)))
+    if cfg.holdout < 16:
+        raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
+    if not cfg.kd.mixup >= 0:
+        raise UserError(f"--mixup must be 0 (off) or positive (the Beta(a, a) parameter), got {cfg.kd.mixup}")
+    if cfg.threads < 0:
+        raise UserError(f"--threads must be 0 (min(4, cores)) or a positive count, got {cfg.threads}")
+    if cfg.width is not None and cfg.width < 1:
+        raise UserError(f"--width must be a positive channel count (leave it out to size the student from the "
+                        f"teacher), got {cfg.width}")

@@ -1,0 +1,141 @@
+"""build: what each TensorRT target needs to build its engine on the device: the S8S8 Q/DQ ONNX
+(checked against TensorRT's placement rules, with the guardrail), an fp16 ONNX, a calibration cache
+per TensorRT 10.x version and ``build_<target>.sh``; targets.json records what was checked.
+Engines are built on the device (TensorRT engines are not portable)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from dfkd_edge.backends import predict
+from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.errors import PipelineError
+from dfkd_edge.export.quantize import CalibConfig, calibration_subset
+from dfkd_edge.io import atomic_path, atomic_write_json
+from dfkd_edge.runner import Stage
+from dfkd_edge.stages.calibrate import calib_params
+from dfkd_edge.stages.files import (ONNX_FP16, ONNX_FP32, ONNX_TRT_QDQ, TARGETS_JSON, TRANSFER_SET, build_script_name,
+                                    calib_cache_name)
+from dfkd_edge.targets import load_profile
+
+log = logging.getLogger(__name__)
+
+
+def tensorrt_profiles(cfg) -> list:
+    return [p for p in (load_profile(t) for t in cfg.targets) if p.engine == "tensorrt"]
+
+
+class Build(Stage):
+    name, command = "build", "build"
+
+    def applies(self, s) -> bool:
+        return bool(tensorrt_profiles(s.cfg))
+
+    def params(self, s) -> dict:
+        return {"targets": [p.to_dict() for p in tensorrt_profiles(s.cfg)], "calib": calib_params(s.cfg)}
+
+    def reads(self, s) -> list[str]:
+        return [ONNX_FP32, TRANSFER_SET]
+
+    def external(self, s) -> list[str]:
+        return [p.path for p in tensorrt_profiles(s.cfg) if p.path.endswith(".toml")]
+
+    def writes(self, s) -> list[str]:
+        return s.built
+
+    def prepare(self, s) -> None:
+        s.built = json.loads(s.run.path(TARGETS_JSON).read_text()).get("written", []) \
+            if s.run.path(TARGETS_JSON).is_file() else []
+
+    def run(self, s) -> None:
+        calib_x = calibration_subset(s.x_train, s.cfg.calib.samples, s.cfg.seed)
+        s.built = write_tensorrt_artifacts(s.run, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
+                                           s.x_hold, s.threads)
+
+
+def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, threads: int) -> list[str]:
+    """The files TensorRT targets share and each one's build script; the list of files written."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from dfkd_edge.export.onnx_export import INPUT_NAME
+    from dfkd_edge.export.tensorrt_qdq import write_calibration_cache
+    from dfkd_edge.export.trt_script import write_build_script
+
+    doc = _qdq_model(run, calib_x, x_hold, threads)
+    with atomic_path(run.path(ONNX_FP16)) as tmp:
+        onnx.save(convert_float_to_float16(onnx.load(str(run.path(ONNX_FP32))), keep_io_types=True), str(tmp))
+    written = [ONNX_TRT_QDQ, ONNX_FP16]
+    caches = {}
+    for p in profiles:
+        if p.tensorrt[0] <= 10 and p.tensorrt_version not in caches:  # TensorRT 11 has no calibration caches
+            caches[p.tensorrt_version] = calib_cache_name(p.tensorrt_version)
+            write_calibration_cache(run.path(ONNX_FP32), calib_x, p.tensorrt_version,
+                                    run.path(caches[p.tensorrt_version]))
+            written.append(caches[p.tensorrt_version])
+        files = {"qdq": ONNX_TRT_QDQ, "fp32": ONNX_FP32, "fp16": ONNX_FP16,
+                 "cache": caches.get(p.tensorrt_version, "")}
+        write_build_script(run.path(build_script_name(p.name)), p, files, INPUT_NAME, tuple(input_shape))
+        written.append(build_script_name(p.name))
+    doc.update(calibration_caches=caches, calibration_samples=int(len(calib_x)),
+               build_scripts={p.name: build_script_name(p.name) for p in profiles})
+    written.append(TARGETS_JSON)
+    atomic_write_json(run.path(TARGETS_JSON), {"tensorrt": doc, "written": written})
+    return written
+
+
+def _qdq_model(run, calib_x, x_hold, threads: int) -> dict:
+    """The S8S8 Q/DQ model, the guardrail run on it when it disagrees with fp32, the rules checked."""
+    from onnxruntime.quantization import quant_pre_process
+
+    from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt, tensorrt_qdq_violations
+
+    work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
+    try:
+        pre = work / "pre.onnx"
+        quant_pre_process(str(run.path(ONNX_FP32)), str(pre), skip_symbolic_shape=False)
+        quantize_for_tensorrt(pre, run.path(ONNX_TRT_QDQ), calib_x, run.cfg.calib.method)
+        agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    violations = tensorrt_qdq_violations(run.path(ONNX_TRT_QDQ))
+    if guard["triggered"] and any("nothing runs in int8" in v for v in violations):
+        # the guardrail had to leave every layer in float: int8 buys nothing for TensorRT here (expected, not a
+        # placement error); the recommendation then takes fp16 or fp32
+        violations = [v for v in violations if "nothing runs in int8" not in v]
+        guard["int8_usable"] = False
+        log.warning("TensorRT int8: every layer had to stay in float to agree with fp32; the TensorRT targets "
+                    "get fp16 or fp32")
+    if violations:
+        raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
+    return {"qdq_model": ONNX_TRT_QDQ, "fp16_model": ONNX_FP16, "qdq_rule_violations": violations,
+            "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)), "guardrail": guard,
+            "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)"}
+
+
+def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int) -> tuple[float, dict]:
+    """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
+    are left in float (TensorRT runs them in fp16/fp32)."""
+    from dfkd_edge.export.quantize import guardrail
+    from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt
+
+    with OrtRunner(run.path(ONNX_FP32), threads) as r32:
+        fp32_top1 = predict(r32, x_hold).argmax(1)
+    with OrtRunner(run.path(ONNX_TRT_QDQ), threads, "int8") as rq:
+        agreement = float((predict(rq, x_hold).argmax(1) == fp32_top1).mean())
+    guard = {"threshold": run.cfg.calib.min_agreement, "triggered": agreement < run.cfg.calib.min_agreement,
+             "agreement_before": agreement, "excluded": [], "held": True}
+    if guard["triggered"]:
+        cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
+        final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
+                                 quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex))
+        shutil.move(str(final), str(run.path(ONNX_TRT_QDQ)))
+        agreement = found["agreement"]
+        guard.update(excluded=found["excluded"], held=found["held"])
+    return agreement, guard
+

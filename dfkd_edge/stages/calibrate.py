@@ -1,0 +1,40 @@
+"""calibrate: int8 ONNX for ONNX Runtime from synthesized calibration samples, in the format
+measured fastest, with the guardrail that leaves sensitive layers in float (dfkd_edge.export.quantize)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from dfkd_edge.export.quantize import calibrate, calibration_subset
+from dfkd_edge.io import atomic_write_json
+from dfkd_edge.runner import Stage
+from dfkd_edge.stages.files import CALIBRATION_JSON, ONNX_FP32, ONNX_INT8, TRANSFER_SET
+
+
+def calib_params(cfg) -> dict:
+    """The calibration options that change its result (threads do not)."""
+    d = {k: v for k, v in asdict(cfg.calib).items() if k != "threads"}
+    return {**d, "formats": list(cfg.calib.formats)}
+
+
+class Calibrate(Stage):
+    name, command = "calibrate", "calibrate"
+
+    def params(self, s) -> dict:
+        return calib_params(s.cfg)
+
+    def reads(self, s) -> list[str]:
+        return [ONNX_FP32, TRANSFER_SET]
+
+    def external(self, s) -> list[str]:
+        return [s.cfg.eval_data] if s.cfg.eval_data else []
+
+    def writes(self, s) -> list[str]:
+        return [ONNX_INT8, CALIBRATION_JSON]
+
+    def run(self, s) -> None:
+        cfg = s.cfg
+        calib_x = calibration_subset(s.x_train, cfg.calib.samples, cfg.seed)
+        calib = calibrate(s.run.path(ONNX_FP32), s.run.path(ONNX_INT8), calib_x, s.x_hold, s.l_hold, cfg.calib,
+                          progress=s.run.progress, extra_check_x=s.eval_xy[0] if s.eval_xy is not None else None)
+        atomic_write_json(s.run.path(CALIBRATION_JSON), calib)

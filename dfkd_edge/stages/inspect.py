@@ -1,0 +1,125 @@
+"""inspect: load the teacher(s), the eval and few-shot data; read the input domain; choose the
+student recipe and the synthesis method; write teacher.json. The teacher is loaded every time (the
+stages after it need it); the domain is fitted only when the teacher or the domain options changed."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict
+
+from dfkd_edge.io import atomic_write_json
+from dfkd_edge.models import create_student
+from dfkd_edge.runner import Stage
+from dfkd_edge.stages.files import TEACHER_JSON
+from dfkd_edge.synthesis import resolve_method
+from dfkd_edge.synthesis.base import choose_auto
+from dfkd_edge.teacher import load_teacher
+
+
+class Inspect(Stage):
+    """Keyed on the teacher files and the input-domain options: a finished inspect's domain (the
+    exact values, kept in its manifest record) is reused instead of fitted again (seconds per run)."""
+
+    name, command = "inspect", "synthesize"
+
+    def prepare(self, s) -> None:
+        with _agreeing(s.dist):
+            s.teacher, s.eval_xy = load_teachers(s.cfg), None
+            if s.cfg.eval_data:  # before the domain fit: a file that does not fit is refused at once
+                from dfkd_edge.data.evaldata import load_eval_data
+
+                s.eval_xy = load_eval_data(s.cfg.eval_data, s.teacher.spec.input_shape, s.teacher.spec.num_classes)
+        s.spec = s.teacher.spec
+
+    def hint(self, out) -> str:
+        return f"dfkd-edge synthesize TEACHER --out {out} --resume"
+
+    def params(self, s) -> dict:
+        c = s.cfg
+        return {"input_shape": c.input_shape, "factory": c.factory, "input_range": c.input_range,
+                "input_mean": c.input_mean, "input_std": c.input_std, "seed": c.seed}
+
+    def external(self, s) -> list[str]:
+        return s.cfg.teacher_paths
+
+    def writes(self, s) -> list[str]:
+        return [TEACHER_JSON]
+
+    def extra(self, s) -> dict:
+        return {"input_domain": asdict(s.teacher.domain)}
+
+    def run(self, s) -> None:
+        with _agreeing(s.dist):
+            set_domain(s.teacher, s.cfg)
+        members = [t.spec.to_dict() for t in s.teacher.members] if s.multi else None
+        atomic_write_json(s.run.path(TEACHER_JSON), {**s.spec.to_dict(), "input_domain": s.teacher.domain.to_dict(),
+                                                     **({"members": members} if members else {})})
+
+    def load(self, s) -> None:
+        cfg = s.cfg
+        with _agreeing(s.dist):
+            if s.teacher.domain is None:  # skipped: the domain its finished run fitted
+                from dfkd_edge.domain import InputDomain
+
+                _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
+            # the student is chosen (and validated) before minutes of synthesis, built later
+            _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, s.spec.num_params,
+                                         cfg.width)
+            s.few_shot = None
+            if cfg.more_teachers:
+                s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
+                if cfg.few_shot_data:
+                    from dfkd_edge.data.evaldata import load_eval_data
+
+                    s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
+        s.dist.agree(None)
+        s.method, s.auto_why = resolve_method(cfg.method), None
+        if cfg.method == "auto":
+            s.method, s.auto_why = choose_auto(s.teacher)
+
+
+@contextlib.contextmanager
+def _agreeing(dist):
+    """A failure here is told to the torchrun followers waiting on the leader's inspect."""
+    try:
+        yield
+    except Exception as e:
+        dist.agree(e)
+        raise
+
+
+def load_teachers(cfg):
+    """The teacher, or the ensemble of several; its input domain set (dfkd_edge.domain)."""
+    if cfg.more_teachers:
+        from dfkd_edge.distill.multi import Ensemble
+
+        return Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
+    return load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+
+
+def set_domain(teacher, cfg) -> None:
+    """The input domain every method synthesizes in (dfkd_edge.domain): the user's, else read from the
+    teacher; set on the teacher (and on each member of several)."""
+    from dfkd_edge.domain import infer_domain, user_domain
+
+    user = user_domain(teacher.spec.input_shape, cfg.input_mean, cfg.input_std, cfg.input_range)
+    _put_domain(teacher, infer_domain(teacher, user, seed=cfg.seed))
+
+
+def _put_domain(teacher, domain) -> None:
+    teacher.domain = domain
+    for t in getattr(teacher, "members", []):
+        t.domain = domain
+
+
+def multi_recipe(single: dict, ensemble, cfg) -> dict:
+    """The multi-header student for these teachers: the family ``--student`` chose, one header per
+    teacher, the widest width within 1/4 of the largest teacher's parameters (or ``--width``)."""
+    from dfkd_edge.distill.multi import multi_student_width
+
+    spec = ensemble.spec
+    n = len(ensemble.members)
+    width = cfg.width or multi_student_width(spec.input_shape, spec.num_classes,
+                                             [t.spec.num_params for t in ensemble.members], n, single["name"])
+    return {"name": "multihead", "family": single["name"], "input_shape": list(spec.input_shape),
+            "num_classes": spec.num_classes, "width": int(width), "headers": n, "aggregation": "mean"}

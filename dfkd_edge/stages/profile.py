@@ -1,0 +1,70 @@
+"""profile: latency measured on the host (teacher in PyTorch, student in PyTorch and ONNX Runtime
+fp32/int8, batch 1 and 32, interleaved) and estimated for every target it cannot reach (a roofline
+from the target's profile; rows say ``estimated``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.backends.torch_eager import TorchRunner
+from dfkd_edge.io import atomic_write_json
+from dfkd_edge.runner import Stage
+from dfkd_edge.stages.common import load_student
+from dfkd_edge.stages.files import LATENCY_JSON, ONNX_FP32, ONNX_INT8, STUDENT_PT, TEACHER_JSON
+from dfkd_edge.targets import load_profile, measure_interleaved
+from dfkd_edge.targets.estimate import estimate_rows
+
+
+class Profile(Stage):
+    name, command = "profile", "report"
+
+    def params(self, s) -> dict:
+        return {"threads": s.threads, "budget_s": s.cfg.latency_budget_s,
+                "estimate": [p.to_dict() for p in s.profiles if not p.is_host]}
+
+    def prepare(self, s) -> None:
+        s.profiles = [load_profile(t) for t in s.cfg.targets]
+
+    def reads(self, s) -> list[str]:
+        return [TEACHER_JSON, STUDENT_PT, ONNX_FP32, ONNX_INT8]
+
+    def external(self, s) -> list[str]:
+        return s.cfg.teacher_paths
+
+    def writes(self, s) -> list[str]:
+        return [LATENCY_JSON]
+
+    def run(self, s) -> None:
+        run = s.run
+        rows = [r.to_dict() for r in profile_host(s.teacher, load_student(run.out), run.path(ONNX_FP32),
+                                                  run.path(ONNX_INT8), s.spec.input_shape, s.threads,
+                                                  s.cfg.latency_budget_s, run.progress)]
+        estimates = {}
+        for p in s.profiles:
+            if not p.is_host:
+                est_rows, estimates[p.name] = estimate_rows(run.path(ONNX_FP32), p)
+                rows += est_rows
+        atomic_write_json(run.path(LATENCY_JSON), {"rows": rows, "estimates": estimates})
+
+    def load(self, s) -> None:
+        doc = json.loads(s.run.path(LATENCY_JSON).read_text())
+        s.rows, s.estimates = doc["rows"], doc["estimates"]
+
+
+def profile_host(teacher, student, fp32, int8, input_shape, threads: int, budget_s: float, progress) -> list:
+    runners = [("teacher", lambda: TorchRunner(teacher.runtime, threads, backend=teacher.backend)),
+               ("student", lambda: TorchRunner(student, threads)),
+               ("student", lambda: OrtRunner(fp32, threads, "fp32")),
+               ("student", lambda: OrtRunner(int8, threads, "int8"))]
+    rng = np.random.default_rng(0)
+    rows = []
+    with progress.task("latency (host)", total=2) as task:
+        for batch in (1, 32):
+            x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
+            rows += measure_interleaved([(model, make()) for model, make in runners], x,
+                                        budget_s=budget_s * len(runners))
+            task.advance(1)
+    return rows
