@@ -40,13 +40,9 @@ class Result:
 
 
 def _defaults() -> dict:
-    """convert's options as its command line gives them when none is typed."""
-    from dfkd_edge.cli import convert
+    from dfkd_edge.cli_options import convert_defaults
 
-    with convert.make_context("convert", ["TEACHER", "--out", "OUT"]) as ctx:
-        params = dict(ctx.params)
-    params.pop("teachers")
-    return params
+    return convert_defaults()
 
 
 def _options(given: dict, allowed: set[str] | None = None) -> dict:

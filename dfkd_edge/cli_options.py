@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from dfkd_edge.config import ConvertConfig
+from dfkd_edge.export.quantize import CANDIDATES
 
 OUT = [
     click.option("--out", "out", required=True, type=click.Path(file_okay=True), help="Output directory."),
@@ -59,6 +60,10 @@ STUDENT = [
 CALIB = [
     click.option("--calib-samples", default=256, show_default=True, help="Synthesized samples used for int8 calibration."),
     click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"])),
+    click.option("--int8-format", default="auto", show_default=True,
+                 type=click.Choice(["auto", *CANDIDATES]),
+                 help="ONNX Runtime int8 format: auto builds each and keeps the fastest that agrees with fp32 "
+                      "on this machine; a name builds only that one (the same model wherever it is built)."),
 ]
 TARGETS = [
     click.option("--target", "targets", multiple=True, default=("host-cpu",), show_default=True,
@@ -107,6 +112,20 @@ def apply(opts: list):
     return deco
 
 
+def convert_defaults() -> dict:
+    """convert's options as its command line gives them when none is typed (``out``: "OUT")."""
+    @click.command()
+    @click.argument("teachers", nargs=-1)
+    @apply(CONVERT)
+    def f(**o):
+        pass
+
+    with f.make_context("convert", ["TEACHER", "--out", "OUT"]) as ctx:
+        params = dict(ctx.params)
+    params.pop("teachers")
+    return params
+
+
 def config_from_options(teachers, **o) -> ConvertConfig:
     """A ConvertConfig from convert's options (every one given, as click passes them)."""
     from dfkd_edge.distill import KDConfig
@@ -117,6 +136,8 @@ def config_from_options(teachers, **o) -> ConvertConfig:
     kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
                   mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
+    if o.get("int8_format", "auto") != "auto":
+        calib.formats = (o["int8_format"],)
     teachers = [teachers] if isinstance(teachers, str) else list(teachers)
     return ConvertConfig(teacher=teachers[0], more_teachers=tuple(teachers[1:]), few_shot_data=o["few_shot_data"],
                          out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
@@ -149,6 +170,8 @@ def overlay(cfg: ConvertConfig, given_opts: dict) -> ConvertConfig:
             setattr(getattr(c, part), name, v)
         elif k == "input_shape":
             c.input_shape = parse_input_shape(v)
+        elif k == "int8_format":
+            c.calib.formats = tuple(CANDIDATES) if v == "auto" else (v,)
         elif k == "targets":
             c.targets = tuple(v)
         else:

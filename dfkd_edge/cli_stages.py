@@ -61,8 +61,7 @@ def synthesize(teachers: tuple[str, ...], **o) -> None:
     """Start a run in --out: inspect TEACHER and synthesize the transfer set (transfer_set.npz).
 
     The options of later stages keep their defaults here; give them to those stages' commands."""
-    defaults = {"targets": ("host-cpu",), "calib_samples": 256, "calib_method": "minmax", "latency_budget": 1.0}
-    _run("synthesize", opt.config_from_options(teachers, **defaults, **o))
+    _run("synthesize", opt.config_from_options(teachers, **{**opt.convert_defaults(), **o}))
 
 
 _stage_command("distill", "Distill the student in RUN_DIR from its transfer set (student.pt); with several "

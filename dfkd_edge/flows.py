@@ -27,7 +27,7 @@ from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.progress import Progress
 from dfkd_edge.runner import Run, State, clean_temporaries, prepare_out_dir, run_stages
 from dfkd_edge.stages.aggregate import Aggregate
-from dfkd_edge.stages.build import Build
+from dfkd_edge.stages.build import Build, tensorrt_profiles
 from dfkd_edge.stages.calibrate import Calibrate
 from dfkd_edge.stages.distill import Distill, DistillKDBaseline
 from dfkd_edge.stages.evaluate import Evaluate
@@ -112,6 +112,9 @@ def _command(command: str, cfg: ConvertConfig, progress, dist: Dist, announce) -
         raise ValueError(command)
     try:
         validate_config(cfg, dist)
+        if command == "build" and not tensorrt_profiles(cfg):
+            raise UserError(f"build writes the TensorRT targets' artifacts, and this run's targets "
+                            f"({', '.join(cfg.targets)}) have none: give one with --target (dfkd-edge targets list)")
         if command == "synthesize":
             prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
         else:

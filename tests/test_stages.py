@@ -97,6 +97,7 @@ def test_report_alone(tmp_path_factory, calibrated, capsys):
 @pytest.mark.parametrize("command, before, first", [("distill", None, "synthesize"),
                                                     ("export", "synthesized", "distill"),
                                                     ("calibrate", "distilled", "export"),
+                                                    ("build", "exported", "calibrate"),
                                                     ("report", "exported", "calibrate")])
 def test_stage_refuses_without_its_inputs(cli, tmp_path, request, command, before, first):
     out = tmp_path / "run"
@@ -106,8 +107,13 @@ def test_stage_refuses_without_its_inputs(cli, tmp_path, request, command, befor
         assert code == 2 and "holds no dfkd-edge run" in err and "dfkd-edge synthesize TEACHER --out" in err
         return
     shutil.copytree(request.getfixturevalue(before), out)
-    code, _, err = cli(command, out)
+    code, _, err = cli(command, out, *(["--target", "jetson-orin-nano"] if command == "build" else []))
     assert code == 2 and f"run `dfkd-edge {first} {out}` first" in err, err
+
+
+def test_build_without_a_tensorrt_target_says_so(cli, calibrated):
+    code, _, err = cli("build", calibrated)
+    assert code == 2 and "have none: give one with --target" in err
 
 
 def test_rerun_stage_makes_later_ones_stale(cli, tmp_path, calibrated):

@@ -132,22 +132,17 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     dist = dist or Dist()
     compute = compute or Compute()
     progress = progress or NullProgress()
-    use_kd, use_vkd = cfg.mode in ("kd", "kd+vkd"), cfg.mode in ("vkd", "kd+vkd")
-    if use_vkd and virtual is None:
+    if cfg.mode in ("vkd", "kd+vkd") and virtual is None:
         raise ValueError(f"distill mode {cfg.mode} needs a virtual generator")
-    w_kd, w_vkd = {"kd": (1.0, 0.0), "vkd": (0.0, 1.0), "kd+vkd": (1 - cfg.vkd_weight, cfg.vkd_weight)}[cfg.mode]
-    teacher = teacher if use_kd else None
     rank_s = rank_seed(cfg.seed, dist.rank)
     torch.manual_seed(rank_s)
     gen = torch.Generator().manual_seed(cfg.seed)  # the epoch permutations: the same on every rank
     own = gen if not dist.enabled else torch.Generator().manual_seed(rank_s)  # this rank's pairings
     noise = torch.Generator().manual_seed(rank_s + 1)
-    lt = torch.from_numpy(logits)
     n = len(x)
     starts = list(range(0, n, cfg.batch_size))
     if dist.enabled and n - starts[-1] < 2 * dist.world and len(starts) > 1:
         starts = starts[:-1]  # every rank needs two rows (BatchNorm in training mode)
-    steps = cfg.epochs * len(starts)
     four_d = len(x.shape) == 4
     student = compute.module(student, four_d)
     model = student
@@ -155,16 +150,13 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(student, device_ids=[compute.torch_device] if compute.is_cuda else None)
-    forward = maybe_compile(model, compute)
-    opt, sched = make_optimizer(student.parameters(), cfg, steps)
+    terms = _Terms(cfg, teacher, virtual, compute, maybe_compile(model, compute), own, noise)
+    opt, sched = make_optimizer(student.parameters(), cfg, cfg.epochs * len(starts))
     scaler = compute.grad_scaler()
-    mix = cfg.mixup > 0
-    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix and teacher is not None else None
-    vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if mix else None
     history = []
-    streams = {"gen": gen, "own": own, "noise": noise}
-    ckpt = _Checkpoint(checkpoint_dir, student, opt, sched, scaler, streams)
+    ckpt = _Checkpoint(checkpoint_dir, student, opt, sched, scaler, {"gen": gen, "own": own, "noise": noise})
     first = ckpt.restore(history)
+    lt = torch.from_numpy(logits)
     title = f"distillation ({cfg.mode.upper()}" + (f", {dist.world} ranks)" if dist.enabled else ")")
     with progress.task(title, total=cfg.epochs) as task:
         if first:
@@ -175,38 +167,9 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             total = count = 0.0
             for i in starts:
                 idx = perm[i:i + cfg.batch_size][dist.rank::dist.world]
-                xb, tb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy()))), lt[idx]
-                loss = 0.0
-                out = xk = None
+                xb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy())))
                 with compute.autocast():
-                    if use_kd:
-                        xk = xb
-                        if beta is not None:  # online mixup: the teacher labels the mixed inputs
-                            xk = mix_inputs(xb, beta.sample((len(idx),)), torch.randperm(len(idx), generator=own))
-                            with torch.no_grad():
-                                tb = teacher(compute.to(xk)).float()
-                        xk = compute.to(xk)
-                        out = forward(xk)
-                        loss = loss + w_kd * kd_loss(out.float(), tb.to(out.device), cfg.temperature)
-                    if use_vkd:
-                        yb = lt[idx].argmax(1)  # the label: the teacher's argmax, stored by synthesis
-                        with torch.no_grad():
-                            vb = virtual.sample(yb, noise)
-                        xv = xb
-                        if mix and cfg.vkd_mix != "none":  # measured alternatives (docs/benchmarks.md)
-                            lam = vbeta.sample((len(idx),))
-                            pair = _same_label_pairs(yb, own) if cfg.vkd_mix == "class" else \
-                                torch.randperm(len(idx), generator=own)
-                            xv = mix_inputs(xb, lam, pair)
-                            if cfg.vkd_mix == "pair" and getattr(virtual, "mixed", False):  # learned for mixed labels
-                                onehot = F.one_hot(yb, vb.shape[1]).float()
-                                with torch.no_grad():
-                                    vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
-                            elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
-                                vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
-                        # the KD forward is reused when the VKD term sees the same (unmixed) inputs
-                        ov = out if (out is not None and xv is xb and beta is None) else forward(compute.to(xv))
-                        loss = loss + w_vkd * soft_kl(ov.float(), vb.to(ov.device), virtual.temperature)
+                    loss = terms.loss(xb, lt[idx])
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -223,3 +186,57 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
         student.to(memory_format=torch.contiguous_format)
     student.eval()
     return {"loss": history}
+
+
+class _Terms:
+    """The loss of one batch: the KD term (online mixup labelled by the teacher) and the VKD term
+    (virtual targets for the stored labels), weighted by the mode."""
+
+    def __init__(self, cfg: KDConfig, teacher, virtual, compute: Compute, forward, own, noise) -> None:
+        self.cfg, self.virtual, self.compute, self.forward, self.own, self.noise = cfg, virtual, compute, forward, own, noise
+        self.use_kd, self.use_vkd = cfg.mode in ("kd", "kd+vkd"), cfg.mode in ("vkd", "kd+vkd")
+        self.w_kd, self.w_vkd = {"kd": (1.0, 0.0), "vkd": (0.0, 1.0),
+                                 "kd+vkd": (1 - cfg.vkd_weight, cfg.vkd_weight)}[cfg.mode]
+        self.teacher = teacher if self.use_kd else None
+        self.mix = cfg.mixup > 0
+        self.beta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if self.mix and self.teacher is not None else None
+        self.vbeta = torch.distributions.Beta(cfg.mixup, cfg.mixup) if self.mix else None
+
+    def loss(self, xb: torch.Tensor, stored: torch.Tensor):
+        loss, out = 0.0, None
+        if self.use_kd:
+            out, kd = self._kd(xb, stored)
+            loss = loss + self.w_kd * kd
+        if self.use_vkd:
+            loss = loss + self.w_vkd * self._vkd(xb, stored, out)
+        return loss
+
+    def _kd(self, xb: torch.Tensor, tb: torch.Tensor):
+        xk = xb
+        if self.beta is not None:  # online mixup: the teacher labels the mixed inputs
+            xk = mix_inputs(xb, self.beta.sample((len(xb),)), torch.randperm(len(xb), generator=self.own))
+            with torch.no_grad():
+                tb = self.teacher(self.compute.to(xk)).float()
+        out = self.forward(self.compute.to(xk))
+        return out, kd_loss(out.float(), tb.to(out.device), self.cfg.temperature)
+
+    def _vkd(self, xb: torch.Tensor, stored: torch.Tensor, out):
+        cfg, virtual, noise = self.cfg, self.virtual, self.noise
+        yb = stored.argmax(1)  # the label: the teacher's argmax, stored by synthesis
+        with torch.no_grad():
+            vb = virtual.sample(yb, noise)
+        xv = xb
+        if self.mix and cfg.vkd_mix != "none":  # measured alternatives (docs/benchmarks.md)
+            lam = self.vbeta.sample((len(xb),))
+            pair = _same_label_pairs(yb, self.own) if cfg.vkd_mix == "class" else \
+                torch.randperm(len(xb), generator=self.own)
+            xv = mix_inputs(xb, lam, pair)
+            if cfg.vkd_mix == "pair" and getattr(virtual, "mixed", False):  # learned for mixed labels
+                onehot = F.one_hot(yb, vb.shape[1]).float()
+                with torch.no_grad():
+                    vb = virtual.sample(lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pair], noise)
+            elif cfg.vkd_mix == "pair":  # the two virtual targets mixed with the inputs' weights
+                vb = (lam[:, None] * vb.exp() + (1 - lam[:, None]) * vb[pair].exp()).clamp_min(1e-12).log()
+        # the KD forward is reused when the VKD term sees the same (unmixed) inputs
+        ov = out if (out is not None and xv is xb and self.beta is None) else self.forward(self.compute.to(xv))
+        return soft_kl(ov.float(), vb.to(ov.device), virtual.temperature)
