@@ -78,7 +78,12 @@ def run_real_kd(meta: dict, seed: int) -> dict:
     tr, te = np.load(meta["train"]), np.load(meta["eval"])
     torch.manual_seed(seed)
     np.random.seed(seed)
-    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, teacher.spec.num_params)
+    from dfkd_edge.domain import infer_domain
+
+    domain = infer_domain(teacher, None, seed=seed)  # the student convert builds (an MLP normalises its inputs)
+    torch.manual_seed(seed)
+    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, teacher.spec.num_params,
+                                domain=domain)
     x = tr["x"].astype(np.float32)
     distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed), teacher=teacher)
     with torch.no_grad():

@@ -33,3 +33,31 @@ def test_named_family_and_explicit_width():
 def test_family_must_fit_rank():
     with pytest.raises(UserError, match="conv2d"):
         create_student("mlp", (1, 8, 8), 10, 10_000)
+
+
+def test_mlp_normalises_its_inputs_with_the_teachers_domain_and_int8_leaves_the_raw_input_float(tmp_path):
+    """Features four orders of magnitude apart: the MLP student starts with the domain's fixed
+    per-feature normalisation, rebuilt from its recipe, and int8 never quantizes the raw input."""
+    import numpy as np
+    import onnx
+
+    from dfkd_edge.domain import InputDomain
+    from dfkd_edge.export.onnx_export import export_onnx
+    from dfkd_edge.export.quantize import CalibConfig, quantize_one
+    from dfkd_edge.models.students import build_from_recipe
+
+    mean, std = [0.01, 5.0, 3000.0], [0.002, 1.0, 900.0]
+    m, recipe = create_student("auto", (3,), 2, 100_000, domain=InputDomain(mean, std, source="teacher-bn"))
+    assert recipe["input_norm"] == {"mean": mean, "std": std}
+    rebuilt = build_from_recipe(recipe)
+    rebuilt.load_state_dict(m.state_dict())
+    x = torch.tensor(mean)[None] + torch.randn(64, 3) * torch.tensor(std)
+    m.eval(), rebuilt.eval()
+    assert torch.equal(m(x), rebuilt(x))
+    assert "input_norm" not in create_student("auto", (3,), 2, 100_000, domain=InputDomain([0.0], [1.0]))[1]
+    fp32, int8 = tmp_path / "s.onnx", tmp_path / "s8.onnx"
+    export_onnx(m, (3,), fp32)
+    quantize_one(fp32, int8, x.numpy().astype(np.float32), "qdq-u8s8", CalibConfig())
+    graph = onnx.load(str(int8)).graph
+    first = [n for n in graph.node if graph.input[0].name in n.input]
+    assert first and all(n.op_type != "QuantizeLinear" for n in first)

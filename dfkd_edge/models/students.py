@@ -52,16 +52,31 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-class MLP(nn.Module):
-    def __init__(self, in_features: int, num_classes: int, width: int):
+class InputNorm(nn.Module):
+    """(x - mean) / std per feature, fixed (buffers): the teacher's input domain, so that features of
+    very different scales reach the first layer alike. Exported as Sub and Div, which ONNX Runtime's
+    int8 quantizers leave in float: the raw input is never quantized per tensor."""
+
+    def __init__(self, mean, std) -> None:
         super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, width: int, input_norm: dict | None = None):
+        super().__init__()
+        self.input_norm = InputNorm(input_norm["mean"], input_norm["std"]) if input_norm else nn.Identity()
         self.features = nn.Sequential(
             nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
             nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(width, num_classes)
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(self.input_norm(x)))
 
 
 @register_model
@@ -77,9 +92,9 @@ def conv1d(input_shape, num_classes, width=16):
 
 
 @register_model
-def mlp(input_shape, num_classes, width=64):
+def mlp(input_shape, num_classes, width=64, input_norm=None):
     (f,) = input_shape
-    return MLP(f, num_classes, width)
+    return MLP(f, num_classes, width, input_norm)
 
 
 #: family by input rank (without batch)
@@ -102,8 +117,12 @@ def auto_student(input_shape, num_classes, teacher_params: int, budget: float = 
 
 
 def create_student(name: str, input_shape, num_classes: int, teacher_params: int,
-                   width: int | None = None) -> tuple[nn.Module, dict]:
-    """Build a student by name ('auto', 'conv2d', 'conv1d', 'mlp'); returns it and its recipe."""
+                   width: int | None = None, domain=None) -> tuple[nn.Module, dict]:
+    """Build a student by name ('auto', 'conv2d', 'conv1d', 'mlp'); returns it and its recipe.
+
+    An MLP (feature vectors, whose features may differ in scale by orders of magnitude) starts
+    with the teacher's input ``domain`` as a fixed per-feature normalisation when one was given or
+    read (not when N(0, 1) was assumed)."""
     rank = len(input_shape)
     if name == "auto":
         family, auto_w = auto_student(input_shape, num_classes, teacher_params)
@@ -117,12 +136,27 @@ def create_student(name: str, input_shape, num_classes: int, teacher_params: int
                             f"use {STUDENT_FAMILIES[rank]} or auto")
         width = width or auto_student(input_shape, num_classes, teacher_params)[1]
     recipe = {"name": family, "input_shape": list(input_shape), "num_classes": num_classes, "width": int(width)}
+    norm = _input_norm(domain, input_shape) if family == "mlp" else None
+    if norm:
+        recipe["input_norm"] = norm
     torch.manual_seed(0)  # the caller re-seeds; this keeps construction itself deterministic
     return build_from_recipe(recipe), recipe
 
 
+def _input_norm(domain, input_shape) -> dict | None:
+    if domain is None or domain.source == "assumed" or domain.mean is None:
+        return None
+    (f,) = input_shape
+    mean, std = list(domain.mean), list(domain.std)
+    if len(mean) == 1:
+        mean, std = mean * f, std * f
+    if len(mean) != f:
+        return None
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
 def build_from_recipe(recipe: dict) -> nn.Module:
     """The student a recipe describes (multi-header students add headers, aggregation, family)."""
-    extra = {k: recipe[k] for k in ("headers", "aggregation", "family") if k in recipe}
+    extra = {k: recipe[k] for k in ("headers", "aggregation", "family", "input_norm") if k in recipe}
     return create_model(recipe["name"], input_shape=tuple(recipe["input_shape"]),
                         num_classes=recipe["num_classes"], width=recipe["width"], **extra)

@@ -64,7 +64,7 @@ class Inspect(Stage):
                 _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
             # the student is chosen (and validated) before minutes of synthesis, built later
             _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, s.spec.num_params,
-                                         cfg.width)
+                                         cfg.width, None if s.multi else s.teacher.domain)
             s.few_shot = None
             if cfg.more_teachers:
                 s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
