@@ -200,7 +200,8 @@ def _spearman(a, b) -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Methods x zoo teachers (see the module docstring).")
     ap.add_argument("--teachers", nargs="*", default=[e.name for e in zoo.ENTRIES])
-    ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS))
+    ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS) + ["real-kd"],
+                    help="convert methods; real-kd: only the real-data KD baseline (with --no-baselines)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--multi", action="store_true", help="run the multi-teacher sets instead")
     ap.add_argument("--sets", nargs="*", default=list(zoo.MULTI), help="with --multi: which sets")

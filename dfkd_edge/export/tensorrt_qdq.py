@@ -84,6 +84,18 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
     if opset < 13:
         out.append(f"opset {opset} < 13: per-channel Q/DQ needs opset 13")
     producer = {o: n for n in g.node for o in n.output}
+    weight_dq, float_layers = _check_layers(g, producer, out)
+    if not any(n.op_type == "QuantizeLinear" for n in g.node):
+        out.append("no QuantizeLinear/DequantizeLinear nodes: the model is not explicitly quantized")
+    if float_layers and len(float_layers) == sum(n.op_type in QUANTIZABLE for n in g.node):
+        out.append("no Conv/Gemm/MatMul reads its inputs through DequantizeLinear: nothing runs in int8")
+    _check_qdq_nodes(g, producer, weight_dq, out)
+    return out
+
+
+def _check_layers(g, producer: dict, out: list[str]) -> tuple[dict[str, int], list[str]]:
+    """The quantized layers' inputs, weights and bias (appends to ``out``); the weight Q/DQ nodes with
+    their expected axis, and the float layers."""
     weights = {i.name for i in g.initializer}
     weight_dq: dict[str, int] = {}  # DQ node name -> expected axis, from the layers they feed
     float_layers: list[str] = []
@@ -120,10 +132,12 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
             b = producer.get(n.input[2])
             if b is not None and b.op_type == "DequantizeLinear":
                 out.append(f"{n.name}: bias is quantized (TensorRT keeps bias in float)")
-    if not any(n.op_type == "QuantizeLinear" for n in g.node):
-        out.append("no QuantizeLinear/DequantizeLinear nodes: the model is not explicitly quantized")
-    if float_layers and len(float_layers) == sum(n.op_type in QUANTIZABLE for n in g.node):
-        out.append("no Conv/Gemm/MatMul reads its inputs through DequantizeLinear: nothing runs in int8")
+    return weight_dq, float_layers
+
+
+def _check_qdq_nodes(g, producer: dict, weight_dq: dict[str, int], out: list[str]) -> None:
+    """Each Q/DQ node: constant positive scale, int8 zero point 0, per-channel weights on the right axis,
+    per-tensor activations, no DQ feeding a DQ (appends to ``out``)."""
     for n in g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -148,7 +162,6 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
             p = producer.get(n.input[0])
             if p is not None and p.op_type == "DequantizeLinear":
                 out.append(f"{n.name}: DequantizeLinear fed by DequantizeLinear")
-    return out
 
 
 def tensor_amax(fp32_path: str | Path, calib_x: np.ndarray, batch: int = 64) -> dict[str, float]:

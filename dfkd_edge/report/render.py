@@ -226,6 +226,12 @@ def _domain_text(t: dict) -> str:
 
 
 def sections(report: dict) -> list[Block]:
+    """The report as blocks, in reading order (rendered to Markdown and HTML alike)."""
+    trt = (report.get("targets") or {}).get("tensorrt")
+    return _summary_blocks(report) + _trt_blocks(trt) + _latency_blocks(report) + _file_blocks(report, trt)
+
+
+def _summary_blocks(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
     calib = report["calibration"]
@@ -257,13 +263,22 @@ def sections(report: dict) -> list[Block]:
         b.append(Block("table", header=["signal", "value", "bounds"], rows=_signal_rows(report["quality"])))
     b += _multi_teacher_blocks(report.get("multi_teacher"), acc["dataset"])
     b += _distillation_blocks(report.get("distillation") or {}, acc["dataset"])
-    trt = (report.get("targets") or {}).get("tensorrt")
+    return b
+
+
+def _trt_blocks(trt: dict | None) -> list[Block]:
+    b = []
     if trt:
         b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): top-1 agreement "
                             f"with fp32 {_pct(trt['qdq_agreement_with_fp32'])} on {trt['agreement_samples']} held-out "
                             f"synthetic samples, measured with {trt['agreement_measured_with']}; TensorRT Q/DQ "
                             f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."
                             + _trt_guard_line(trt.get("guardrail") or {})))
+    return b
+
+
+def _latency_blocks(report: dict) -> list[Block]:
+    b = []
     b.append(Block("h2", "Latency"))
     b.append(Block("img", "latency.png"))
     for device, kind, rs in _latency_groups(report["latency"]):
@@ -286,6 +301,12 @@ def sections(report: dict) -> list[Block]:
                                                                  est["peak_ops_per_s"].items())
                                + ". p90/p99 are not estimated. Figures and sources: `dfkd-edge targets show "
                                f"{device}`."))
+    return b
+
+
+def _file_blocks(report: dict, trt: dict | None) -> list[Block]:
+    calib = report["calibration"]
+    b = []
     b.append(Block("h2", "Accuracy and latency"))
     b.append(Block("img", "accuracy_latency.png"))
     sizes = report.get("model_sizes") or {}
