@@ -192,11 +192,18 @@ class Synthesizer:
         keep = not stream and not dist.enabled
         done, xs = self._resume_checkpoints(checkpoint_dir, batches, mine, keep=keep)
         self.samples_done = sum(batches[i] for i in mine[:done])
+        self._draw(batches, mine[done:], done, xs if keep else None, checkpoint_dir, progress, dist)
+        return self._assemble(batches, holdout, checkpoint_dir, out_path, xs if keep else None, dist)
+
+    def _draw(self, batches: list[int], todo: list[int], done: int, xs: list | None, checkpoint_dir,
+              progress: Progress, dist) -> None:
+        """Draw the batches ``todo`` (``done`` are finished), checkpointing each; kept in ``xs`` if given."""
+        total = sum(batches)
         what = f"synthesis ({self.name}, {total} samples" + (f", rank {dist.rank} of {dist.world})" if dist.enabled
                                                              else ")")
-        with progress.task(what, total=len(mine) * self.steps_per_batch()) as task:
+        with progress.task(what, total=(done + len(todo)) * self.steps_per_batch()) as task:
             task.advance(done * self.steps_per_batch())
-            for i in mine[done:]:
+            for i in todo:
                 x = self.sample(batches[i], task=task).detach().cpu()
                 self.samples_done += batches[i]
                 if checkpoint_dir is not None:
@@ -204,8 +211,13 @@ class Synthesizer:
 
                     atomic_savez(self._checkpoint(checkpoint_dir, i), x=x.numpy(),
                                  rng=self.generator.get_state().numpy())
-                if keep:
+                if xs is not None:
                     xs.append(x)
+
+    def _assemble(self, batches: list[int], holdout: int, checkpoint_dir, out_path, xs: list | None, dist):
+        """The held-out mask, the batches in order (gathered from every rank), labelled: in memory or
+        streamed to ``out_path``; None on a follower rank."""
+        total = sum(batches)
         mask = np.zeros(total, dtype=bool)
         if holdout and dist.is_leader:
             idx = torch.randperm(total, generator=self.generator)[:holdout].numpy()
@@ -223,9 +235,9 @@ class Synthesizer:
                 return None
         else:
             ordered = (load(i) for i in range(len(batches)))
-        if stream:
+        if out_path is not None:
             return self._stream(out_path, ordered, sum(batches), mask)
-        x = torch.cat(xs, 0) if keep else torch.from_numpy(np.concatenate(list(ordered)))
+        x = torch.cat(xs, 0) if xs is not None else torch.from_numpy(np.concatenate(list(ordered)))
         logits = self._label(x)
         return TransferSet(x.numpy().astype(np.float32), logits, mask, self.name)
 
