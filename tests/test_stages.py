@@ -212,3 +212,10 @@ def test_distillation_continues_from_its_epoch_checkpoint(tmp_path):
     assert h_resumed["loss"] == h_whole["loss"]
     sw, sr = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(sw[k], sr[k]) for k in sw)
+
+
+def test_synthesize_refuses_a_missing_teacher_and_an_earlier_run(cli, tmp_path, synthesized, toy_teachers):
+    code, _, err = cli("synthesize", tmp_path / "missing.pt", "--out", tmp_path / "o")
+    assert code == 2 and "missing.pt" in err
+    code, _, err = cli("synthesize", toy_teachers["signal"]["teacher"], "--input-shape", "1,40", "--out", synthesized)
+    assert code == 2 and "already holds a dfkd-edge run" in err and "--resume" in err
