@@ -41,6 +41,9 @@ STUDENT = [
     click.option("--batch-size", default=128, show_default=True, help="Distillation batch size."),
     click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
     click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
+    click.option("--shift/--no-shift", default=True, show_default=True,
+                 help="Images, with online mixup: move each mixed input by up to 1/8 of its size (the teacher "
+                      "labels it)."),
     click.option("--distill", "distill_mode", type=click.Choice(["kd", "vkd", "kd+vkd"]), default="kd",
                  show_default=True,
                  help="Soft targets: kd (the teacher), vkd (a class-conditional virtual generator trained on the "
@@ -134,7 +137,7 @@ def config_from_options(teachers, **o) -> ConvertConfig:
     from dfkd_edge.teacher import parse_input_shape
 
     kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
-                  mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
+                  shift=o.get("shift", True), mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
     if o.get("int8_format", "auto") != "auto":
         calib.formats = (o["int8_format"],)
@@ -153,7 +156,8 @@ def config_from_options(teachers, **o) -> ConvertConfig:
 
 _FIELDS = {"latency_budget": "latency_budget_s", "compile_": "compile"}  # option -> ConvertConfig field
 _NESTED = {"epochs": ("kd", "epochs"), "batch_size": ("kd", "batch_size"), "temperature": ("kd", "temperature"),
-           "mixup": ("kd", "mixup"), "distill_mode": ("kd", "mode"), "vkd_weight": ("kd", "vkd_weight"),
+           "mixup": ("kd", "mixup"), "shift": ("kd", "shift"), "distill_mode": ("kd", "mode"),
+           "vkd_weight": ("kd", "vkd_weight"),
            "vkd_epochs": ("vkd", "epochs"), "calib_samples": ("calib", "samples"), "calib_method": ("calib", "method")}
 
 

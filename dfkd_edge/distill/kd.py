@@ -2,8 +2,8 @@
 
 The student matches the teacher's temperature-softened distribution:
 ``T^2 * KL(softmax(t/T) || softmax(s/T))``. With ``mixup > 0`` (default), each batch also
-mixes pairs of synthetic samples (Beta(mixup, mixup) weights) and asks the teacher for the
-mixed samples' logits online: the transfer set is small and synthetic, and mixing covers the
+mixes pairs of synthetic samples (Beta(mixup, mixup) weights), moves each image by a few positions
+(``shift``), and asks the teacher for their logits online: the transfer set is small and synthetic, and mixing covers the
 space between its points (as Fast-Datafree and others do). ``mixup = 0`` trains on the stored
 logits alone and never runs the teacher.
 
@@ -38,6 +38,7 @@ class KDConfig(TrainConfig):
     mode: str = "kd"  # kd | vkd | kd+vkd (DISTILL_MODES)
     vkd_weight: float = 0.5  # kd+vkd only: the VKD term's share of the loss
     vkd_mix: str = "none"  # the VKD term's inputs: none (as stored) | pair (mixup, targets mixed) | class
+    shift: bool = True  # images, with online mixup: each mixed input also moved by up to 1/8 of its size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,6 +189,20 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     return {"loss": history}
 
 
+def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each sample moved by a random whole number of positions (up to 1/8 of each spatial size, at
+    least 1) along every spatial axis, edges replicated. The transfer set is a few thousand inverted
+    samples; moved copies labelled by the teacher online cover positions the inversion did not."""
+    spatial = x.shape[2:]
+    pads = [max(1, round(n / 8)) for n in spatial]
+    padded = F.pad(x, [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")
+    offs = [torch.randint(0, 2 * p + 1, (len(x),), generator=gen) for p in pads]
+    out = torch.empty_like(x)
+    for i in range(len(x)):
+        out[i] = padded[(i, slice(None)) + tuple(slice(int(o[i]), int(o[i]) + n) for o, n in zip(offs, spatial))]
+    return out
+
+
 class _Terms:
     """The loss of one batch: the KD term (online mixup labelled by the teacher) and the VKD term
     (virtual targets for the stored labels), weighted by the mode."""
@@ -215,6 +230,8 @@ class _Terms:
         xk = xb
         if self.beta is not None:  # online mixup: the teacher labels the mixed inputs
             xk = mix_inputs(xb, self.beta.sample((len(xb),)), torch.randperm(len(xb), generator=self.own))
+            if self.cfg.shift and xk.dim() == 4:  # the teacher labels the moved inputs too
+                xk = _shift(xk, self.own)
             with torch.no_grad():
                 tb = self.teacher(self.compute.to(xk)).float()
         out = self.forward(self.compute.to(xk))
