@@ -167,7 +167,7 @@ class Stage:
     ``prepare`` sets up what the key needs (it runs whether or not the stage is skipped); ``run``
     does the work and writes ``writes``; ``load`` reads its outputs into the state for the stages
     after it (after ``run`` or in place of it). ``always`` stages have no key and run every time
-    (``inspect``, ``evaluate``, ``report``); ``distributed`` ones run on every torchrun rank."""
+    (``evaluate``, ``report``); ``distributed`` ones run on every torchrun rank."""
 
     name = ""
     command = ""  # the CLI command that runs it (dfkd-edge COMMAND DIR)
@@ -204,7 +204,9 @@ class Stage:
         return {}
 
     def hint(self, out) -> str:
-        """The command that runs this stage in ``out``."""
+        """The command that runs this stage in ``out`` (synthesize starts a run: it takes the teacher)."""
+        if self.command == "synthesize":
+            return f"dfkd-edge synthesize TEACHER --out {out} --resume"
         return f"dfkd-edge {self.command} {out}"
 
 

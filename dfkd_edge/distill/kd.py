@@ -190,17 +190,17 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each sample moved by a random whole number of positions (up to 1/8 of each spatial size, at
-    least 1) along every spatial axis, edges replicated. The transfer set is a few thousand inverted
-    samples; moved copies labelled by the teacher online cover positions the inversion did not."""
-    spatial = x.shape[2:]
-    pads = [max(1, round(n / 8)) for n in spatial]
-    padded = F.pad(x, [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")
-    offs = [torch.randint(0, 2 * p + 1, (len(x),), generator=gen) for p in pads]
-    out = torch.empty_like(x)
-    for i in range(len(x)):
-        out[i] = padded[(i, slice(None)) + tuple(slice(int(o[i]), int(o[i]) + n) for o, n in zip(offs, spatial))]
-    return out
+    """Each image (N, C, H, W) moved by a random whole number of positions (up to 1/8 of each side, at
+    least 1) along both axes, edges replicated. The transfer set is a few thousand inverted samples;
+    moved copies labelled by the teacher online cover positions the inversion did not."""
+    n, c, h, w = x.shape
+    ph, pw = max(1, round(h / 8)), max(1, round(w / 8))
+    padded = F.pad(x, [pw, pw, ph, ph], mode="replicate")
+    oy = torch.randint(0, 2 * ph + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pw + 1, (n,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
 class _Terms:

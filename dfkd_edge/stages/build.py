@@ -5,7 +5,6 @@ Engines are built on the device (TensorRT engines are not portable)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -48,10 +47,6 @@ class Build(Stage):
     def writes(self, s) -> list[str]:
         return s.built
 
-    def prepare(self, s) -> None:
-        s.built = json.loads(s.run.path(TARGETS_JSON).read_text()).get("written", []) \
-            if s.run.path(TARGETS_JSON).is_file() else []
-
     def run(self, s) -> None:
         calib_x = calibration_subset(s.x_train, s.cfg.calib.samples, s.cfg.seed)
         s.built = write_tensorrt_artifacts(s.run, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
@@ -85,7 +80,7 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
     doc.update(calibration_caches=caches, calibration_samples=int(len(calib_x)),
                build_scripts={p.name: build_script_name(p.name) for p in profiles})
     written.append(TARGETS_JSON)
-    atomic_write_json(run.path(TARGETS_JSON), {"tensorrt": doc, "written": written})
+    atomic_write_json(run.path(TARGETS_JSON), {"tensorrt": doc})
     return written
 
 

@@ -31,9 +31,6 @@ class Inspect(Stage):
                 s.eval_xy = load_eval_data(s.cfg.eval_data, s.teacher.spec.input_shape, s.teacher.spec.num_classes)
         s.spec = s.teacher.spec
 
-    def hint(self, out) -> str:
-        return f"dfkd-edge synthesize TEACHER --out {out} --resume"
-
     def params(self, s) -> dict:
         c = s.cfg
         return {"input_shape": c.input_shape, "factory": c.factory, "input_range": c.input_range,

@@ -41,9 +41,6 @@ class Synthesize(Stage):
             log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD "
                         "use the GPU)", s.method)
 
-    def hint(self, out) -> str:
-        return f"dfkd-edge synthesize TEACHER --out {out} --resume"
-
     def params(self, s) -> dict:
         return {**s.synth_cfg, "student": s.recipe if s.synth.needs_student else None, **scale_key(s)}
 
