@@ -37,15 +37,18 @@ METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},
+    "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set
 }
 
 
 def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None, **opts):
-    from dfkd_edge.distill import KDConfig
     from dfkd_edge.config import ConvertConfig
+    from dfkd_edge.distill import KDConfig
+    from dfkd_edge.distill.vkd import VKDConfig
 
     teachers = teachers or [meta]
     kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
+    opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", "virtual"))
     return ConvertConfig(teacher=teachers[0]["teacher"], more_teachers=tuple(t["teacher"] for t in teachers[1:]),
                          out=str(out), input_shape=tuple(meta["input_shape"]), factory=meta.get("factory"),
                          eval_data=meta["eval"], seed=seed, kd=kd, latency_budget_s=0.05, force=True, **opts)

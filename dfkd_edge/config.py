@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from dfkd_edge.compute import Compute, resolve as resolve_compute
 from dfkd_edge.distill import KDConfig
 from dfkd_edge.distill.kd import check_mode
-from dfkd_edge.distill.vkd import VKDConfig
+from dfkd_edge.distill.vkd import VKD_TRANSFERS, VKDConfig
 from dfkd_edge.distributed import Dist
 from dfkd_edge.errors import UserError, require_positive
 from dfkd_edge.export.quantize import CalibConfig
@@ -110,6 +110,8 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
 
     method = resolve_method(cfg.method)  # UserError on an unknown name
     check_mode(cfg.kd)
+    if cfg.vkd.transfer not in VKD_TRANSFERS:
+        raise UserError(f"--vkd-transfer must be one of {', '.join(VKD_TRANSFERS)}, got {cfg.vkd.transfer!r}")
     cfg.compute(dist or Dist())  # UserError for a device or precision this machine cannot give
     if dist is not None and dist.enabled:
         from dfkd_edge.synthesis import METHODS

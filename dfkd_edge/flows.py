@@ -2,7 +2,7 @@
 
 ``convert`` is every stage in a row:
 
-inspect -> synthesize -> [aggregate] -> [virtual] -> distill -> [distill-kd-baseline] -> export ->
+inspect -> synthesize -> [aggregate] -> [virtual] -> [virtual-set] -> distill -> [distill-kd-baseline] -> export ->
 calibrate -> [build] -> profile -> evaluate -> report
 
 A stage command (``dfkd-edge synthesize | distill | export | calibrate | build | report``) runs
@@ -37,9 +37,9 @@ from dfkd_edge.stages.inspect import Inspect, set_domain
 from dfkd_edge.stages.profile import Profile
 from dfkd_edge.stages.report import Report
 from dfkd_edge.stages.synthesize import Synthesize
-from dfkd_edge.stages.virtual import Virtual
+from dfkd_edge.stages.virtual import Virtual, VirtualSet
 
-CONVERT = [Inspect(), Synthesize(), Aggregate(), Virtual(), Distill(), DistillKDBaseline(), Export(), Calibrate(),
+CONVERT = [Inspect(), Synthesize(), Aggregate(), Virtual(), VirtualSet(), Distill(), DistillKDBaseline(), Export(), Calibrate(),
            Build(), Profile(), Evaluate(), Report()]
 COMMANDS = ("synthesize", "distill", "export", "calibrate", "build", "report")  # in the flow's order
 

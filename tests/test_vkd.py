@@ -15,6 +15,7 @@ from dfkd_edge.distill.vkd import (SelfDistillConfig, VirtualGenerator, VKDConfi
                                    save_virtual_generator, soft_kl)
 from dfkd_edge.errors import UserError
 from dfkd_edge.models import create_model
+from dfkd_edge.synthesis.virtual_target import VirtualTargetSynthesizer
 from dfkd_edge.teacher import load_teacher
 
 
@@ -61,6 +62,24 @@ def test_generator_file_round_trips_and_bad_files_are_refused(trained_generator,
     (tmp_path / "bad.pt").write_bytes(b"not a generator")
     with pytest.raises(UserError, match="not a dfkd-edge virtual generator"):
         load_virtual_generator(tmp_path / "bad.pt")
+
+
+def test_virtual_set_reproduces_the_generators_draws(trained_generator):
+    teacher = load_teacher(builtin_teacher_path())
+    synth = VirtualTargetSynthesizer(teacher, trained_generator, iterations=60, batch_size=64, seed=0)
+    drawn = []
+    context = synth.batch_context
+    synth.batch_context = lambda n: drawn.append(context(n)) or drawn[-1]
+    x = synth.sample(64)
+    target = drawn[0]  # temperature 1: sharpened from the generator's softened draws
+    assert torch.allclose(target.sum(1), torch.ones(64), atol=1e-5)
+    assert sorted(np.bincount(target.argmax(1).numpy(), minlength=10)) == [6] * 6 + [7] * 4  # balanced labels
+
+    def kl(inputs):
+        return float(F.kl_div(F.log_softmax(teacher.logits(inputs), 1), target, reduction="batchmean"))
+
+    assert kl(x) < 0.5 * kl(torch.rand(64, 1, 8, 8) * 2 - 1)
+    assert (teacher.logits(x).argmax(1) == target.argmax(1)).float().mean() > 0.9
 
 
 def test_losses():
@@ -165,6 +184,10 @@ def test_convert_with_vkd_reports_generator_and_plain_kd(cli, tmp_path, digits_t
     assert set(d["virtual_generator"]["fidelity"]) >= {"class_kl", "sample_kl", "label_agreement"}
     assert d["comparison"]["vkd"]["accuracy"] is not None and d["comparison"]["kd"]["file"] == "student_kd_baseline.pt"
     assert {"virtual_generator.pt", "virtual_generator.json", "student_kd_baseline.pt"} <= set(r["artifacts"])
+    # the VKD student learned on a second set, synthesized for the generator's targets
+    assert d["inputs"] == {"file": "virtual_set.npz", "samples": 128, "made_for": "the virtual generator's targets"}
+    assert read_json(tmp_path / "o/manifest.json")["stages"]["distill"]["reads"][:2] == ["transfer_set.npz",
+                                                                                        "virtual_set.npz"]
     assert read_json(tmp_path / "o/manifest.json")["config"]["kd"]["mode"] == "vkd"
     assert "virtual generator" in out.lower() and "plain KD" in out
     assert isinstance(r["quality"]["signals"]["baseline_gap"], float)  # the verdict compares the two students
@@ -172,11 +195,12 @@ def test_convert_with_vkd_reports_generator_and_plain_kd(cli, tmp_path, digits_t
 
 def test_convert_kd_plus_vkd_without_comparison(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, *FAST, "--distill", "kd+vkd", "--vkd-weight", "0.3",
-                       "--vkd-epochs", "2", "--no-compare-kd", "--out", tmp_path / "o")
+                       "--vkd-epochs", "2", "--no-compare-kd", "--vkd-transfer", "inverted", "--out", tmp_path / "o")
     assert code == 0, err
     d = read_json(tmp_path / "o/report.json")["distillation"]
     assert d["weights"] == {"kd": 0.7, "vkd": 0.3} and d["comparison"] is None
     assert not (tmp_path / "o/student_kd_baseline.pt").exists()
+    assert d["inputs"]["file"] == "transfer_set.npz" and not (tmp_path / "o/virtual_set.npz").exists()
 
 
 def test_default_distillation_is_plain_kd(cli, tmp_path, digits_teacher):
@@ -191,6 +215,7 @@ def test_default_distillation_is_plain_kd(cli, tmp_path, digits_teacher):
     (["--distill", "kd+vkd", "--vkd-weight", "1.5"], "--vkd-weight"),
     (["--distill", "vkd", "--vkd-epochs", "0"], "--vkd-epochs"),
     (["--distill", "vkd", "--method", "adversarial"], "trains the student during synthesis"),
+    (["--distill", "vkd", "--vkd-transfer", "real"], "--vkd-transfer"),
 ])
 def test_bad_distill_options_exit_2(cli, tmp_path, digits_teacher, args, needle):
     code, _, err = cli("convert", digits_teacher, *FAST, *args, "--out", tmp_path / "o")
@@ -270,6 +295,7 @@ def test_vkd_run_resumes_without_retraining(cli, tmp_path, digits_teacher):
     stages = read_json(tmp_path / "o/manifest.json")["stages"]
     assert not stages["virtual"].get("resumed") and not stages["distill"].get("resumed")
     assert stages["distill-kd-baseline"].get("resumed")  # plain KD does not depend on the generator
+    assert not stages["virtual-set"].get("resumed")  # synthesized for the new generator's targets
 
 
 def test_generator_takes_label_distributions_and_learns_mixed_pairs(tmp_path):

@@ -134,18 +134,22 @@ def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
                               f"KL {f['sample_kl']:.3f} (a fixed class-mean target: {f['sample_kl_class_mean']:.3f}); "
                               f"argmax = label for {_pct(f['label_agreement'])} of noise draws; mean entropy "
                               f"{f['entropy_generator']:.3f} vs the teacher's {f['entropy_teacher']:.3f} nats."))
+    i = d.get("inputs")
+    if i:
+        out.append(Block("p", f"The student's inputs: `{i['file']}`, {i['samples']:,} samples synthesized for "
+                              f"{i['made_for']}."))
     c = d.get("comparison")
     if c:
         out.append(Block("table", header=["student (PyTorch fp32)", f"accuracy ({dataset or 'no eval data'})",
                                           "fidelity to teacher (held-out synthetic)"],
                          rows=[[f"{d['mode']} (this run)", _pct(c[d['mode']]["accuracy"]),
                                 _pct(c[d['mode']]["fidelity"])],
-                               [f"plain KD, same transfer set (`{c['kd']['file']}`)", _pct(c["kd"]["accuracy"]),
+                               [f"plain KD, transfer set (`{c['kd']['file']}`)", _pct(c["kd"]["accuracy"]),
                                 _pct(c["kd"]["fidelity"])]]))
         basis = "accuracy" if c["kd"]["accuracy"] is not None else "fidelity"
         gap = c["kd"][basis] - c[d["mode"]][basis]
         if gap > 0.01:
-            out.append(Block("p", f"Plain KD from the same transfer set scored {100 * gap:.1f} points higher "
+            out.append(Block("p", f"Plain KD from the transfer set scored {100 * gap:.1f} points higher "
                                   f"({basis}); unless the teacher cannot run where the student trains, convert "
                                   "again with `--distill kd`."))
     return out

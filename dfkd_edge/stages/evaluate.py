@@ -17,7 +17,9 @@ from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.quality import assess
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
-from dfkd_edge.stages.files import KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, VIRTUAL_JSON, VIRTUAL_PT
+from dfkd_edge.stages.files import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
+                                    VIRTUAL_PT, VIRTUAL_SET)
+from dfkd_edge.synthesis.store import TransferSetFile
 
 
 class Evaluate(Stage):
@@ -111,12 +113,22 @@ def distillation_summary(run, student: torch.nn.Module, x_hold: np.ndarray, l_ho
         doc["virtual_generator"] = {"file": VIRTUAL_PT, "fidelity": vdoc["fidelity"], "config": vdoc["config"],
                                     "parameters": count_params(load_virtual_generator(run.path(VIRTUAL_PT))),
                                     "size_bytes": run.path(VIRTUAL_PT).stat().st_size}
+        doc["inputs"] = _inputs(run)
         if baseline is not None:
-            doc["comparison"] = {"measured_with": "PyTorch fp32, same student, transfer set and seed",
+            doc["comparison"] = {"measured_with": "PyTorch fp32, same student and seed; plain KD from the transfer set",
                                  kd.mode: _torch_quality(student, x_hold, l_hold, eval_xy),
                                  "kd": {**_torch_quality(baseline, x_hold, l_hold, eval_xy),
                                         "file": KD_BASELINE_PT}}
     return doc
+
+
+def _inputs(run) -> dict:
+    """Where the VKD student's inputs came from."""
+    if run.cfg.vkd.transfer == "virtual":
+        return {"file": VIRTUAL_SET, "samples": len(TransferSetFile(run.path(VIRTUAL_SET))),
+                "made_for": "the virtual generator's targets"}
+    return {"file": TRANSFER_SET, "samples": len(TransferSetFile(run.path(TRANSFER_SET)).train_idx),
+            "made_for": "the transfer set the generator learned from"}
 
 
 def evaluate(teacher, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy,

@@ -11,6 +11,7 @@ LATENCY_JSON = "latency.json"
 ONNX_TRT_QDQ, ONNX_FP16 = "student_trt_qdq.onnx", "student_fp16.onnx"
 TARGETS_JSON = "targets.json"
 VIRTUAL_PT, VIRTUAL_JSON = "virtual_generator.pt", "virtual_generator.json"  # --distill vkd | kd+vkd
+VIRTUAL_SET = "virtual_set.npz"  # --distill vkd | kd+vkd, --vkd-transfer virtual: the student's inputs
 KD_BASELINE_PT = "student_kd_baseline.pt"  # plain KD from the same transfer set, for the comparison
 HEADERS_PT, HEADERS_JSON = "student_headers.pt", "student_headers.json"  # several teachers: before aggregation
 AGGREGATION_JSON = "aggregation.json"  # several teachers: mean, or attention trained on --few-shot-data
