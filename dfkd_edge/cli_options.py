@@ -42,7 +42,7 @@ STUDENT = [
     click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
     click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
     click.option("--shift/--no-shift", default=True, show_default=True,
-                 help="Images, with online mixup: move each mixed input by up to 1/8 of its size (the teacher "
+                 help="Images and signals, with online mixup: move each mixed input by up to 1/8 of its size (the teacher "
                       "labels it)."),
     click.option("--distill", "distill_mode", type=click.Choice(["kd", "vkd", "kd+vkd"]), default="kd",
                  show_default=True,

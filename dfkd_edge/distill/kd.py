@@ -2,7 +2,7 @@
 
 The student matches the teacher's temperature-softened distribution:
 ``T^2 * KL(softmax(t/T) || softmax(s/T))``. With ``mixup > 0`` (default), each batch also
-mixes pairs of synthetic samples (Beta(mixup, mixup) weights), moves each image by a few positions
+mixes pairs of synthetic samples (Beta(mixup, mixup) weights), moves each image or signal by a few positions
 (``shift``), and asks the teacher for their logits online: the transfer set is small and synthetic, and mixing covers the
 space between its points (as Fast-Datafree and others do). ``mixup = 0`` trains on the stored
 logits alone and never runs the teacher.
@@ -38,7 +38,7 @@ class KDConfig(TrainConfig):
     mode: str = "kd"  # kd | vkd | kd+vkd (DISTILL_MODES)
     vkd_weight: float = 0.5  # kd+vkd only: the VKD term's share of the loss
     vkd_mix: str = "none"  # the VKD term's inputs: none (as stored) | pair (mixup, targets mixed) | class
-    shift: bool = True  # images, with online mixup: each mixed input also moved by up to 1/8 of its size
+    shift: bool = True  # images and signals, with online mixup: each mixed input also moved by up to 1/8 of its size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,17 +190,21 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each image (N, C, H, W) moved by a random whole number of positions (up to 1/8 of each side, at
-    least 1) along both axes, edges replicated. The transfer set is a few thousand inverted samples;
-    moved copies labelled by the teacher online cover positions the inversion did not."""
-    n, c, h, w = x.shape
-    ph, pw = max(1, round(h / 8)), max(1, round(w / 8))
-    padded = F.pad(x, [pw, pw, ph, ph], mode="replicate")
-    oy = torch.randint(0, 2 * ph + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * pw + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    """Each sample (N, C, *spatial) moved by a random whole number of positions (up to 1/8 of each
+    spatial size, at least 1) along every spatial axis, edges replicated. The transfer set is a few
+    thousand inverted samples; moved copies labelled by the teacher online cover positions the
+    inversion did not."""
+    n, c, *spatial = x.shape
+    ones = [1] * len(spatial)
+    pads = [max(1, round(size / 8)) for size in spatial]
+    padded = F.pad(x, [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")
+    index = [torch.arange(n).view(n, 1, *ones), torch.arange(c).view(1, c, *ones)]
+    for axis, (size, pad) in enumerate(zip(spatial, pads)):
+        offset = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        shape = [n, 1, *ones]
+        shape[2 + axis] = size
+        index.append((offset[:, None] + torch.arange(size)).view(shape))
+    return padded[tuple(index)]
 
 
 class _Terms:
@@ -230,7 +234,7 @@ class _Terms:
         xk = xb
         if self.beta is not None:  # online mixup: the teacher labels the mixed inputs
             xk = mix_inputs(xb, self.beta.sample((len(xb),)), torch.randperm(len(xb), generator=self.own))
-            if self.cfg.shift and xk.dim() == 4:  # the teacher labels the moved inputs too
+            if self.cfg.shift and xk.dim() >= 3:  # the teacher labels the moved inputs too
                 xk = _shift(xk, self.own)
             with torch.no_grad():
                 tb = self.teacher(self.compute.to(xk)).float()
