@@ -216,8 +216,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
-        rows = {}  # a run repeated in a later file (by name) replaces the earlier one
-        for f in sorted(results.parent.glob("results*.jsonl")):
+        rows = {}  # a run repeated in a file written later replaces the earlier one (the newer code's)
+        for f in sorted(results.parent.glob("results*.jsonl"), key=lambda f: f.stat().st_mtime):
             rows.update({(r["teacher"], r["method"], r["seed"]): r for r in load_results(f)})
         print_tables(list(rows.values()))
         print_multi(list(rows.values()))
