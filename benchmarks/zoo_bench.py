@@ -36,8 +36,9 @@ DEFAULT_RESULTS = HERE / ".zoo" / "results.jsonl"
 METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
-    "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},
+    "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set
+    "vkd-virtual": {"kd_mode": "vkd", "vkd_transfer": "virtual"},  # on a set synthesized for its targets
 }
 
 
@@ -48,7 +49,7 @@ def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None
 
     teachers = teachers or [meta]
     kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
-    opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", "virtual"))
+    opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", "inverted"))
     return ConvertConfig(teacher=teachers[0]["teacher"], more_teachers=tuple(t["teacher"] for t in teachers[1:]),
                          out=str(out), input_shape=tuple(meta["input_shape"]), factory=meta.get("factory"),
                          eval_data=meta["eval"], seed=seed, kd=kd, latency_budget_s=0.05, force=True, **opts)

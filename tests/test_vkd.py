@@ -175,7 +175,7 @@ def test_collaborative_peers_and_self_distillation_train():
 
 def test_convert_with_vkd_reports_generator_and_plain_kd(cli, tmp_path, digits_teacher, digits_test):
     code, out, err = cli("convert", digits_teacher, *FAST, "--distill", "vkd", "--vkd-epochs", "3",
-                         "--eval-data", digits_test, "--out", tmp_path / "o")
+                         "--vkd-transfer", "virtual", "--eval-data", digits_test, "--out", tmp_path / "o")
     assert code == 0, err
     r = read_json(tmp_path / "o/report.json")
     d = r["distillation"]
@@ -195,7 +195,7 @@ def test_convert_with_vkd_reports_generator_and_plain_kd(cli, tmp_path, digits_t
 
 def test_convert_kd_plus_vkd_without_comparison(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, *FAST, "--distill", "kd+vkd", "--vkd-weight", "0.3",
-                       "--vkd-epochs", "2", "--no-compare-kd", "--vkd-transfer", "inverted", "--out", tmp_path / "o")
+                       "--vkd-epochs", "2", "--no-compare-kd", "--out", tmp_path / "o")
     assert code == 0, err
     d = read_json(tmp_path / "o/report.json")["distillation"]
     assert d["weights"] == {"kd": 0.7, "vkd": 0.3} and d["comparison"] is None
@@ -281,7 +281,8 @@ def test_selfdistill_refuses_an_exported_program(cli, tmp_path, digits_train_npz
 
 
 def test_vkd_run_resumes_without_retraining(cli, tmp_path, digits_teacher):
-    args = ["convert", digits_teacher, *FAST, "--distill", "vkd", "--vkd-epochs", "2", "--out", tmp_path / "o"]
+    args = ["convert", digits_teacher, *FAST, "--distill", "vkd", "--vkd-transfer", "virtual", "--vkd-epochs", "2",
+            "--out", tmp_path / "o"]
     assert cli(*args)[0] == 0
     before = (tmp_path / "o/virtual_generator.pt").read_bytes()
     code, _, err = cli(*args, "--resume")

@@ -25,8 +25,8 @@ collaborative learning. The architecture and the losses are not known here. What
   which synthesis already stored, so the teacher is not run while the generator or a ``vkd``
   student trains.
 * **Student loss**: ``T^2 KL(G(z, y) || softmax(s / T))`` with fresh z per sample, on the stored
-  inputs: by default a set synthesized for the generator's draws (``VKDConfig.transfer``,
-  dfkd_edge.synthesis.virtual_target), else the transfer set. Mixup for the VKD term was measured three ways and is off by default (docs/benchmarks.md):
+  inputs: the transfer set, or a set synthesized for the generator's draws (``VKDConfig.transfer``
+  "virtual", dfkd_edge.synthesis.virtual_target; measured mixed, docs/benchmarks.md). Mixup for the VKD term was measured three ways and is off by default (docs/benchmarks.md):
   mixed virtual targets, mixup within a class, and a generator that also learned the teacher's
   outputs on mixed pairs conditioned on the mixed label (``VKDConfig.mixup``; the generator then
   takes a label distribution, whose embedding is the expected embedding).
@@ -75,9 +75,9 @@ class VKDConfig:
     fidelity_weight: float = 1.0
     mixup: float = 0.0  # > 0: also learn the teacher on mixed pairs, conditioned on the mixed label
     seed: int = 0
-    # the student's inputs: "virtual" a set synthesized for the generator's targets (its own stage,
-    # dfkd_edge.synthesis.virtual_target), "inverted" the transfer set the generator learned from
-    transfer: str = "virtual"
+    # the student's inputs: "inverted" the transfer set the generator learned from, "virtual" a set
+    # synthesized for the generator's targets (its own stage, dfkd_edge.synthesis.virtual_target)
+    transfer: str = "inverted"
 
     def to_dict(self) -> dict:
         return asdict(self)

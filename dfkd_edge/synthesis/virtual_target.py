@@ -12,9 +12,10 @@ DeepInversion's BatchNorm-statistics prior and the shared smoothness and L2 prio
 (:class:`~dfkd_edge.synthesis.base.InputOptimizer`). The stored logits are the teacher's on the
 result, as for every transfer set.
 
-Measured on a [0, 1] digits teacher (docs/benchmarks.md): the VKD student from this set beat the one
-from the inverted set; pairing each sample with the very ``z`` it was made for scored lower than fresh
-noise, so the VKD student keeps drawing fresh noise.
+Measured on five zoo teachers (docs/benchmarks.md): the VKD student from this set beat the one from
+the inverted set on three, tied on one and lost 5.6 points on one, so it is an option
+(``--vkd-transfer virtual``), not the default. Pairing each sample with the very ``z`` it was made for
+scored lower than fresh noise, so the VKD student keeps drawing fresh noise.
 """
 
 from __future__ import annotations
