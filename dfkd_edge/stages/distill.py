@@ -1,6 +1,6 @@
 """distill: the student from the transfer set (dfkd_edge.distill): KD from the teacher, VKD from the
-virtual generator, or both (on the set synthesized for the generator's targets, ``virtual-set``,
-unless --vkd-transfer inverted). Checkpointed every epoch under .partial/ (single process), so a
+virtual generator, or both (with --vkd-transfer virtual, on the set synthesized for the generator's
+targets, ``virtual-set``). Checkpointed every epoch under .partial/ (single process), so a
 resumed run continues where it stopped. ``distill-kd-baseline``: with vkd, plain KD of the same
 student from the transfer set, for the report's comparison."""
 
