@@ -55,16 +55,17 @@ def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None
                          eval_data=meta["eval"], seed=seed, kd=kd, latency_budget_s=0.05, force=True, **opts)
 
 
-def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None) -> dict:
+def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, **compute) -> dict:
     from dfkd_edge.flows import convert
 
     out = work / f"{meta['name']}-{method}-{seed}"
     t0 = time.perf_counter()
-    report = convert(_config(meta, out, seed, teachers, **METHOD_ARGS[method]))
+    report = convert(_config(meta, out, seed, teachers, **METHOD_ARGS[method], **compute))
     row = {"teacher": meta["name"], "method": method, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
            "fp32": report["accuracy"]["student_fp32"], "int8": report["accuracy"]["student_int8"],
            "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
-           "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto")}
+           "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
+           "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision")}}
     if "multi_teacher" in report:
         row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
     shutil.rmtree(out, ignore_errors=True)
@@ -111,10 +112,17 @@ def _ms(vals: list[float]) -> str:
     return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
 
 
+def label(row: dict) -> str:
+    """A run's column: its method, and the device and precision where it trained on a GPU."""
+    c = row.get("compute") or {}
+    return f"{row['method']} ({c.get('precision')}, GPU)" if str(c.get("device", "")).startswith("cuda") else row["method"]
+
+
 def print_tables(rows: list[dict]) -> None:
-    rows = [r for r in rows if r["method"] != "cdfkd-mfs"]  # print_multi's
+    rows = [{**r, "method": label(r)} for r in rows if r["method"] != "cdfkd-mfs"]  # print_multi's
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     methods = [m for m in METHOD_ARGS if any(r["method"] == m for r in rows)]
+    methods += sorted({r["method"] for r in rows} - set(methods) - {"real-kd"})
     print("Student test accuracy, % (fp32 / int8), mean ± std over seeds; real-KD: the same student on the real "
           "training split; verdict counts in brackets")
     print("| teacher | teacher acc. | real-data KD | " + " | ".join(methods) + " |")
@@ -149,7 +157,8 @@ def print_multi(rows: list[dict]) -> None:
         m = r.get("multi") or {}
         accs = ", ".join(_ms([t.get("accuracy")]) for t in m.get("teachers", []))
         ens = (m.get("ensemble") or {}).get("accuracy")
-        print(f"| {r['teacher']} (seed {r['seed']}) | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
+        where = label(r)[len("cdfkd-mfs"):]
+        print(f"| {r['teacher']} (seed {r['seed']}){where} | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
               f"{_ms([r['int8']])} [{_verdict(r)}] | {r['seconds']:.0f} |")
 
 
@@ -214,18 +223,21 @@ def main(argv=None) -> None:
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="convert's --device (auto: CUDA where PyTorch sees a GPU)")
+    ap.add_argument("--precision", default="auto", help="convert's --precision")
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
         rows = {}  # a run repeated in a file written later replaces the earlier one (the newer code's)
         for f in sorted(results.parent.glob("results*.jsonl"), key=lambda f: f.stat().st_mtime):
-            rows.update({(r["teacher"], r["method"], r["seed"]): r for r in load_results(f)})
+            rows.update({(r["teacher"], label(r), r["seed"]): r for r in load_results(f)})
         print_tables(list(rows.values()))
         print_multi(list(rows.values()))
         return
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)
     work = Path(a.cache) / "runs"
+    compute = {"device": a.device, "precision": a.precision, "threads": a.threads}
     done = {(r["teacher"], r["method"], r["seed"]) for r in load_results(results)}
 
     def record(row):
@@ -243,7 +255,7 @@ def main(argv=None) -> None:
             meta = {**metas[0], "name": name}
             for seed in a.seeds:
                 if (name, "cdfkd-mfs", seed) not in done:
-                    row = run_convert(meta, "auto", seed, work, teachers=metas)
+                    row = run_convert(meta, "auto", seed, work, teachers=metas, **compute)
                     record({**row, "method": "cdfkd-mfs"})
         return
     plan = [(t, m, s) for t in a.teachers for s in a.seeds
@@ -252,7 +264,7 @@ def main(argv=None) -> None:
         if (t, m, s) in done:
             continue
         meta = zoo.build(zoo.BY_NAME[t], Path(a.cache))
-        record(run_real_kd(meta, s) if m == "real-kd" else run_convert(meta, m, s, work))
+        record(run_real_kd(meta, s) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
 
 
 if __name__ == "__main__":
