@@ -65,7 +65,7 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
            "fp32": report["accuracy"]["student_fp32"], "int8": report["accuracy"]["student_int8"],
            "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
            "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
-           "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision")}}
+           "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
     if "multi_teacher" in report:
         row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
     shutil.rmtree(out, ignore_errors=True)
@@ -115,7 +115,8 @@ def _ms(vals: list[float]) -> str:
 def label(row: dict) -> str:
     """A run's column: its method, and the device and precision where it trained on a GPU."""
     c = row.get("compute") or {}
-    return f"{row['method']} ({c.get('precision')}, GPU)" if str(c.get("device", "")).startswith("cuda") else row["method"]
+    gpu = str(c.get("device", "")).startswith("cuda") and not str(c.get("applies_to", "")).startswith("nothing")
+    return f"{row['method']} ({c.get('precision')}, GPU)" if gpu else row["method"]
 
 
 def print_tables(rows: list[dict]) -> None:
