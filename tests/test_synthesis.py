@@ -1,5 +1,7 @@
 """Synthesis methods: the inversion works for images, signals and vectors; transfer-set files."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,42 @@ def test_inversion_matches_bn_statistics_and_labels_better_than_noise(teacher):
     counts = np.bincount(inv.logits.argmax(1), minlength=k)
     assert counts.min() > 0
     assert np.isfinite(inv.x).all()
+
+
+def _scaled_twins(tmp_path, k: float):
+    """A conv + BN teacher on [0, 1] inputs and its exact twin on inputs k times larger (the first
+    BatchNorm's running statistics, and the conv bias, in the twin's units): twin(k x) == net(x)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+    for bn in (net[1], net[4]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.2, 2.0)
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        twin[0].bias.mul_(k)
+        twin[1].running_mean.mul_(k)
+        twin[1].running_var.mul_(k * k)
+    x = torch.rand(16, 1, 8, 8)
+    assert torch.allclose(twin(k * x), net(x), atol=1e-4)
+    paths = []
+    for name, m in (("net", net), ("twin", twin)):
+        torch.jit.save(torch.jit.script(m), str(tmp_path / f"{name}.pt"))
+        paths.append(load_teacher(str(tmp_path / f"{name}.pt"), (1, 8, 8)))
+    return paths, x
+
+
+def test_standardised_bn_loss_does_not_see_the_input_units(tmp_path):
+    (net, twin), x = _scaled_twins(tmp_path, 255.0)
+
+    def loss(t, xs, standardised):
+        with torch.no_grad(), t.taps() as rec:
+            t(xs)
+        return float(bn_statistics_loss(rec.bn_inputs(), 10.0, standardised=standardised))
+
+    assert loss(twin, 255 * x, True) == pytest.approx(loss(net, x, True), rel=1e-3)
+    assert loss(twin, 255 * x, False) > 1000 * loss(net, x, False)  # why the generator methods standardise
 
 
 def test_transfer_set_roundtrip_without_pickle(tmp_path, digits_teacher):

@@ -5,7 +5,8 @@ What the issue gives from the paper's abstract and the authors' scripts, and is 
 * **Asymmetric adversarial training.** A generator G (noise -> inputs) is trained against the
   student and every teacher. G maximises the per-header discrepancy ``sum_i L1(header_i(x),
   teacher_i(x))`` and minimises the BatchNorm-statistics loss on each teacher (weight 0.1, the
-  first BN layer 5x). The student minimises ``sum_i L1(header_i, teacher_i)`` (weight 1) + ``0.2 x
+  first BN layer 5x; standardised per layer, as in the adversarial method, so that no teacher's input
+  units outweigh the rest). The student minimises ``sum_i L1(header_i, teacher_i)`` (weight 1) + ``0.2 x
   sum_i L1(pooled features of header i, teacher i's penultimate features)`` (where the widths are
   equal) + ``5 x L1(mean of header logits, mean of teacher logits)``. "Asymmetric": G sees only the
   per-header terms. 5 student steps per generator step; student SGD lr 0.1 (momentum 0.9, cosine),
@@ -122,7 +123,7 @@ class MultiTeacherSynthesizer(GeneratorSynthesizer):
                 logits.append(t(x))
             feats.append(rec.feature_tensor() if rec is not None else None)
             if taps and rec is not None:
-                bn.append(bn_statistics_loss(rec.bn_inputs(), self.cfg.first_bn_weight))
+                bn.append(bn_statistics_loss(rec.bn_inputs(), self.cfg.first_bn_weight, standardised=True))
         return logits, feats, (sum(bn) if bn else x.new_zeros(()))
 
     def train_student(self, student, n: int, holdout: int = 0, progress: Progress | None = None,

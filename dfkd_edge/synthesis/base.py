@@ -341,17 +341,27 @@ def balanced_labels(n: int, classes: int, generator: torch.Generator) -> torch.T
     return y[torch.randperm(n, generator=generator)]
 
 
-def bn_statistics_loss(records, first_weight: float = 1.0) -> torch.Tensor:
+def bn_statistics_loss(records, first_weight: float = 1.0, standardised: bool = False) -> torch.Tensor:
     """DeepInversion's feature-distribution prior: for each BN layer, the distance between the
     batch mean/variance of its input and its running statistics (L2 norms, as in the paper).
-    ``first_weight`` scales the first layer (CDFKD-MFS weights it more)."""
+    ``first_weight`` scales the first layer (CDFKD-MFS weights it more).
+
+    ``standardised``: each layer's distance in that layer's own units, ``||(mean - running_mean) /
+    running_std|| + ||var / running_var - 1||`` (the same as the raw one where the running variance is
+    1). The raw distance grows with the square of the input's units through a linear first layer: a
+    teacher of raw 0-255 pixels put 4,250 on its first layer where the same network on [0, 1] pixels
+    put 0.065, and a generator trained on the sum then served that term alone (docs/benchmarks.md)."""
     total = None
     for i, r in enumerate(records):
         x = r.x.float()  # autocast may have run the layer in bf16/fp16
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)
-        loss = torch.norm(mean - r.running_mean, 2) + torch.norm(var - r.running_var, 2)
+        if standardised:
+            rv = r.running_var.float().clamp_min(1e-8)
+            loss = torch.norm((mean - r.running_mean) / rv.sqrt(), 2) + torch.norm(var / rv - 1, 2)
+        else:
+            loss = torch.norm(mean - r.running_mean, 2) + torch.norm(var - r.running_var, 2)
         loss = loss * (first_weight if i == 0 else 1.0)
         total = loss if total is None else total + loss
     return total if total is not None else torch.zeros(())

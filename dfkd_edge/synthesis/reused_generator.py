@@ -4,9 +4,10 @@
 DeepInversion optimises every batch from noise for ``iterations`` steps. Here a generator G (the
 adversarial method's, dfkd_edge.models.generators) carries what earlier batches learned: each batch
 starts from a copy of a *meta* generator, optimises that copy and the batch's noise z for a few
-steps on DeepInversion's objective (cross-entropy to balanced labels + BatchNorm statistics +
-smoothness and L2 priors), emits G(z), and moves the meta generator towards the copy (a Reptile
-step, as Fast-DFKD's meta-learned initialisation does with its ``reptile`` interpolation).
+steps on DeepInversion's objective (cross-entropy to balanced labels + BatchNorm statistics,
+standardised per layer as for every generator here (dfkd_edge.synthesis.adversarial), + smoothness
+and L2 priors), emits G(z), and moves the meta generator towards the copy (a Reptile step, as
+Fast-DFKD's meta-learned initialisation does with its ``reptile`` interpolation).
 
 Chosen here (Fast-DFKD's own values are for CIFAR on GPUs; ours measured on the digits teacher,
 docs/benchmarks.md): the first batch is a warm-up of ``iterations`` steps (the flag DeepInversion
@@ -61,7 +62,7 @@ class ReusedGeneratorSynthesizer(GeneratorSynthesizer):
             with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(compute.to(x))
             ce = F.cross_entropy(logits.float(), y)
-            bn = bn_statistics_loss(rec.bn_inputs())
+            bn = bn_statistics_loss(rec.bn_inputs(), standardised=True)
             u = (x - mean) / std  # the priors in units of the input's own scale (dfkd_edge.domain)
             loss = (self.ce_weight * ce + self.bn_weight * bn + self.tv_weight * smoothness_prior(u)
                     + self.l2_weight * u.pow(2).mean())
