@@ -49,7 +49,7 @@ def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None
 
     teachers = teachers or [meta]
     kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
-    opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", "inverted"))
+    opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", VKDConfig.transfer))
     return ConvertConfig(teacher=teachers[0]["teacher"], more_teachers=tuple(t["teacher"] for t in teachers[1:]),
                          out=str(out), input_shape=tuple(meta["input_shape"]), factory=meta.get("factory"),
                          eval_data=meta["eval"], seed=seed, kd=kd, latency_budget_s=0.05, force=True, **opts)
@@ -112,11 +112,16 @@ def _ms(vals: list[float]) -> str:
     return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
 
 
-def label(row: dict) -> str:
-    """A run's column: its method, and the device and precision where it trained on a GPU."""
+def _where(row: dict) -> str:
+    """" (bf16, GPU)" where the run trained on a GPU (its precision), else ""."""
     c = row.get("compute") or {}
     gpu = str(c.get("device", "")).startswith("cuda") and not str(c.get("applies_to", "")).startswith("nothing")
-    return f"{row['method']} ({c.get('precision')}, GPU)" if gpu else row["method"]
+    return f" ({c.get('precision')}, GPU)" if gpu else ""
+
+
+def label(row: dict) -> str:
+    """A run's column: its method, and the device and precision where it trained on a GPU."""
+    return row["method"] + _where(row)
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -158,8 +163,7 @@ def print_multi(rows: list[dict]) -> None:
         m = r.get("multi") or {}
         accs = ", ".join(_ms([t.get("accuracy")]) for t in m.get("teachers", []))
         ens = (m.get("ensemble") or {}).get("accuracy")
-        where = label(r)[len("cdfkd-mfs"):]
-        print(f"| {r['teacher']} (seed {r['seed']}){where} | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
+        print(f"| {r['teacher']} (seed {r['seed']}){_where(r)} | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
               f"{_ms([r['int8']])} [{_verdict(r)}] | {r['seconds']:.0f} |")
 
 

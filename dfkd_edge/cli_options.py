@@ -153,7 +153,8 @@ def config_from_options(teachers, **o) -> ConvertConfig:
                          input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"],
                          samples=o["samples"], holdout=o["holdout"], iterations=o["iterations"],
                          synth_batch=o["synth_batch"], student=o["student"], width=o["width"], kd=kd, calib=calib,
-                         eval_data=o["eval_data"], vkd=VKDConfig(epochs=o["vkd_epochs"], transfer=o.get("vkd_transfer", "inverted")), compare_kd=o["compare_kd"],
+                         eval_data=o["eval_data"], vkd=VKDConfig(epochs=o["vkd_epochs"], transfer=o.get("vkd_transfer", VKDConfig.transfer)),
+                         compare_kd=o["compare_kd"],
                          seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
                          device=o["device"], precision=o["precision"], channels_last=o["channels_last"],
                          compile=o["compile_"], latency_budget_s=o["latency_budget"])

@@ -56,11 +56,11 @@ def _scaled_twins(tmp_path, k: float):
         twin[1].running_var.mul_(k * k)
     x = torch.rand(16, 1, 8, 8)
     assert torch.allclose(twin(k * x), net(x), atol=1e-4)
-    paths = []
+    teachers = []
     for name, m in (("net", net), ("twin", twin)):
         torch.jit.save(torch.jit.script(m), str(tmp_path / f"{name}.pt"))
-        paths.append(load_teacher(str(tmp_path / f"{name}.pt"), (1, 8, 8)))
-    return paths, x
+        teachers.append(load_teacher(str(tmp_path / f"{name}.pt"), (1, 8, 8)))
+    return teachers, x
 
 
 def test_standardised_bn_loss_does_not_see_the_input_units(tmp_path):

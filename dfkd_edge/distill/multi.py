@@ -36,7 +36,7 @@ from dfkd_edge.errors import UserError
 from dfkd_edge.models import create_model
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.adversarial import GeneratorSynthesizer, class_imbalance
-from dfkd_edge.synthesis.base import TransferSet, bn_statistics_loss
+from dfkd_edge.synthesis.base import TransferSet
 from dfkd_edge.teacher import Teacher, TeacherSpec, check_compatible
 
 
@@ -123,7 +123,7 @@ class MultiTeacherSynthesizer(GeneratorSynthesizer):
                 logits.append(t(x))
             feats.append(rec.feature_tensor() if rec is not None else None)
             if taps and rec is not None:
-                bn.append(bn_statistics_loss(rec.bn_inputs(), self.cfg.first_bn_weight, standardised=True))
+                bn.append(self.bn_loss(rec.bn_inputs(), self.cfg.first_bn_weight))
         return logits, feats, (sum(bn) if bn else x.new_zeros(()))
 
     def train_student(self, student, n: int, holdout: int = 0, progress: Progress | None = None,

@@ -5,9 +5,10 @@ the teacher's on G's samples; G maximises it, so it keeps finding inputs where t
 G also minimises the BatchNorm-statistics loss on the teacher (weight ``bn_weight`` = 0.1, the
 first BN layer weighted ``first_bn_weight`` = 10x, as DeepInversion's code does), which keeps its
 samples near what the teacher saw in training; standardised per layer (each layer's distance in its
-own running units), else a teacher of raw 0-255 pixels puts 65,000x more on its first layer than the
-same network on [0, 1] pixels and G serves that term alone (85% -> 97% on the zoo's 0-255 digits). ``student_steps`` (5) student updates follow
-each generator update.
+own running units, :meth:`GeneratorSynthesizer.bn_loss`, for every generator here), else a teacher of
+raw 0-255 pixels puts 65,000x more on its first layer than the same network on [0, 1] pixels and G
+serves that term alone (85% -> 97% on the zoo's 0-255 digits). ``student_steps`` (5) student updates
+follow each generator update.
 
 Not in DFAD or the CDFKD-MFS abstract, added because it measured necessary: without it the
 generator collapsed onto one class of the 1-D-signal teacher (570 of 576 samples, student at
@@ -46,6 +47,12 @@ class GeneratorSynthesizer(Synthesizer):
         torch.manual_seed(self.seed)
         self.generator_net = create_model("generator", input_shape=self.input_shape, z_dim=z_dim)
         self.generator_net.domain.set_domain(self.domain)  # outputs in the teacher's input domain
+
+    @staticmethod
+    def bn_loss(records, first_weight: float = 1.0) -> torch.Tensor:
+        """The BatchNorm-statistics loss every generator here trains on: standardised per layer (see the
+        module docstring and :func:`~dfkd_edge.synthesis.base.bn_statistics_loss`)."""
+        return bn_statistics_loss(records, first_weight, standardised=True)
 
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn((n, self.z_dim), generator=self.generator)
@@ -89,7 +96,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
                 x = g(self._z(b))
                 with self.teacher.taps() as rec:
                     t_logits = self.teacher(x)
-                loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, standardised=True)
+                loss_bn = self.bn_loss(rec.bn_inputs(), self.first_bn_weight)
                 loss_adv = -F.l1_loss(student(x), t_logits)
                 loss_g = loss_adv + self.bn_weight * loss_bn + self.balance_weight * class_imbalance(t_logits)
                 opt_g.zero_grad(set_to_none=True)

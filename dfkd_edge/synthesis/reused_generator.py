@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from dfkd_edge.compute import Compute
 from dfkd_edge.synthesis.adversarial import GeneratorSynthesizer
-from dfkd_edge.synthesis.base import balanced_labels, bn_statistics_loss, register_method, smoothness_prior
+from dfkd_edge.synthesis.base import balanced_labels, register_method, smoothness_prior
 
 
 @register_method
@@ -62,7 +62,7 @@ class ReusedGeneratorSynthesizer(GeneratorSynthesizer):
             with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(compute.to(x))
             ce = F.cross_entropy(logits.float(), y)
-            bn = bn_statistics_loss(rec.bn_inputs(), standardised=True)
+            bn = self.bn_loss(rec.bn_inputs())
             u = (x - mean) / std  # the priors in units of the input's own scale (dfkd_edge.domain)
             loss = (self.ce_weight * ce + self.bn_weight * bn + self.tv_weight * smoothness_prior(u)
                     + self.l2_weight * u.pow(2).mean())
