@@ -12,7 +12,9 @@ the data-free quality verdict of every run.
 Every run is one in-process ``dfkd_edge.pipeline.convert`` with the CLI's defaults (only the
 latency budget is cut to 0.05 s: latency is not what this measures) and ``--eval-data`` the zoo
 entry's real test split. Results are appended to ``--results`` (JSON lines; a run already there
-is not repeated), so an interrupted benchmark continues where it stopped.
+is not repeated), so an interrupted benchmark continues where it stopped. They live in
+``benchmarks/results/``, tracked by git (the teachers and run folders in ``benchmarks/.zoo`` are not):
+a fresh checkout keeps every measured row for ``--table``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
 
-DEFAULT_RESULTS = HERE / ".zoo" / "results.jsonl"
+DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
 METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
@@ -239,9 +241,10 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
-        rows = {}  # a run repeated in a file written later replaces the earlier one (the newer code's)
-        for f in sorted(results.parent.glob("results*.jsonl"), key=lambda f: f.stat().st_mtime):
-            rows.update({(r["teacher"], label(r), r["seed"]): r for r in load_results(f)})
+        rows = {}  # a run repeated later replaces the earlier one (the newer code's); "when" orders them
+        found = [r for f in sorted(results.parent.glob("results*.jsonl")) for r in load_results(f)]
+        for r in sorted(found, key=lambda r: r.get("when", "")):
+            rows[(r["teacher"], label(r), r["seed"])] = r
         print_tables(list(rows.values()))
         print_multi(list(rows.values()))
         return
@@ -252,6 +255,7 @@ def main(argv=None) -> None:
     done = {(r["teacher"], r["method"], r["seed"]) for r in load_results(results)}
 
     def record(row):
+        row = {**row, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.add((row["teacher"], row["method"], row["seed"]))
