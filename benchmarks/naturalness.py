@@ -34,7 +34,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
-from zoo_bench import _spearman, real_kd_student  # noqa: E402
+from zoo_bench import _ms, _spearman, real_kd_student  # noqa: E402
+
+from dfkd_edge.quality import agreement  # noqa: E402
 
 
 def synthetic(meta: dict, seed: int, n: int = 256) -> np.ndarray:
@@ -47,35 +49,25 @@ def synthetic(meta: dict, seed: int, n: int = 256) -> np.ndarray:
             return z["x"][:n].astype(np.float32)
 
 
-def agreement(model, teacher, x: np.ndarray) -> float:
-    xt = torch.from_numpy(x)
-    with torch.no_grad():
-        return float((model(xt).argmax(1) == teacher.logits(xt).argmax(1)).float().mean())
-
-
-def kept_under_move(teacher, x: np.ndarray, seed: int) -> float | None:
+def kept_under_move(teacher, x: torch.Tensor, t_logits: np.ndarray, seed: int) -> float | None:
+    """The share of ``x`` whose teacher top-1 (``t_logits``) survives KD's move; None for vectors."""
     from dfkd_edge.distill.kd import _shift
 
-    if x.ndim < 3:
+    if x.dim() < 3:
         return None
-    xt = torch.from_numpy(x)
-    moved = _shift(xt, torch.Generator().manual_seed(seed))
-    return float((teacher.logits(moved).argmax(1) == teacher.logits(xt).argmax(1)).float().mean())
+    return agreement(teacher.logits(_shift(x, torch.Generator().manual_seed(seed))).numpy(), t_logits)
 
 
 def measure(meta: dict, seed: int) -> dict:
     student, teacher = real_kd_student(meta, seed)
-    x_syn = synthetic(meta, seed)
-    x_real = np.load(meta["eval"])["x"].astype(np.float32)
-    return {"real_on_real": agreement(student, teacher, x_real), "real_on_synthetic": agreement(student, teacher, x_syn),
-            "move_synthetic": kept_under_move(teacher, x_syn, seed), "move_real": kept_under_move(teacher, x_real, seed)}
-
-
-def _ms(vals) -> str:
-    vals = [100 * v for v in vals if v is not None]
-    if not vals:
-        return "-"
-    return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals):.1f}" if len(vals) > 1 else "")
+    row = {}
+    for name, x in (("real", np.load(meta["eval"])["x"].astype(np.float32)), ("synthetic", synthetic(meta, seed))):
+        xt = torch.from_numpy(x)
+        t_logits = teacher.logits(xt).numpy()  # once per set: both measures compare with it
+        with torch.no_grad():
+            row[f"real_on_{name}"] = agreement(student(xt).numpy(), t_logits)
+        row[f"move_{name}"] = kept_under_move(teacher, xt, t_logits, seed)
+    return row
 
 
 def main(argv=None) -> None:
@@ -94,8 +86,8 @@ def main(argv=None) -> None:
         meta = zoo.build(zoo.BY_NAME[name], Path(a.cache))
         runs = [measure(meta, s) for s in a.seeds]
         rows[name] = float(np.mean([r["real_on_synthetic"] for r in runs]))
-        print(f"| {name} | {_ms(r['real_on_real'] for r in runs)} | {_ms(r['real_on_synthetic'] for r in runs)} | "
-              f"{_ms(r['move_synthetic'] for r in runs)} / {_ms(r['move_real'] for r in runs)} |", flush=True)
+        print(f"| {name} | {_ms([r['real_on_real'] for r in runs])} | {_ms([r['real_on_synthetic'] for r in runs])} | "
+              f"{_ms([r['move_synthetic'] for r in runs])} / {_ms([r['move_real'] for r in runs])} |", flush=True)
     if a.default_gap:
         gap = json.loads(a.default_gap)
         names = [n for n in rows if n in gap]
