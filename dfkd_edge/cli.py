@@ -142,8 +142,9 @@ def _warn_verdict(report: dict) -> None:
 def convert(teachers: tuple[str, ...], **o) -> None:
     """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it.
 
-    Several TEACHERS (same input shape and classes) are distilled together into one multi-header
-    student (CDFKD-MFS), exported as one model."""
+    Several TEACHERS (same input shape and classes) are distilled together into one student: by
+    default inverted as an ensemble and distilled from its mean logits; with --method cdfkd-mfs (or
+    --few-shot-data) into one multi-header student (CDFKD-MFS), exported as one model."""
     _run_and_show(_config(teachers, **o))
 
 

@@ -28,7 +28,9 @@ SYNTH = [
     click.option("--method", default="auto", show_default=True,
                  help="Transfer-set synthesis: auto (= deepinversion), deepinversion, soft-target, adversarial, gaussian, "
                       "reused-generator (Fast-DFKD-style: one generator carried across batches, --iterations "
-                      "steps on the first batch, a tenth of that on the others)."),
+                      "steps on the first batch, a tenth of that on the others). Several teachers: auto (= "
+                      "deepinversion against their ensemble; cdfkd-mfs with --few-shot-data), deepinversion or "
+                      "cdfkd-mfs (one header per teacher, trained against a generator)."),
     click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
     click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
     click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),

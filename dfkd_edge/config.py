@@ -116,10 +116,12 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     if dist is not None and dist.enabled:
         from dfkd_edge.synthesis import METHODS
 
-        if cfg.more_teachers or METHODS[method].needs_student:
-            what = "several teachers" if cfg.more_teachers else f"--method {method}"
-            raise UserError(f"{what} trains the student during synthesis, which runs in one process; start it "
-                            "without torchrun (data-parallel: deepinversion, soft-target, reused-generator, gaussian)")
+        if cfg.more_teachers:
+            raise UserError("several teachers are distilled in one process; start it without torchrun (data-parallel: "
+                            "one teacher with deepinversion, soft-target, reused-generator, gaussian)")
+        if method not in METHODS or METHODS[method].needs_student:
+            raise UserError(f"--method {method} trains the student during synthesis, which runs in one process; start "
+                            "it without torchrun (data-parallel: deepinversion, soft-target, reused-generator, gaussian)")
     _check_teachers(cfg)
     if not cfg.targets:
         raise UserError("give at least one --target")
@@ -129,17 +131,27 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     check_numbers(cfg)
 
 
+#: the methods that take several teachers (dfkd_edge.ensemble, dfkd_edge.distill.multi)
+SEVERAL_TEACHER_METHODS = ("auto", "deepinversion", "cdfkd-mfs")
+
+
 def _check_teachers(cfg: ConvertConfig) -> None:
     if cfg.more_teachers:
-        if cfg.method != "auto":
-            raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers "
-                            "the student is trained with CDFKD-MFS's adversarial generator (leave --method out)")
+        if cfg.method not in SEVERAL_TEACHER_METHODS:
+            raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers use "
+                            "auto (leave --method out), deepinversion or cdfkd-mfs")
+        if cfg.few_shot_data and cfg.method == "deepinversion":
+            raise UserError("--few-shot-data trains the attention over CDFKD-MFS's headers; with --method deepinversion "
+                            "the student has none (use --method cdfkd-mfs, or leave --method out)")
         if cfg.kd.mode != "kd":
             raise UserError(f"--distill {cfg.kd.mode} applies to one teacher; leave it out with several teachers")
         if len(set(map(os.path.abspath, cfg.teacher_paths))) != len(cfg.teacher_paths):
             raise UserError("the same teacher file is given twice; give each teacher once")
     elif cfg.few_shot_data:
         raise UserError("--few-shot-data trains the attention over several teachers' headers; it needs two or more "
+                        "teachers")
+    elif cfg.method == "cdfkd-mfs":
+        raise UserError("--method cdfkd-mfs distills several teachers into one multi-header student; give two or more "
                         "teachers")
 
 

@@ -1,4 +1,5 @@
-"""Several teachers into one multi-header student (CDFKD-MFS)."""
+"""Several teachers into one student: inverted as their ensemble (the default) or into one multi-header
+student (CDFKD-MFS)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from conftest import FAST, read_json
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
-from dfkd_edge.distill.multi import Ensemble, MultiTeacherConfig, student_loss, train_attention
+from dfkd_edge.distill.multi import MultiTeacherConfig, student_loss, train_attention
+from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import check_parity, export_onnx
 from dfkd_edge.models import create_model
@@ -142,9 +144,12 @@ def test_convert_several_teachers_with_attention(cli, tmp_path, digits_teacher, 
     (["a", "a"], "given twice"),
     (["a", "--method", "soft-target"], "applies to one teacher"),
     (["a", "--distill", "vkd"], "applies to one teacher"),
+    (["a", "--method", "deepinversion", "--few-shot-data", "few"], "the student has none"),
+    (["--method", "cdfkd-mfs"], "give two or more teachers"),
 ])
 def test_several_teachers_bad_input_exit_2(cli, tmp_path, digits_teacher, small_teachers, extra, needle):
     args = [small_teachers.get(e, e) for e in extra]
+    args = [__file__ if a == "few" else a for a in args]  # refused before the file is read
     code, _, err = cli("convert", digits_teacher, *args, *FAST, "--out", tmp_path / "o")
     assert code == 2 and needle in err and "Traceback" not in err
 
@@ -172,6 +177,8 @@ def test_attention_that_cannot_beat_the_mean_is_not_kept():
 
 
 def test_convert_two_signal_teachers(cli, tmp_path, toy_teachers):
+    """The default with several teachers: one student (not a multi-header one) from the ensemble's
+    inversion, said in the report."""
     from dfkd_edge.data.toy import SignalCNN
 
     torch.manual_seed(3)
@@ -181,5 +188,45 @@ def test_convert_two_signal_teachers(cli, tmp_path, toy_teachers):
                        *FAST, "--eval-data", toy_teachers["signal"]["eval"], "--out", tmp_path / "o")
     assert code == 0, err
     s = read_json(tmp_path / "o/student.json")
+    assert s["name"] == "conv1d" and "headers" not in s
+    r = read_json(tmp_path / "o/report.json")
+    assert r["synthesis"]["method"] == "deepinversion" and "ensemble" in r["synthesis"]["auto"]["why"]
+    m = r["multi_teacher"]
+    assert len(m["teachers"]) == 2 and m["headers"] == [] and m["student"]["accuracy"] is not None
+    assert "aggregate" not in read_json(tmp_path / "o/manifest.json")["stages"]
+    assert "Teachers and student" in (tmp_path / "o/report.md").read_text()
+
+
+def test_convert_two_signal_teachers_cdfkd_mfs(cli, tmp_path, toy_teachers):
+    from dfkd_edge.data.toy import SignalCNN
+
+    torch.manual_seed(3)
+    other = SignalCNN(classes=4, width=16).eval()
+    save_torchscript(other, tmp_path / "other.pt", (1, 40))
+    code, _, err = cli("convert", toy_teachers["signal"]["teacher"], tmp_path / "other.pt", "--input-shape", "1,40",
+                       *FAST, "--method", "cdfkd-mfs", "--eval-data", toy_teachers["signal"]["eval"],
+                       "--out", tmp_path / "o")
+    assert code == 0, err
+    s = read_json(tmp_path / "o/student.json")
     assert s["family"] == "conv1d" and s["headers"] == 2 and s["aggregation"] == "mean"
-    assert len(read_json(tmp_path / "o/report.json")["multi_teacher"]["headers"]) == 2
+    r = read_json(tmp_path / "o/report.json")
+    assert len(r["multi_teacher"]["headers"]) == 2 and r["synthesis"]["method"] == "cdfkd-mfs"
+
+
+def test_ensemble_taps_every_member(small_teachers):
+    """DeepInversion on several teachers sees every member's BatchNorm inputs in one forward."""
+    from dfkd_edge.synthesis.base import bn_statistics_loss
+
+    a, b = load_teacher(small_teachers["a"]), load_teacher(small_teachers["b"])
+    ens = Ensemble([a, b])
+    assert len(ens.spec.bn_layers) == len(a.spec.bn_layers) + len(b.spec.bn_layers) > 0 and ens.spec.taps
+    assert ens.largest_params == max(a.spec.num_params, b.spec.num_params)
+    x = torch.randn(6, 1, 8, 8, requires_grad=True)
+    with ens.taps() as rec:
+        out = ens(x)
+    assert len(rec.bn_inputs()) == len(ens.spec.bn_layers) and rec.feature_tensor() is None
+    torch.testing.assert_close(out, (a(x) + b(x)) / 2)
+    bn_statistics_loss(rec.bn_inputs()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="no one last linear layer"):
+        ens.classifier()

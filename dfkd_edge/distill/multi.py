@@ -32,46 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import UserError
 from dfkd_edge.models import create_model
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.adversarial import GeneratorSynthesizer, class_imbalance
 from dfkd_edge.synthesis.base import TransferSet
-from dfkd_edge.teacher import Teacher, TeacherSpec, check_compatible
-
-
-class Ensemble:
-    """Several teachers seen as one: mean logits, combined spec; ``members`` keeps each."""
-
-    def __init__(self, teachers: list[Teacher]) -> None:
-        check_compatible([t.spec for t in teachers])
-        self.members = teachers
-        first = teachers[0].spec
-        self.spec = TeacherSpec(path=" + ".join(t.spec.path for t in teachers),
-                                format="ensemble of " + ", ".join(t.spec.format for t in teachers),
-                                input_shape=first.input_shape, num_classes=first.num_classes,
-                                num_params=sum(t.spec.num_params for t in teachers), taps=False)
-        self.runtime = _EnsembleModule([t.runtime for t in teachers])
-        self.backend = teachers[0].backend if len({t.backend for t in teachers}) == 1 else "torch-eager"
-        self.domain = None  # set with the members' (dfkd_edge.stages.inspect)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([t(x) for t in self.members]).mean(0)
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        return torch.stack([t.logits(x, batch_size) for t in self.members]).mean(0)
-
-
-class _EnsembleModule(nn.Module):
-    """The teachers as shipped, run one after another (the ensemble's latency row)."""
-
-    def __init__(self, modules: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(modules)
-
-    def forward(self, x):
-        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 @dataclass

@@ -86,6 +86,14 @@ def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
     rows = [[f"teacher {i}: `{t['path'].rsplit('/', 1)[-1]}` ({t['num_params']:,} parameters)", _pct(t["accuracy"]),
              f"agrees with the ensemble on {_pct(t['agreement_with_ensemble'])}"] for i, t in enumerate(m["teachers"])]
     rows.append(["ensemble of the teachers (mean logits)", _pct(m["ensemble"]["accuracy"]), "-"])
+    if m.get("student"):  # one student distilled from the ensemble
+        rows.append(["student (shipped)", _pct(m["student"]["accuracy"]),
+                     f"agrees with the ensemble on {_pct(m['student']['fidelity'])}"])
+        text = ("Several teachers, one student: the transfer set was inverted from the teachers' ensemble (its "
+                "mean logits and every teacher's BatchNorm statistics) and the student distilled from the "
+                "ensemble's soft targets. Figures are PyTorch fp32; agreement on held-out synthetic samples.")
+        return [Block("h3", "Teachers and student"), Block("p", text),
+                Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
     rows += [[f"student header {h['header']} (learns teacher {h['header']})", _pct(h["accuracy"]),
               f"agrees with its teacher on {_pct(h['fidelity_to_its_teacher'])}"] for h in m["headers"]]
     rows.append(["student, mean of the headers", _pct(m["student_mean"]["accuracy"]),

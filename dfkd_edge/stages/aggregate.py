@@ -1,4 +1,4 @@
-"""aggregate (several teachers): the final student from the multi-header one, with the mean of its
+"""aggregate (several teachers, CDFKD-MFS): the final student from the multi-header one, with the mean of its
 headers or with attention trained on the few labelled samples (--few-shot-data), the rest frozen."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Aggregate(Stage):
     name, command = "aggregate", "distill"
 
     def applies(self, s) -> bool:
-        return s.multi
+        return s.multihead
 
     def params(self, s) -> dict:
         return {"few_shot": bool(s.few_shot)}

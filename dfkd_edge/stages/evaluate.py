@@ -43,28 +43,34 @@ class Evaluate(Stage):
 
 
 def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy,
-                          aggregation: dict) -> dict:
-    """report.json's ``multi_teacher``: each teacher, the ensemble, each header (accuracy on eval
-    data; fidelity = top-1 agreement with its own teacher on held-out synthetic samples), and the
-    student with the mean and (when trained) attention aggregation. PyTorch fp32."""
+                          aggregation: dict | None) -> dict:
+    """report.json's ``multi_teacher``: each teacher, the ensemble and the student (accuracy on eval
+    data; fidelity = top-1 agreement on held-out synthetic samples). A CDFKD-MFS student adds each
+    header (fidelity to its own teacher) and its aggregations (mean, and attention when trained); a
+    student distilled from the ensemble has no headers (``headers`` empty, ``student``). PyTorch fp32."""
     def acc(logits, y):
         return float((logits.argmax(1).numpy() == y).mean())
 
     xh = torch.from_numpy(x_hold)
+    xe = torch.from_numpy(eval_xy[0]) if eval_xy is not None else None
     with torch.no_grad():
         t_hold = [t.logits(xh) for t in ensemble.members]
-        h_hold = student.header_outputs(xh)[0]
         doc = {"aggregation": aggregation, "teachers": [], "headers": []}
-        xe = torch.from_numpy(eval_xy[0]) if eval_xy is not None else None
-        h_eval = student.header_outputs(xe)[0] if xe is not None else None
         for i, t in enumerate(ensemble.members):
             doc["teachers"].append({"path": t.spec.path, "num_params": t.spec.num_params,
                                     "accuracy": acc(t.logits(xe), eval_xy[1]) if xe is not None else None,
                                     "agreement_with_ensemble": acc(t_hold[i], l_hold.argmax(1))})
+        doc["ensemble"] = {"accuracy": acc(ensemble.logits(xe), eval_xy[1]) if xe is not None else None}
+        if not hasattr(student, "header_outputs"):  # one student distilled from the ensemble
+            doc["student"] = {"accuracy": acc(student(xe), eval_xy[1]) if xe is not None else None,
+                              "fidelity": acc(student(xh), l_hold.argmax(1))}
+            return doc
+        h_hold = student.header_outputs(xh)[0]
+        h_eval = student.header_outputs(xe)[0] if xe is not None else None
+        for i, t in enumerate(ensemble.members):
             doc["headers"].append({"header": i, "teacher": t.spec.path,
                                    "accuracy": acc(h_eval[i], eval_xy[1]) if xe is not None else None,
                                    "fidelity_to_its_teacher": acc(h_hold[i], t_hold[i].argmax(1).numpy())})
-        doc["ensemble"] = {"accuracy": acc(ensemble.logits(xe), eval_xy[1]) if xe is not None else None}
         mean_hold = torch.stack(h_hold).mean(0)
         doc["student_mean"] = {"accuracy": acc(torch.stack(h_eval).mean(0), eval_xy[1]) if xe is not None else None,
                                "fidelity": acc(mean_hold, l_hold.argmax(1))}

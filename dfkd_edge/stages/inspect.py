@@ -12,7 +12,7 @@ from dfkd_edge.models import create_student
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.files import TEACHER_JSON
 from dfkd_edge.synthesis import resolve_method
-from dfkd_edge.synthesis.base import choose_auto
+from dfkd_edge.synthesis.base import MULTI_METHOD, choose_auto
 from dfkd_edge.teacher import load_teacher
 
 
@@ -59,20 +59,23 @@ class Inspect(Stage):
                 from dfkd_edge.domain import InputDomain
 
                 _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
-            # the student is chosen (and validated) before minutes of synthesis, built later
-            _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, s.spec.num_params,
-                                         cfg.width, None if s.multi else s.teacher.domain)
+            s.method, s.auto_why = resolve_method(cfg.method), None
+            if cfg.method == "auto":
+                s.method, s.auto_why = choose_auto(s.teacher, few_shot=bool(cfg.few_shot_data))
+            s.multihead = s.method == MULTI_METHOD  # several teachers, one header each (CDFKD-MFS)
+            # the student is chosen (and validated) before minutes of synthesis, built later; for several
+            # teachers the one student of the largest
+            params = s.teacher.largest_params if s.multi else s.spec.num_params
+            _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, params, cfg.width,
+                                         None if s.multihead else s.teacher.domain)
             s.few_shot = None
-            if cfg.more_teachers:
+            if s.multihead:
                 s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
                 if cfg.few_shot_data:
                     from dfkd_edge.data.evaldata import load_eval_data
 
                     s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
         s.dist.agree(None)
-        s.method, s.auto_why = resolve_method(cfg.method), None
-        if cfg.method == "auto":
-            s.method, s.auto_why = choose_auto(s.teacher)
 
 
 @contextlib.contextmanager
@@ -88,7 +91,7 @@ def _agreeing(dist):
 def load_teachers(cfg):
     """The teacher, or the ensemble of several; its input domain set (dfkd_edge.domain)."""
     if cfg.more_teachers:
-        from dfkd_edge.distill.multi import Ensemble
+        from dfkd_edge.ensemble import Ensemble
 
         return Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
     return load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)

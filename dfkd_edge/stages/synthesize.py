@@ -1,6 +1,7 @@
 """synthesize: the transfer set from the teacher alone (dfkd_edge.synthesis), streamed to disk with
-per-batch checkpoints under .partial/. Adversarial methods (and several teachers, CDFKD-MFS) train
-the student here too: synthesis and KD interleave."""
+per-batch checkpoints under .partial/. Adversarial methods (and several teachers with CDFKD-MFS) train
+the student here too: synthesis and KD interleave. Several teachers otherwise are inverted as their
+ensemble (dfkd_edge.ensemble) like one teacher."""
 
 from __future__ import annotations
 
@@ -28,8 +29,6 @@ class Synthesize(Stage):
                        "iterations": cfg.iterations, "seed": cfg.seed, "domain": s.teacher.domain.to_dict()}
         seed_all(cfg.seed)
         s.synth = _synthesizer(s)
-        if s.multi:
-            s.method = s.synth_cfg["method"] = s.synth.name
         if s.synth.needs_student and cfg.kd.mode != "kd":
             raise UserError(f"--distill {cfg.kd.mode} needs a transfer set to distill from, but --method {s.method} "
                             "trains the student during synthesis; use --method deepinversion or soft-target")
@@ -51,7 +50,7 @@ class Synthesize(Stage):
         return s.cfg.teacher_paths
 
     def writes(self, s) -> list[str]:
-        return [TRANSFER_SET] + ([HEADERS_PT, HEADERS_JSON] if s.multi else
+        return [TRANSFER_SET] + ([HEADERS_PT, HEADERS_JSON] if s.multihead else
                                  [STUDENT_PT, STUDENT_JSON] if s.synth.needs_student else [])
 
     def run(self, s) -> None:
@@ -62,7 +61,7 @@ class Synthesize(Stage):
             seed_all(cfg.seed)
             trained = build_from_recipe(s.recipe)
             s.synth.train_student(trained, cfg.samples, holdout=cfg.holdout, progress=run.progress, **stream)
-            if s.multi:
+            if s.multihead:
                 save_student(run, trained, s.recipe, {"loss": [s.synth.history[-1]]}, HEADERS_PT, HEADERS_JSON)
             else:
                 save_student(run, trained, s.recipe, {"loss": [None], "trained_by": s.method})
@@ -86,7 +85,7 @@ class Synthesize(Stage):
 
 def _synthesizer(s):
     cfg = s.cfg
-    if s.multi:
+    if s.multihead:
         from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
 
         return MultiTeacherSynthesizer(s.teacher, MultiTeacherConfig(iterations=cfg.iterations,

@@ -40,20 +40,30 @@ AUTO_METHOD = "deepinversion"
 AUTO_WITHOUT_BN = "deepinversion"
 
 
+#: several teachers into one multi-header student, trained against a generator (dfkd_edge.distill.multi);
+#: not a transfer-set method of METHODS: the synthesize stage runs its trainer
+MULTI_METHOD = "cdfkd-mfs"
+
+
 def resolve_method(name: str) -> str:
     if name == "auto":
         return AUTO_METHOD
-    if name not in METHODS:
-        raise UserError(f"unknown --method {name!r}; known: auto, {', '.join(sorted(METHODS))}")
+    if name not in METHODS and name != MULTI_METHOD:
+        raise UserError(f"unknown --method {name!r}; known: auto, {', '.join(sorted([*METHODS, MULTI_METHOD]))}")
     return name
 
 
-def choose_auto(teacher) -> tuple[str, str]:
+def choose_auto(teacher, few_shot: bool = False) -> tuple[str, str]:
     """``--method auto`` for this teacher, decided by its structure: (method, why, in words)."""
     spec = teacher.spec
     members = getattr(teacher, "members", None)
+    if members and few_shot:
+        return MULTI_METHOD, (f"{len(members)} teachers and a few labelled samples: CDFKD-MFS trains one header per "
+                              "teacher, and the samples train the attention over them")
     if members:
-        return "cdfkd-mfs", f"{len(members)} teachers: CDFKD-MFS trains one multi-header student against all of them"
+        return AUTO_METHOD, (f"{len(members)} teachers: DeepInversion against their ensemble (the mean logits and the "
+                             f"running statistics of all {len(spec.bn_layers)} BatchNorm layers), then one student "
+                             "distilled from the ensemble")
     if spec.taps and spec.bn_layers:
         return AUTO_METHOD, (f"the teacher has {len(spec.bn_layers)} BatchNorm layers whose running statistics "
                              "the inversion reproduces (the strongest data-free prior there is)")
