@@ -6,7 +6,7 @@ the data-free quality verdict of every run.
     python benchmarks/zoo_bench.py                       # default method, every zoo teacher, seed 0
     python benchmarks/zoo_bench.py --methods auto soft-target adversarial reused-generator vkd \\
         --teachers digits01-seq signal10z-cnn --seeds 0 1 2
-    python benchmarks/zoo_bench.py --multi               # the multi-teacher sets (CDFKD-MFS)
+    python benchmarks/zoo_bench.py --multi --methods auto cdfkd-mfs   # the multi-teacher sets
     python benchmarks/zoo_bench.py --table               # print the tables from the results so far
 
 Every run is one in-process ``dfkd_edge.pipeline.convert`` with the CLI's defaults (only the
@@ -41,6 +41,7 @@ METHOD_ARGS = {  # benchmark name -> convert options
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set
     "vkd-virtual": {"kd_mode": "vkd", "vkd_transfer": "virtual"},  # on a set synthesized for its targets
+    "cdfkd-mfs": {"method": "cdfkd-mfs"},  # several teachers (--multi): the multi-header student
 }
 
 
@@ -74,30 +75,33 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
     return row
 
 
-def real_kd_student(meta: dict, seed: int):
+def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
     """(student, teacher): the same student and KD recipe as convert's defaults, trained on the real
-    training split."""
+    training split. With several ``teachers`` (a multi-teacher set): the student convert builds for
+    them, distilled from their ensemble."""
     from dfkd_edge.distill import KDConfig, distill
     from dfkd_edge.domain import infer_domain
+    from dfkd_edge.ensemble import Ensemble
     from dfkd_edge.models import create_student
     from dfkd_edge.teacher import load_teacher
 
-    teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
+    loaded = [load_teacher(m["teacher"], tuple(m["input_shape"]), m.get("factory")) for m in (teachers or [meta])]
+    teacher = Ensemble(loaded) if len(loaded) > 1 else loaded[0]
     torch.manual_seed(seed)
     np.random.seed(seed)
     domain = infer_domain(teacher, None, seed=seed)  # the student convert builds (an MLP normalises its inputs)
     torch.manual_seed(seed)
-    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, teacher.spec.num_params,
-                                domain=domain)
+    params = max(t.spec.num_params for t in loaded)
+    student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, params, domain=domain)
     x = np.load(meta["train"])["x"].astype(np.float32)
     distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed), teacher=teacher)
     return student.eval(), teacher
 
 
-def run_real_kd(meta: dict, seed: int) -> dict:
+def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None) -> dict:
     """Real-data KD's test accuracy (the upper bound of the zoo tables)."""
     t0 = time.perf_counter()
-    student, _ = real_kd_student(meta, seed)
+    student, _ = real_kd_student(meta, seed, teachers)
     te = np.load(meta["eval"])
     with torch.no_grad():
         acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
@@ -133,7 +137,7 @@ def label(row: dict) -> str:
 
 
 def print_tables(rows: list[dict]) -> None:
-    rows = [{**r, "method": label(r)} for r in rows if r["method"] != "cdfkd-mfs"]  # print_multi's
+    rows = [{**r, "method": label(r)} for r in rows if r["teacher"] not in zoo.MULTI]  # print_multi's
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     methods = [m for m in METHOD_ARGS if any(r["method"] == m for r in rows)]
     methods += sorted({r["method"] for r in rows} - set(methods) - {"real-kd"})
@@ -160,19 +164,35 @@ def print_tables(rows: list[dict]) -> None:
 
 
 def print_multi(rows: list[dict]) -> None:
-    """The multi-teacher sets: each member's test accuracy, their ensemble's, and the one student."""
-    multi = [r for r in rows if r["method"] == "cdfkd-mfs"]
+    """The multi-teacher sets: each member's test accuracy, their ensemble's, real-data KD from the
+    ensemble, the best member's single-teacher default (its mean over seeds) and each method's student."""
+    multi = [r for r in rows if r["teacher"] in zoo.MULTI]
     if not multi:
         return
-    print("\nSeveral teachers into one student (CDFKD-MFS), test accuracy %")
-    print("| set | teachers | ensemble | student fp32 / int8 [verdict] | seconds |")
-    print("|---|---|---|---|---|")
-    for r in multi:
-        m = r.get("multi") or {}
+    methods = [m for m in ("auto", "cdfkd-mfs") if any(r["method"] == m for r in multi)]
+    print("\nSeveral teachers into one student, test accuracy %, mean ± std over seeds (int8 [verdicts])")
+    print("| set | teachers | ensemble | real-data KD from the ensemble | best single-teacher default | "
+          + " | ".join(methods) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(methods))
+    for name, members in zoo.MULTI.items():
+        mine = [r for r in multi if r["teacher"] == name]
+        if not mine:
+            continue
+        m = next((r["multi"] for r in mine if r.get("multi")), {})
         accs = ", ".join(_ms([t.get("accuracy")]) for t in m.get("teachers", []))
         ens = (m.get("ensemble") or {}).get("accuracy")
-        print(f"| {r['teacher']} (seed {r['seed']}){_where(r)} | {accs} | {_ms([ens])} | {_ms([r['fp32']])} / "
-              f"{_ms([r['int8']])} [{_verdict(r)}] | {r['seconds']:.0f} |")
+        real = [r["fp32"] for r in mine if r["method"] == "real-kd"]
+        singles = {t: [r["int8"] for r in rows if r["teacher"] == t and r["method"] == "auto"] for t in members}
+        best = max((t for t in singles if singles[t]), key=lambda t: statistics.mean(singles[t]), default=None)
+        cells = []
+        for meth in methods:
+            rs = [r for r in mine if r["method"] == meth]
+            verdicts = [_verdict(r) for r in rs]
+            vc = ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
+            cells.append(f"{_ms([r['int8'] for r in rs])} [{vc}] ({statistics.mean(r['seconds'] for r in rs):.0f} s)"
+                         if rs else "")
+        print(f"| {name} | {accs} | {_ms([ens])} | {_ms(real)} | "
+              f"{_ms(singles[best]) + ' (' + best + ')' if best else '-'} | " + " | ".join(cells) + " |")
 
 
 def _verdict(row: dict) -> str:
@@ -229,7 +249,8 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS) + ["real-kd"],
                     help="convert methods; real-kd: only the real-data KD baseline (with --no-baselines)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
-    ap.add_argument("--multi", action="store_true", help="run the multi-teacher sets instead")
+    ap.add_argument("--multi", action="store_true",
+                    help="run the multi-teacher sets instead (methods auto, cdfkd-mfs; baseline: real-data KD)")
     ap.add_argument("--sets", nargs="*", default=list(zoo.MULTI), help="with --multi: which sets")
     ap.add_argument("--no-baselines", action="store_true", help="skip real-data KD and noise KD")
     ap.add_argument("--table", action="store_true", help="only print the tables of --results")
@@ -269,9 +290,10 @@ def main(argv=None) -> None:
             metas = [zoo.build(zoo.BY_NAME[m], Path(a.cache)) for m in members]
             meta = {**metas[0], "name": name}
             for seed in a.seeds:
-                if (name, "cdfkd-mfs", seed) not in done:
-                    row = run_convert(meta, "auto", seed, work, teachers=metas, **compute)
-                    record({**row, "method": "cdfkd-mfs"})
+                for m in ([] if a.no_baselines else ["real-kd"]) + a.methods:
+                    if (name, m, seed) not in done:
+                        record(run_real_kd(meta, seed, metas) if m == "real-kd"
+                               else run_convert(meta, m, seed, work, teachers=metas, **compute))
         return
     plan = [(t, m, s) for t in a.teachers for s in a.seeds
             for m in ([] if a.no_baselines else ["real-kd", "gaussian"]) + a.methods]

@@ -123,8 +123,10 @@ def test_validate_config_refuses_what_does_not_scale_out():
     with pytest.raises(UserError, match="runs in one process"):
         validate_config(cfg, Dist(rank=0, world=2))
     multi = ConvertConfig(teacher="a.pt", more_teachers=("b.pt",), out="o")
-    with pytest.raises(UserError, match="several teachers"):
+    with pytest.raises(UserError, match="several teachers are distilled in one process"):
         validate_config(multi, Dist(rank=1, world=2))
+    with pytest.raises(UserError, match="cdfkd-mfs trains the student during synthesis"):
+        validate_config(ConvertConfig(teacher="t.pt", out="o", method="cdfkd-mfs"), Dist(rank=0, world=2))
 
 
 def test_rank_seeds_differ_and_rank_0_keeps_the_seed():
