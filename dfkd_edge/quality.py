@@ -15,9 +15,11 @@ from its training points; each is in units that mean the same on every teacher.
   observable BatchNorm.
 * ``teacher_agreement`` (several teachers): the lowest top-1 agreement of one teacher with their
   ensemble on the held-out samples. Teachers of one task agree on real inputs; where they do not,
-  the samples are not inputs of that task. Generated samples sit between classes, where even good
-  teachers part: on the zoo's three digits teachers a student 1.1 points under the ensemble came
-  with 64% (bounds 0.8 weak, 0.5 broken; the failures this verdict was built for showed 29-48%).
+  the samples are not inputs of that task. It is judged as fidelity is (the same bounds): both are one
+  model's agreement with the teacher on the same held-out samples, which sit between classes, where
+  even good teachers part (the issue's failing multi-teacher set showed 29-48%; inverted from the
+  ensemble, the zoo's three digits teachers, each within 2 points of the others on real digits, agreed
+  with it on 74-80%).
 * ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples
   (inverted samples sit near decision boundaries: students within a point of real-data KD agreed
   on 85-94% of them, so only a low agreement is judged).
@@ -53,7 +55,7 @@ BOUNDS = {
     "class_coverage": (0.9, 0.5, "min"),
     "classes_seen": (1.0, 0.5, "min"),
     "bn_mismatch": (0.5, 1.0, "max"),
-    "teacher_agreement": (0.8, 0.5, "min"),
+    "teacher_agreement": (0.7, 0.5, "min"),
     "fidelity_fp32": (0.7, 0.5, "min"),
     "fidelity_int8": (0.7, 0.5, "min"),
     "baseline_gap": (0.05, 0.15, "max"),

@@ -179,6 +179,7 @@ GOOD = {"classes": 10, "class_coverage": 0.99, "classes_seen": 1.0, "bn_mismatch
     ({"classes_seen": 0.9}, "doubtful"),
     ({"teacher_agreement": 0.45}, "unreliable"),
     ({"teacher_agreement": 0.97}, "ok"),
+    ({"teacher_agreement": 0.65}, "doubtful"),
     ({"probe_agreement": 0.3}, "ok"),
     ({"fidelity_int8": 0.6}, "doubtful"),
     ({"fidelity_fp32": 0.4}, "unreliable"),
