@@ -195,6 +195,11 @@ def test_convert_two_signal_teachers(cli, tmp_path, toy_teachers):
     assert len(m["teachers"]) == 2 and m["headers"] == [] and m["student"]["accuracy"] is not None
     assert "aggregate" not in read_json(tmp_path / "o/manifest.json")["stages"]
     assert "Teachers and student" in (tmp_path / "o/report.md").read_text()
+    code, _, err = cli("convert", toy_teachers["signal"]["teacher"], tmp_path / "other.pt", "--input-shape", "1,40",
+                       *FAST, "--eval-data", toy_teachers["signal"]["eval"], "--out", tmp_path / "o", "--resume")
+    assert code == 0, err
+    stages = read_json(tmp_path / "o/manifest.json")["stages"]
+    assert stages["synthesize"].get("resumed") and stages["distill"].get("resumed")
 
 
 def test_convert_two_signal_teachers_cdfkd_mfs(cli, tmp_path, toy_teachers):
