@@ -116,10 +116,11 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     if dist is not None and dist.enabled:
         from dfkd_edge.synthesis import METHODS
 
-        if cfg.more_teachers:
-            raise UserError("several teachers are distilled in one process; start it without torchrun (data-parallel: "
-                            "one teacher with deepinversion, soft-target, reused-generator, gaussian)")
-        if method not in METHODS or METHODS[method].needs_student:
+        if cfg.more_teachers and (method == "cdfkd-mfs" or cfg.few_shot_data):
+            raise UserError("CDFKD-MFS (several teachers with --method cdfkd-mfs or --few-shot-data) trains the student "
+                            "during synthesis, which runs in one process; start it without torchrun (several teachers "
+                            "are data-parallel with --method auto or deepinversion and no --few-shot-data)")
+        if not cfg.more_teachers and (method not in METHODS or METHODS[method].needs_student):
             raise UserError(f"--method {method} trains the student during synthesis, which runs in one process; start "
                             "it without torchrun (data-parallel: deepinversion, soft-target, reused-generator, gaussian)")
     _check_teachers(cfg)

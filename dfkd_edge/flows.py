@@ -33,7 +33,7 @@ from dfkd_edge.stages.distill import Distill, DistillKDBaseline
 from dfkd_edge.stages.evaluate import Evaluate
 from dfkd_edge.stages.export import Export
 from dfkd_edge.stages.files import MANIFEST, VIRTUAL_PT
-from dfkd_edge.stages.inspect import Inspect, set_domain
+from dfkd_edge.stages.inspect import Inspect, load_teachers, set_domain
 from dfkd_edge.stages.profile import Profile
 from dfkd_edge.stages.report import Report
 from dfkd_edge.stages.synthesize import Synthesize
@@ -141,12 +141,11 @@ def follow(cfg: ConvertConfig, dist: Dist) -> None:
     """A follower rank under torchrun: load the teacher, then do the leader's commands (synthesize,
     distill) until it says done. Writes nothing into --out but its own synthesis checkpoints."""
     from dfkd_edge.distributed import Workdir
-    from dfkd_edge.teacher import load_teacher
 
     try:
         validate_config(cfg, dist)
         settle(cfg)
-        teacher = load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
+        teacher = load_teachers(cfg)  # several: their Ensemble, inverted like one teacher
         set_domain(teacher, cfg)
     except Exception as e:
         dist.agree(e)

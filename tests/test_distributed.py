@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FAST
 from dfkd_edge import compute as compute_mod
 from dfkd_edge.compute import Compute, maybe_compile, resolve
 from dfkd_edge.distributed import Dist, rank_seed
@@ -123,10 +124,29 @@ def test_validate_config_refuses_what_does_not_scale_out():
     with pytest.raises(UserError, match="runs in one process"):
         validate_config(cfg, Dist(rank=0, world=2))
     multi = ConvertConfig(teacher="a.pt", more_teachers=("b.pt",), out="o")
-    with pytest.raises(UserError, match="several teachers are distilled in one process"):
-        validate_config(multi, Dist(rank=1, world=2))
+    validate_config(multi, Dist(rank=1, world=2))  # their ensemble is inverted like one teacher: data-parallel
+    for cdfkd in (ConvertConfig(teacher="a.pt", more_teachers=("b.pt",), out="o", method="cdfkd-mfs"),
+                  ConvertConfig(teacher="a.pt", more_teachers=("b.pt",), out="o", few_shot_data="f.npz")):
+        with pytest.raises(UserError, match="CDFKD-MFS .* runs in one process"):
+            validate_config(cdfkd, Dist(rank=1, world=2))
     with pytest.raises(UserError, match="cdfkd-mfs trains the student during synthesis"):
         validate_config(ConvertConfig(teacher="t.pt", out="o", method="cdfkd-mfs"), Dist(rank=0, world=2))
+
+
+def test_several_teachers_under_torchrun(tmp_path, digits_teacher, digits_test):
+    """Several teachers' ensemble is synthesized and distilled on both ranks, like one teacher."""
+    from dfkd_edge.models.teachers import DigitsCNN
+    from dfkd_edge.teacher import save_torchscript
+
+    torch.manual_seed(5)
+    save_torchscript(DigitsCNN(width=8, hidden=16).eval(), tmp_path / "b.pt", (1, 8, 8))
+    r = _torchrun("convert", digits_teacher, tmp_path / "b.pt", "--out", tmp_path / "o", "--eval-data", digits_test,
+                  *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = _report(tmp_path / "o")
+    assert rep["distributed"]["world_size"] == 2 and rep["synthesis"]["method"] == "deepinversion"
+    assert len(rep["multi_teacher"]["teachers"]) == 2 and rep["multi_teacher"]["student"]["accuracy"] is not None
+    assert (tmp_path / "o" / "student_int8.onnx").is_file()
 
 
 def test_rank_seeds_differ_and_rank_0_keeps_the_seed():
