@@ -19,7 +19,7 @@ from its training points; each is in units that mean the same on every teacher.
   model's agreement with the teacher on the same held-out samples, which sit between classes, where
   even good teachers part (the issue's failing multi-teacher set showed 29-48%; inverted from the
   ensemble, the zoo's three digits teachers, each within 2 points of the others on real digits, agreed
-  with it on 74-80%).
+  with it on 72-80%).
 * ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples
   (inverted samples sit near decision boundaries: students within a point of real-data KD agreed
   on 85-94% of them, so only a low agreement is judged).
