@@ -154,9 +154,7 @@ def print_tables(rows: list[dict]) -> None:
             if not rs:
                 cells.append("")
                 continue
-            verdicts = [_verdict(r) for r in rs]
-            vc = ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
-            cells.append(f"{_ms([r['fp32'] for r in rs])} / {_ms([r['int8'] for r in rs])} [{vc}] "
+            cells.append(f"{_ms([r['fp32'] for r in rs])} / {_ms([r['int8'] for r in rs])} [{_verdict_counts(rs)}] "
                          f"({statistics.mean(r['seconds'] for r in rs):.0f} s)")
         real = [r["fp32"] for r in mine if r["method"] == "real-kd"]
         print(f"| {t} | {_ms([tacc]) if tacc is not None else '-'} | {_ms(real)} | " + " | ".join(cells) + " |")
@@ -187,12 +185,17 @@ def print_multi(rows: list[dict]) -> None:
         cells = []
         for meth in methods:
             rs = [r for r in mine if r["method"] == meth]
-            verdicts = [_verdict(r) for r in rs]
-            vc = ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
-            cells.append(f"{_ms([r['int8'] for r in rs])} [{vc}] ({statistics.mean(r['seconds'] for r in rs):.0f} s)"
+            cells.append(f"{_ms([r['int8'] for r in rs])} [{_verdict_counts(rs)}] "
+                         f"({statistics.mean(r['seconds'] for r in rs):.0f} s)"
                          if rs else "")
         print(f"| {name} | {accs} | {_ms([ens])} | {_ms(real)} | "
               f"{_ms(singles[best]) + ' (' + best + ')' if best else '-'} | " + " | ".join(cells) + " |")
+
+
+def _verdict_counts(rows: list[dict]) -> str:
+    """The runs' verdicts counted, e.g. ``d1,o2``."""
+    verdicts = [_verdict(r) for r in rows]
+    return ",".join(f"{v[0]}{verdicts.count(v)}" for v in sorted(set(verdicts)))
 
 
 def _verdict(row: dict) -> str:

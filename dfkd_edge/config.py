@@ -115,8 +115,9 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     cfg.compute(dist or Dist())  # UserError for a device or precision this machine cannot give
     if dist is not None and dist.enabled:
         from dfkd_edge.synthesis import METHODS
+        from dfkd_edge.synthesis.base import MULTI_METHOD
 
-        if cfg.more_teachers and (method == "cdfkd-mfs" or cfg.few_shot_data):
+        if cfg.more_teachers and (method == MULTI_METHOD or cfg.few_shot_data):
             raise UserError("CDFKD-MFS (several teachers with --method cdfkd-mfs or --few-shot-data) trains the student "
                             "during synthesis, which runs in one process; start it without torchrun (several teachers "
                             "are data-parallel with --method auto or deepinversion and no --few-shot-data)")
@@ -132,16 +133,15 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     check_numbers(cfg)
 
 
-#: the methods that take several teachers (dfkd_edge.ensemble, dfkd_edge.distill.multi)
-SEVERAL_TEACHER_METHODS = ("auto", "deepinversion", "cdfkd-mfs")
-
-
 def _check_teachers(cfg: ConvertConfig) -> None:
+    from dfkd_edge.synthesis.base import AUTO_METHOD, MULTI_METHOD
+
+    several = ("auto", AUTO_METHOD, MULTI_METHOD)  # the ensemble route (dfkd_edge.ensemble) and CDFKD-MFS
     if cfg.more_teachers:
-        if cfg.method not in SEVERAL_TEACHER_METHODS:
+        if cfg.method not in several:
             raise UserError(f"--method {cfg.method} applies to one teacher; with {len(cfg.teacher_paths)} teachers use "
                             "auto (leave --method out), deepinversion or cdfkd-mfs")
-        if cfg.few_shot_data and cfg.method == "deepinversion":
+        if cfg.few_shot_data and cfg.method == AUTO_METHOD:
             raise UserError("--few-shot-data trains the attention over CDFKD-MFS's headers; with --method deepinversion "
                             "the student has none (use --method cdfkd-mfs, or leave --method out)")
         if cfg.kd.mode != "kd":
@@ -151,7 +151,7 @@ def _check_teachers(cfg: ConvertConfig) -> None:
     elif cfg.few_shot_data:
         raise UserError("--few-shot-data trains the attention over several teachers' headers; it needs two or more "
                         "teachers")
-    elif cfg.method == "cdfkd-mfs":
+    elif cfg.method == MULTI_METHOD:
         raise UserError("--method cdfkd-mfs distills several teachers into one multi-header student; give two or more "
                         "teachers")
 

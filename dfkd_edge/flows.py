@@ -49,8 +49,8 @@ def _state(cfg: ConvertConfig, run: Run, dist: Dist) -> State:
     compute = cfg.compute(dist)
     run.manifest["compute"] = compute.to_dict()
     run.manifest["distributed"] = dist.to_dict()
-    return State(cfg=cfg, run=run, dist=dist, compute=compute, threads=threads, multi=bool(cfg.more_teachers), multihead=False,
-                 aggregation=None, scaled=False, uses_vkd=False, t_all=time.perf_counter())
+    return State(cfg=cfg, run=run, dist=dist, compute=compute, threads=threads, multi=bool(cfg.more_teachers),
+                 multihead=False, aggregation=None, scaled=False, uses_vkd=False, t_all=time.perf_counter())
 
 
 def convert(cfg: ConvertConfig, progress: Progress | None = None, dist: Dist | None = None) -> dict:

@@ -92,8 +92,7 @@ def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
         text = ("Several teachers, one student: the transfer set was inverted from the teachers' ensemble (its "
                 "mean logits and every teacher's BatchNorm statistics) and the student distilled from the "
                 "ensemble's soft targets. Figures are PyTorch fp32; agreement on held-out synthetic samples.")
-        return [Block("h3", "Teachers and student"), Block("p", text),
-                Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
+        return _teachers_table("Teachers and student", text, rows, dataset)
     rows += [[f"student header {h['header']} (learns teacher {h['header']})", _pct(h["accuracy"]),
               f"agrees with its teacher on {_pct(h['fidelity_to_its_teacher'])}"] for h in m["headers"]]
     rows.append(["student, mean of the headers", _pct(m["student_mean"]["accuracy"]),
@@ -108,7 +107,11 @@ def _multi_teacher_blocks(m: dict | None, dataset: str | None) -> list[Block]:
             + (" (which did not beat the mean on held-out halves of those samples, so its weights are uniform: "
                "the mean)" if agg.get("kept") is False else "")
             + ". Figures are PyTorch fp32; agreement on held-out synthetic samples.")
-    return [Block("h3", "Teachers and headers"), Block("p", text),
+    return _teachers_table("Teachers and headers", text, rows, dataset)
+
+
+def _teachers_table(title: str, text: str, rows: list, dataset: str | None) -> list[Block]:
+    return [Block("h3", title), Block("p", text),
             Block("table", header=["model", f"accuracy ({dataset or 'no eval data'})", "fidelity"], rows=rows)]
 
 

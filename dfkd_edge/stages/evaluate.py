@@ -55,12 +55,14 @@ def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndar
     xe = torch.from_numpy(eval_xy[0]) if eval_xy is not None else None
     with torch.no_grad():
         t_hold = [t.logits(xh) for t in ensemble.members]
+        t_eval = [t.logits(xe) for t in ensemble.members] if xe is not None else None
         doc = {"aggregation": aggregation, "teachers": [], "headers": []}
         for i, t in enumerate(ensemble.members):
             doc["teachers"].append({"path": t.spec.path, "num_params": t.spec.num_params,
-                                    "accuracy": acc(t.logits(xe), eval_xy[1]) if xe is not None else None,
+                                    "accuracy": acc(t_eval[i], eval_xy[1]) if xe is not None else None,
                                     "agreement_with_ensemble": acc(t_hold[i], l_hold.argmax(1))})
-        doc["ensemble"] = {"accuracy": acc(ensemble.logits(xe), eval_xy[1]) if xe is not None else None}
+        # the ensemble's logits are the mean of its members' (Ensemble.logits): no second pass over them
+        doc["ensemble"] = {"accuracy": acc(torch.stack(t_eval).mean(0), eval_xy[1]) if xe is not None else None}
         if not hasattr(student, "header_outputs"):  # one student distilled from the ensemble
             doc["student"] = {"accuracy": acc(student(xe), eval_xy[1]) if xe is not None else None,
                               "fidelity": acc(student(xh), l_hold.argmax(1))}

@@ -32,7 +32,8 @@ def register_method(cls):
 
 
 #: ``--method auto`` before the teacher is known (validation, the data-parallel check): every choice
-#: ``choose_auto`` can make is data-parallel, like this one.
+#: ``choose_auto`` can make is data-parallel, like this one, except CDFKD-MFS (several teachers with
+#: --few-shot-data), which validate_config refuses under torchrun.
 AUTO_METHOD = "deepinversion"
 #: ``--method auto`` for a teacher without an observable BatchNorm layer: on the zoo's no-BN CNN the
 #: inversion with the label and smoothness priors alone beat the generator methods (docs/benchmarks.md:
