@@ -37,6 +37,7 @@ import zoo  # noqa: E402
 DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
 METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
+    "auto-noise-start": {"synth_start": "noise"},  # the default, images started from noise (before session 9)
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set

@@ -35,6 +35,10 @@ SYNTH = [
     click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
     click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),
     click.option("--synth-batch", default=256, show_default=True, help="Synthesis batch size."),
+    click.option("--synth-start", default="auto", show_default=True,
+                 help="Where the input-optimising methods (deepinversion, soft-target) start each sample: "
+                      "auto (dead-leaves for images, noise otherwise), dead-leaves (flat shapes laid over "
+                      "each other, images only) or noise (the input domain's noise)."),
 ]
 STUDENT = [
     click.option("--student", default="auto", show_default=True, help="Student family: auto, conv2d, conv1d, mlp."),
@@ -154,7 +158,8 @@ def config_from_options(teachers, **o) -> ConvertConfig:
                          factory=o["factory"], input_range=o["input_range"], input_mean=o["input_mean"],
                          input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"],
                          samples=o["samples"], holdout=o["holdout"], iterations=o["iterations"],
-                         synth_batch=o["synth_batch"], student=o["student"], width=o["width"], kd=kd, calib=calib,
+                         synth_start=o.get("synth_start", "auto"), synth_batch=o["synth_batch"], student=o["student"],
+                         width=o["width"], kd=kd, calib=calib,
                          eval_data=o["eval_data"], vkd=VKDConfig(epochs=o["vkd_epochs"], transfer=o.get("vkd_transfer", VKDConfig.transfer)),
                          compare_kd=o["compare_kd"],
                          seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],

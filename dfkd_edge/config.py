@@ -17,6 +17,7 @@ from dfkd_edge.distill.vkd import VKD_TRANSFERS, VKDConfig
 from dfkd_edge.distributed import Dist
 from dfkd_edge.errors import UserError, require_positive
 from dfkd_edge.export.quantize import CalibConfig
+from dfkd_edge.synthesis.start import STARTS
 from dfkd_edge.targets import HOST_TARGET, load_profile
 
 
@@ -37,6 +38,7 @@ class ConvertConfig:
     holdout: int = 256
     synth_batch: int = 256
     iterations: int = 200
+    synth_start: str = "auto"  # where input optimisers start (dfkd_edge.synthesis.start.STARTS)
     student: str = "auto"
     width: int | None = None
     kd: KDConfig = field(default_factory=KDConfig)
@@ -162,6 +164,8 @@ def check_numbers(cfg: ConvertConfig) -> None:
                       ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
                       ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
                       ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)))
+    if cfg.synth_start not in STARTS:
+        raise UserError(f"--synth-start must be one of {', '.join(STARTS)}, got {cfg.synth_start!r}")
     if cfg.holdout < 16:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
     if not cfg.kd.mixup >= 0:

@@ -170,6 +170,16 @@ def test_unknown_method_target_and_student(cli, tmp_path, digits_teacher):
     _assert_one_line_exit2(code, err, "--student")
 
 
+def test_synth_start_unknown_or_not_for_this_teacher(cli, tmp_path, digits_teacher, toy_teachers):
+    code, _, err = cli("convert", digits_teacher, *FAST, "--synth-start", "clouds", "--out", tmp_path / "o")
+    _assert_one_line_exit2(code, err, "--synth-start", "dead-leaves")
+    assert not (tmp_path / "o").exists()
+    vector = toy_teachers["vector"]["teacher"]
+    code, _, err = cli("convert", vector, "--input-shape", "30", *FAST, "--synth-start", "dead-leaves",
+                       "--out", tmp_path / "o2")
+    _assert_one_line_exit2(code, err, "--synth-start dead-leaves", "use auto or noise")
+
+
 @pytest.mark.parametrize("flag,value,needle", [
     ("--threads", "-1", "0 (min(4, cores)) or a positive count"), ("--temperature", "0", "positive"),
     ("--temperature", "nan", "positive"), ("--mixup", "-1", "0 (off) or positive"),

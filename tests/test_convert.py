@@ -98,6 +98,7 @@ def test_convert_writes_the_contract(cli, tmp_path, digits_teacher, digits_test)
     r = _check_report(out, with_accuracy=True)
     assert r["accuracy"]["teacher"] > 0.95  # the shipped teacher
     assert r["synthesis"]["requested"] == "auto" and r["synthesis"]["method"] == "deepinversion"
+    assert r["synthesis"]["start"] == "dead-leaves"  # an image teacher
     assert r["parity"]["max_abs_diff"] < 1e-3
 
 
@@ -171,13 +172,16 @@ def test_signal_and_vector_teachers(cli, tmp_path, toy_teachers, kind, shape, sl
     assert acc["student_int8"] >= acc["teacher"] - slack, acc
     assert abs(acc["student_int8"] - acc["student_fp32"]) <= 0.01, acc
     assert r["student"]["name"] == {"signal": "conv1d", "vector": "mlp"}[kind]
+    assert r["synthesis"]["start"] == "noise"
     assert r["student"]["num_params"] < r["teacher"]["num_params"] / 2  # MIN_WIDTH can beat the 1/4 budget
 
 
 def test_soft_target_method_plugs_into_convert(cli, tmp_path, digits_teacher):
-    code, _, err = cli("convert", digits_teacher, *FAST, "--method", "soft-target", "--out", tmp_path / "o")
+    code, _, err = cli("convert", digits_teacher, *FAST, "--method", "soft-target", "--synth-start", "noise",
+                       "--out", tmp_path / "o")
     assert code == 0, err
-    assert read_json(tmp_path / "o/report.json")["synthesis"]["method"] == "soft-target"
+    r = read_json(tmp_path / "o/report.json")
+    assert r["synthesis"]["method"] == "soft-target" and r["synthesis"]["start"] == "noise"
 
 
 def test_adversarial_method_plugs_into_convert(cli, tmp_path, digits_teacher):
@@ -185,3 +189,4 @@ def test_adversarial_method_plugs_into_convert(cli, tmp_path, digits_teacher):
     assert code == 0, err
     r = read_json(tmp_path / "o/report.json")
     assert r["synthesis"]["method"] == "adversarial" and r["fidelity"]["student_fp32"] is not None
+    assert r["synthesis"]["start"] is None  # a generator draws its samples

@@ -73,6 +73,8 @@ def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     return [(d, k, rs) for (d, k), rs in groups.items()]
 
 
+_STARTS = {"dead-leaves": "a dead-leaves image (flat shapes in the input domain's colours)",
+           "noise": "noise in the input domain"}
 _MODE_TEXT = {"kd": "KD from the teacher's soft targets",
               "vkd": "VKD, soft targets from the virtual generator alone; the teacher was not run while the "
                      "student trained",
@@ -258,6 +260,8 @@ def _summary_blocks(report: dict) -> list[Block]:
                     f"Transfer set: {report['synthesis']['method']}"
                     + (f" (chosen by --method auto: {report['synthesis']['auto']['why']})"
                        if report["synthesis"].get("auto") else "")
+                    + (f", each sample started as {_STARTS[report['synthesis']['start']]}"
+                       if report["synthesis"].get("start") else "")
                     + f", {report['synthesis']['train']} samples "
                     f"(+{report['synthesis']['holdout']} held out). No real training data was used."
                     + _domain_text(t) + _compute_line(report)),

@@ -11,6 +11,7 @@ from pathlib import Path
 from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.report.recommend import recommend, with_verdict
 from dfkd_edge.runner import Stage
+from dfkd_edge.synthesis.base import start_of
 from dfkd_edge.stages.files import (CALIBRATION_JSON, LATENCY_JSON, MANIFEST, PARITY_JSON, STUDENT_PT, TARGETS_JSON,
                                     TRANSFER_SET)
 
@@ -37,6 +38,7 @@ class Report(Stage):
                               s.ts, calib, parity, s.rows, s.quality, s.profiles, target_doc)
         report["distillation"] = s.distillation
         report["synthesis"]["auto"] = {"method": s.method, "why": s.auto_why} if s.auto_why else None
+        report["synthesis"]["start"] = start_of(s.ts.method, s.cfg.synth_start, s.spec.input_shape)
         report["compute"] = {**s.compute.to_dict(), "applies_to": "synthesis and distillation" if s.scaled else
                              f"nothing: --method {s.method} runs on the CPU",
                              "threads_per_rank": s.cfg.train_threads(s.dist)}

@@ -66,9 +66,8 @@ class Synthesize(Stage):
             else:
                 save_student(run, trained, s.recipe, {"loss": [None], "trained_by": s.method})
             return
-        synth_kw = {"batch_size": cfg.synth_batch, "seed": cfg.seed, "iterations": cfg.iterations}
         with s.dist.collective():
-            s.dist.command("synthesize", method=s.method, kwargs=synth_kw, n=cfg.samples, holdout=cfg.holdout,
+            s.dist.command("synthesize", method=s.method, kwargs=_synth_kwargs(cfg), n=cfg.samples, holdout=cfg.holdout,
                            checkpoint_dir=str(stream["checkpoint_dir"]))
             s.synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, dist=s.dist,
                                compute=s.compute, **stream)
@@ -90,5 +89,9 @@ def _synthesizer(s):
 
         return MultiTeacherSynthesizer(s.teacher, MultiTeacherConfig(iterations=cfg.iterations,
                                                                      batch_size=cfg.synth_batch, seed=cfg.seed))
-    return create_synthesizer(s.method, s.teacher, batch_size=cfg.synth_batch, seed=cfg.seed,
-                              iterations=cfg.iterations)
+    return create_synthesizer(s.method, s.teacher, **_synth_kwargs(cfg))
+
+
+def _synth_kwargs(cfg) -> dict:
+    """A transfer-set method's options (the same on every rank: followers build theirs from these)."""
+    return {"batch_size": cfg.synth_batch, "seed": cfg.seed, "iterations": cfg.iterations, "start": cfg.synth_start}

@@ -18,6 +18,7 @@ import torch
 from dfkd_edge.compute import Compute
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.synthesis.start import resolve_start, start_points
 from dfkd_edge.teacher import Teacher
 
 if TYPE_CHECKING:
@@ -70,6 +71,13 @@ def choose_auto(teacher, few_shot: bool = False) -> tuple[str, str]:
                              "the inversion reproduces (the strongest data-free prior there is)")
     why = ("BatchNorm inputs could not be observed" if not spec.taps else "the teacher has no BatchNorm layer")
     return AUTO_WITHOUT_BN, f"{why}: nothing to invert but the labels and the smoothness and L2 priors"
+
+
+def start_of(method: str, start: str, input_shape: tuple[int, ...]) -> str | None:
+    """Where ``method``'s samples started ("dead-leaves" | "noise"); None for methods that do not
+    optimise inputs (the generator methods, gaussian, CDFKD-MFS)."""
+    cls = METHODS.get(method)
+    return resolve_start(start, input_shape) if cls is not None and issubclass(cls, InputOptimizer) else None
 
 
 def create_synthesizer(name: str, teacher: Teacher, **cfg) -> "Synthesizer":
@@ -278,15 +286,17 @@ class InputOptimizer(Synthesizer):
     """Methods that optimise a batch of inputs directly (DeepInversion, soft-target).
 
     ``sample()`` optimises ``u`` with ``x = mean + std * u`` (the teacher's input domain,
-    dfkd_edge.domain): ``u`` starts from N(0, 1) and takes ``iterations`` Adam steps (betas 0.5/0.99,
+    dfkd_edge.domain): ``u`` starts at ``start_points`` (dead leaves for images, the domain's noise
+    otherwise; dfkd_edge.synthesis.start) and takes ``iterations`` Adam steps (betas 0.5/0.99,
     cosine decay from ``lr``) on ``loss(x, rec, ctx)`` plus the shared smoothness and L2 priors on
     ``u`` (scale-free: the same on every input domain), where
     ``rec`` holds the teacher's taps for that step and ``ctx`` is what ``batch_context(n)`` made
     for the batch (its labels or soft targets)."""
 
     def __init__(self, teacher: Teacher, iterations: int = 200, lr: float = 0.1, tv_weight: float = 1e-2,
-                 l2_weight: float = 1e-4, **kw) -> None:
+                 l2_weight: float = 1e-4, start: str = "auto", **kw) -> None:
         super().__init__(teacher, **kw)
+        self.start = resolve_start(start, self.input_shape)
         self.iterations, self.lr = int(iterations), lr
         self.tv_weight, self.l2_weight = tv_weight, l2_weight
 
@@ -308,9 +318,9 @@ class InputOptimizer(Synthesizer):
         mean, std = (compute.to(t) for t in domain.tensors(self.input_shape))
         # u is optimised, x = mean + std * u is what the teacher sees: the step size, the start and the
         # priors are in units of the input's own scale, the same on [0, 1], 0-255 or z-scored inputs.
-        # u is drawn on the CPU from the method's generator: the same start on every device; with the
-        # domain's per-sample levels (images, signals) each sample starts at its own level
-        u = compute.to(domain.noise(n, self.input_shape, self.generator)).requires_grad_(True)
+        # u is drawn on the CPU from the method's generator: the same start on every device; images
+        # start as dead leaves, signals at the domain's per-sample levels (dfkd_edge.synthesis.start)
+        u = compute.to(start_points(domain, n, self.input_shape, self.generator, self.start)).requires_grad_(True)
         opt = torch.optim.Adam([u], lr=self.lr, betas=(0.5, 0.99))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
         scaler = compute.grad_scaler()

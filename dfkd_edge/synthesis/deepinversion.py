@@ -1,6 +1,7 @@
 """BatchNorm-statistics inversion (DeepInversion, Yin et al., CVPR 2020).
 
-Each batch starts from Gaussian noise and is optimised with Adam so that
+Each batch starts where ``dfkd_edge.synthesis.start`` says (dead-leaves images for image teachers,
+the input domain's noise otherwise) and is optimised with Adam so that
 
     loss = ce_weight * CE(teacher(x), y)            y: balanced labels drawn per batch
          + bn_weight * sum_l ||mu_l(x) - mu_l|| + ||var_l(x) - var_l||   (BN running stats)
