@@ -37,7 +37,8 @@ import zoo  # noqa: E402
 DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
 METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
-    "auto-noise-start": {"synth_start": "noise"},  # the default, images started from noise (before session 9)
+    "auto-noise-start": {"synth_start": "noise"},
+    "auto-half-start": {"synth_start": "half"},  # half of each batch started as dead leaves, half as noise  # the default, images started from noise (before session 9)
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set
@@ -265,9 +266,11 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default="auto", help="convert's --precision")
     a = ap.parse_args(argv)
     results = Path(a.results)
-    if a.table:  # every results*.jsonl beside --results (runs split over processes write one each)
+    if a.table:  # every results*.jsonl beside --results (runs split over processes write one each), or the
+        # files --results names with a wildcard ('benchmarks/results/results-session9*.jsonl': one session's)
         rows = {}  # a run repeated later replaces the earlier one (the newer code's); "when" orders them
-        found = [r for f in sorted(results.parent.glob("results*.jsonl")) for r in load_results(f)]
+        pattern = results.name if any(c in results.name for c in "*?[") else "results*.jsonl"
+        found = [r for f in sorted(results.parent.glob(pattern)) for r in load_results(f)]
         for r in sorted(found, key=lambda r: r.get("when", "")):
             rows[(r["teacher"], label(r), r["seed"])] = r
         print_tables(list(rows.values()))

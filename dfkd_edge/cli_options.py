@@ -38,7 +38,8 @@ SYNTH = [
     click.option("--synth-start", default="auto", show_default=True,
                  help="Where the input-optimising methods (deepinversion, soft-target) start each sample: "
                       "auto (dead-leaves for images, noise otherwise), dead-leaves (flat shapes laid over "
-                      "each other, images only) or noise (the input domain's noise)."),
+                      "each other, images only), noise (the input domain's noise) or half (half of each "
+                      "batch each way, images only)."),
 ]
 STUDENT = [
     click.option("--student", default="auto", show_default=True, help="Student family: auto, conv2d, conv1d, mlp."),

@@ -45,3 +45,12 @@ def test_start_points_pick_by_rank():
         assert torch.equal(got, d_vec.noise(16, shape, torch.Generator().manual_seed(1)))
     img = start_points(d, 16, (1, 8, 8), torch.Generator().manual_seed(1))
     assert torch.equal(img, dead_leaves(16, (1, 8, 8), torch.Generator().manual_seed(1)))
+
+
+def test_half_start_is_dead_leaves_then_noise():
+    d = InputDomain([0.0] * 3, [1.0] * 3)
+    got = start_points(d, 64, (3, 12, 12), torch.Generator().manual_seed(2), "half")
+    g = torch.Generator().manual_seed(2)
+    want = torch.cat([dead_leaves(32, (3, 12, 12), g), d.noise(32, (3, 12, 12), g)])
+    assert torch.equal(got, want)
+    assert _neighbour_msd(got[:32]) < 0.5 * _neighbour_msd(got[32:])

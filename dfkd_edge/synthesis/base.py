@@ -68,7 +68,7 @@ def choose_auto(teacher, few_shot: bool = False) -> tuple[str, str]:
                              "distilled from the ensemble")
     if spec.taps and spec.bn_layers:
         return AUTO_METHOD, (f"the teacher has {len(spec.bn_layers)} BatchNorm layers whose running statistics "
-                             "the inversion reproduces (the strongest data-free prior there is)")
+                             "the inversion reproduces: the strongest data-free prior there is")
     why = ("BatchNorm inputs could not be observed" if not spec.taps else "the teacher has no BatchNorm layer")
     return AUTO_WITHOUT_BN, f"{why}: nothing to invert but the labels and the smoothness and L2 priors"
 

@@ -27,7 +27,7 @@ LEAVES = (4, 24)
 
 
 #: ``--synth-start``: auto (dead leaves for images, noise otherwise), dead-leaves (images only), noise
-STARTS = ("auto", "dead-leaves", "noise")
+STARTS = ("auto", "dead-leaves", "noise", "half")
 
 
 def resolve_start(kind: str, input_shape: tuple[int, ...]) -> str:
@@ -35,8 +35,8 @@ def resolve_start(kind: str, input_shape: tuple[int, ...]) -> str:
     if kind not in STARTS:
         raise UserError(f"--synth-start must be one of {', '.join(STARTS)}, got {kind!r}")
     image = len(input_shape) == 3
-    if kind == "dead-leaves" and not image:
-        raise UserError(f"--synth-start dead-leaves draws images (channels x height x width); the teacher takes "
+    if kind in ("dead-leaves", "half") and not image:
+        raise UserError(f"--synth-start {kind} draws images (channels x height x width); the teacher takes "
                         f"inputs of shape {tuple(input_shape)}: use auto or noise")
     if kind == "auto":
         return "dead-leaves" if image else "noise"
@@ -46,8 +46,12 @@ def resolve_start(kind: str, input_shape: tuple[int, ...]) -> str:
 def start_points(domain, n: int, input_shape: tuple[int, ...], generator: torch.Generator,
                  kind: str = "auto") -> torch.Tensor:
     """``u`` for ``n`` samples: dead leaves or the domain's noise (``resolve_start``)."""
-    if resolve_start(kind, input_shape) == "noise":
+    kind = resolve_start(kind, input_shape)
+    if kind == "noise":
         return domain.noise(n, input_shape, generator)
+    if kind == "half":  # the first half of each batch dead leaves, the rest noise
+        k = n // 2
+        return torch.cat([dead_leaves(k, input_shape, generator), domain.noise(n - k, input_shape, generator)])
     return dead_leaves(n, input_shape, generator)
 
 
