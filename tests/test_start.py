@@ -54,3 +54,11 @@ def test_half_start_is_dead_leaves_then_noise():
     want = torch.cat([dead_leaves(32, (3, 12, 12), g), d.noise(32, (3, 12, 12), g)])
     assert torch.equal(got, want)
     assert _neighbour_msd(got[:32]) < 0.5 * _neighbour_msd(got[32:])
+
+
+def test_the_report_says_every_start_in_words():
+    from dfkd_edge.report.render import _STARTS
+    from dfkd_edge.synthesis.start import STARTS, resolve_start
+
+    kinds = {resolve_start(k, (3, 12, 12)) for k in STARTS} | {resolve_start("auto", (1, 40))}
+    assert kinds <= set(_STARTS)

@@ -74,7 +74,8 @@ def _latency_groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
 
 
 _STARTS = {"dead-leaves": "a dead-leaves image (flat shapes in the input domain's colours)",
-           "noise": "noise in the input domain"}
+           "noise": "noise in the input domain",
+           "half": "a dead-leaves image for half of each batch and noise in the input domain for the rest"}
 _MODE_TEXT = {"kd": "KD from the teacher's soft targets",
               "vkd": "VKD, soft targets from the virtual generator alone; the teacher was not run while the "
                      "student trained",
