@@ -112,6 +112,11 @@ def test_resume_reruns_only_what_changed(cli, tmp_path, digits_teacher, referenc
     stages = read_json(out / "manifest.json")["stages"]
     assert stages["synthesize"].get("resumed") and not stages["distill"].get("resumed")
     assert not stages["export"].get("resumed")  # its input, the student, changed
+    # another start draws another transfer set: synthesis runs again
+    code, _, err = cli("convert", digits_teacher, *args, "--synth-start", "noise", "--out", out, "--resume")
+    assert code == 0, err
+    assert not read_json(out / "manifest.json")["stages"]["synthesize"].get("resumed")
+    assert read_json(out / "report.json")["synthesis"]["start"] == "noise"
 
 
 def test_force_and_resume_contradict(cli, tmp_path, digits_teacher):

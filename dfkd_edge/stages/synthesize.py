@@ -26,7 +26,8 @@ class Synthesize(Stage):
     def prepare(self, s) -> None:
         cfg = s.cfg
         s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
-                       "iterations": cfg.iterations, "seed": cfg.seed, "domain": s.teacher.domain.to_dict()}
+                       "iterations": cfg.iterations, "seed": cfg.seed, "start": cfg.synth_start,
+                       "domain": s.teacher.domain.to_dict()}
         seed_all(cfg.seed)
         s.synth = _synthesizer(s)
         if s.synth.needs_student and cfg.kd.mode != "kd":

@@ -56,7 +56,7 @@ class VirtualSet(Stage):
     def params(self, s) -> dict:
         c = s.cfg
         return {"samples": c.samples, "batch": c.synth_batch, "iterations": c.iterations, "seed": c.seed,
-                "domain": s.teacher.domain.to_dict(), **scale_key(s)}
+                "start": c.synth_start, "domain": s.teacher.domain.to_dict(), **scale_key(s)}
 
     def reads(self, s) -> list[str]:
         return [VIRTUAL_PT, TEACHER_JSON]
@@ -73,7 +73,8 @@ class VirtualSet(Stage):
         cfg, run = s.cfg, s.run
         seed_all(cfg.seed)
         synth = VirtualTargetSynthesizer(s.teacher, load_virtual_generator(run.path(VIRTUAL_PT)),
-                                         batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations)
+                                         batch_size=cfg.synth_batch, seed=cfg.seed, iterations=cfg.iterations,
+                                         start=cfg.synth_start)
         synth.synthesize(cfg.samples, progress=run.progress, compute=s.compute,
                          checkpoint_dir=run.path(PARTIAL) / f"{self.name}-{s.stage_key[:16]}",
                          out_path=run.path(VIRTUAL_SET))
