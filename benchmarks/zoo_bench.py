@@ -37,9 +37,9 @@ import zoo  # noqa: E402
 DEFAULT_RESULTS = HERE / "results" / "results.jsonl"
 METHOD_ARGS = {  # benchmark name -> convert options
     "auto": {}, "deepinversion": {"method": "deepinversion"}, "soft-target": {"method": "soft-target"},
-    "auto-noise-start": {"synth_start": "noise"},
-    "auto-half-start": {"synth_start": "half"},
-    "soft-target-noise-start": {"method": "soft-target", "synth_start": "noise"},  # half of each batch started as dead leaves, half as noise  # the default, images started from noise (before session 9)
+    "auto-noise-start": {"synth_start": "noise"},  # the default, images started from noise (before session 9)
+    "auto-half-start": {"synth_start": "half"},  # half of each batch started as dead leaves, half as noise
+    "soft-target-noise-start": {"method": "soft-target", "synth_start": "noise"},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set

@@ -17,7 +17,7 @@ from dfkd_edge.distill.vkd import VKD_TRANSFERS, VKDConfig
 from dfkd_edge.distributed import Dist
 from dfkd_edge.errors import UserError, require_positive
 from dfkd_edge.export.quantize import CalibConfig
-from dfkd_edge.synthesis.start import STARTS
+from dfkd_edge.synthesis.start import check_start
 from dfkd_edge.targets import HOST_TARGET, load_profile
 
 
@@ -111,6 +111,7 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     from dfkd_edge.synthesis import resolve_method
 
     method = resolve_method(cfg.method)  # UserError on an unknown name
+    check_start(cfg.synth_start)
     check_mode(cfg.kd)
     if cfg.vkd.transfer not in VKD_TRANSFERS:
         raise UserError(f"--vkd-transfer must be one of {', '.join(VKD_TRANSFERS)}, got {cfg.vkd.transfer!r}")
@@ -164,8 +165,6 @@ def check_numbers(cfg: ConvertConfig) -> None:
                       ("--vkd-epochs", cfg.vkd.epochs), ("--iterations", cfg.iterations),
                       ("--batch-size", cfg.kd.batch_size), ("--temperature", cfg.kd.temperature),
                       ("--calib-samples", cfg.calib.samples), ("--latency-budget", cfg.latency_budget_s)))
-    if cfg.synth_start not in STARTS:
-        raise UserError(f"--synth-start must be one of {', '.join(STARTS)}, got {cfg.synth_start!r}")
     if cfg.holdout < 16:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
     if not cfg.kd.mixup >= 0:

@@ -68,8 +68,8 @@ class Synthesize(Stage):
                 save_student(run, trained, s.recipe, {"loss": [None], "trained_by": s.method})
             return
         with s.dist.collective():
-            s.dist.command("synthesize", method=s.method, kwargs=_synth_kwargs(cfg), n=cfg.samples, holdout=cfg.holdout,
-                           checkpoint_dir=str(stream["checkpoint_dir"]))
+            s.dist.command("synthesize", method=s.method, kwargs=_synth_kwargs(cfg), n=cfg.samples,
+                           holdout=cfg.holdout, checkpoint_dir=str(stream["checkpoint_dir"]))
             s.synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, dist=s.dist,
                                compute=s.compute, **stream)
 

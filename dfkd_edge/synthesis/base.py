@@ -74,7 +74,7 @@ def choose_auto(teacher, few_shot: bool = False) -> tuple[str, str]:
 
 
 def start_of(method: str, start: str, input_shape: tuple[int, ...]) -> str | None:
-    """Where ``method``'s samples started ("dead-leaves" | "noise"); None for methods that do not
+    """Where ``method``'s samples started ("dead-leaves" | "noise" | "half"); None for methods that do not
     optimise inputs (the generator methods, gaussian, CDFKD-MFS)."""
     cls = METHODS.get(method)
     return resolve_start(start, input_shape) if cls is not None and issubclass(cls, InputOptimizer) else None

@@ -33,10 +33,15 @@ LEAVES = (4, 24)
 STARTS = ("auto", "dead-leaves", "noise", "half")
 
 
-def resolve_start(kind: str, input_shape: tuple[int, ...]) -> str:
-    """``kind`` for inputs of ``input_shape``: "dead-leaves", "noise" or "half" (UserError where it cannot apply)."""
+def check_start(kind: str) -> None:
+    """UserError (exit 2) on a ``--synth-start`` that is not one of STARTS: needs no teacher."""
     if kind not in STARTS:
         raise UserError(f"--synth-start must be one of {', '.join(STARTS)}, got {kind!r}")
+
+
+def resolve_start(kind: str, input_shape: tuple[int, ...]) -> str:
+    """``kind`` for inputs of ``input_shape``: "dead-leaves", "noise" or "half" (UserError where it cannot apply)."""
+    check_start(kind)
     image = len(input_shape) == 3
     if kind in ("dead-leaves", "half") and not image:
         raise UserError(f"--synth-start {kind} draws images (channels x height x width); the teacher takes "
