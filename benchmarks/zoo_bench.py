@@ -40,6 +40,12 @@ METHOD_ARGS = {  # benchmark name -> convert options
     "auto-noise-start": {"synth_start": "noise"},  # the default, images started from noise (before session 9)
     "auto-half-start": {"synth_start": "half"},  # half of each batch started as dead leaves, half as noise
     "soft-target-noise-start": {"method": "soft-target", "synth_start": "noise"},
+    "auto-4k": {"samples": 4096}, "auto-it400": {"iterations": 400},  # budgets (session 10)
+    "auto-kd200": {"kd_epochs": 200}, "auto-4k-kd50": {"samples": 4096, "kd_epochs": 50},
+    "auto-4k-it100": {"samples": 4096, "iterations": 100, "kd_epochs": 50},  # the same cost as the default
+    "auto-8k-it50": {"samples": 8192, "iterations": 50, "kd_epochs": 25},
+    "auto-4k-kd200": {"samples": 4096, "kd_epochs": 200},
+    "auto-8k": {"samples": 8192}, "auto-8k-kd25": {"samples": 8192, "kd_epochs": 25},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
     "vkd-inverted": {"kd_mode": "vkd", "vkd_transfer": "inverted"},  # the VKD student on the inverted set
@@ -54,7 +60,7 @@ def _config(meta: dict, out: Path, seed: int, teachers: list[dict] | None = None
     from dfkd_edge.distill.vkd import VKDConfig
 
     teachers = teachers or [meta]
-    kd = KDConfig(mode=opts.pop("kd_mode", "kd"))
+    kd = KDConfig(mode=opts.pop("kd_mode", "kd"), epochs=opts.pop("kd_epochs", KDConfig.epochs))
     opts["vkd"] = VKDConfig(transfer=opts.pop("vkd_transfer", VKDConfig.transfer))
     return ConvertConfig(teacher=teachers[0]["teacher"], more_teachers=tuple(t["teacher"] for t in teachers[1:]),
                          out=str(out), input_shape=tuple(meta["input_shape"]), factory=meta.get("factory"),
@@ -70,6 +76,7 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
     row = {"teacher": meta["name"], "method": method, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
            "fp32": report["accuracy"]["student_fp32"], "int8": report["accuracy"]["student_int8"],
            "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
+           "samples": report["synthesis"]["train"],
            "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
            "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
     if "multi_teacher" in report:
@@ -134,9 +141,19 @@ def _where(row: dict) -> str:
     return f" ({c.get('precision')}, GPU)" if gpu else ""
 
 
+ALIASES = {"auto-4k": "auto"}  # measured as a variant in session 10, convert's default since
+OLD_SAMPLES = 2048  # the transfer-set size of every run that did not record one (sessions 1-10)
+
+
 def label(row: dict) -> str:
-    """A run's column: its method, and the device and precision where it trained on a GPU."""
-    return row["method"] + _where(row)
+    """A run's column: its method, the transfer-set size where it is not convert's default (and the
+    method does not set one), and the device and precision where it trained on a GPU."""
+    from dfkd_edge.config import ConvertConfig
+
+    method = ALIASES.get(row["method"], row["method"])
+    samples = row.get("samples", METHOD_ARGS.get(row["method"], {}).get("samples", OLD_SAMPLES))
+    sized = method == "real-kd" or "samples" in METHOD_ARGS.get(method, {}) or samples == ConvertConfig.samples
+    return method + ("" if sized else f" ({samples:,} samples)") + _where(row)
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -167,10 +184,11 @@ def print_tables(rows: list[dict]) -> None:
 def print_multi(rows: list[dict]) -> None:
     """The multi-teacher sets: each member's test accuracy, their ensemble's, real-data KD from the
     ensemble, the best member's single-teacher default (its mean over seeds) and each method's student."""
+    rows = [{**r, "method": label(r)} for r in rows]
     multi = [r for r in rows if r["teacher"] in zoo.MULTI]
     if not multi:
         return
-    methods = [m for m in ("auto", "cdfkd-mfs") if any(r["method"] == m for r in multi)]
+    methods = list(dict.fromkeys(r["method"] for r in multi if r["method"] != "real-kd"))
     print("\nSeveral teachers into one student, test accuracy %, mean ± std over seeds (int8 [verdicts])")
     print("| set | teachers | ensemble | real-data KD from the ensemble | best single-teacher default | "
           + " | ".join(methods) + " |")

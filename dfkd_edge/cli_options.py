@@ -31,7 +31,7 @@ SYNTH = [
                       "steps on the first batch, a tenth of that on the others). Several teachers: auto (= "
                       "deepinversion against their ensemble; cdfkd-mfs with --few-shot-data), deepinversion or "
                       "cdfkd-mfs (one header per teacher, trained against a generator)."),
-    click.option("--samples", default=2048, show_default=True, help="Transfer-set size (training part)."),
+    click.option("--samples", default=4096, show_default=True, help="Transfer-set size (training part)."),
     click.option("--holdout", default=256, show_default=True, help="Synthetic samples held out for fidelity."),
     click.option("--iterations", default=200, show_default=True, help="Optimisation steps per synthesis batch."),
     click.option("--synth-batch", default=256, show_default=True, help="Synthesis batch size."),

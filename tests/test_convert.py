@@ -1,7 +1,6 @@
 """convert end to end: the output directory, report.json contract, manifest, determinism,
 and (slow) the acceptance figures on digits and on 1-D-signal and feature-vector teachers."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +150,7 @@ def test_demo_digits_int8_accuracy(cli, tmp_path):
     assert acc["student_int8"] >= 0.95, acc
     assert abs(acc["student_int8"] - acc["student_fp32"]) <= 0.01, acc
     assert r["synthesis"]["method"] == "deepinversion" and "BatchNorm" in r["synthesis"]["auto"]["why"]
+    assert r["synthesis"]["train"] == 2048  # half convert's default: the demo stays under 3 minutes
     # within a point of the teacher: the data-free verdict must not cry wolf (seen: BN mismatch 0.055)
     assert r["quality"]["verdict"] == "ok", r["quality"]
     assert r["teacher"]["input_domain"]["source"] == "teacher-bn"
