@@ -37,6 +37,8 @@ def test_peak_memory_does_not_grow_with_the_transfer_set(tmp_path):
     p = tmp_path / "t.pt"
     torch.jit.save(torch.jit.script(_SmallConv().eval()), str(p))
     small = _peak_rss_mb(p, tmp_path / "small", 1024)   # x: 12.6 MB
-    large = _peak_rss_mb(p, tmp_path / "large", 8192)   # x: 100.7 MB
-    # holding x in memory even once would add ~88 MB; streamed, only logits and indices grow
-    assert large - small < 30, (small, large)
+    large = _peak_rss_mb(p, tmp_path / "large", 16384)   # x: 201 MB
+    # holding x in memory even once would add ~190 MB; streamed, only logits and indices grow (measured
+    # alone: 562 / 559 MB for 1,024 / 16,384). The peak of two runs of the same size varies by up to ~30 MB
+    # under load (a CI-like run saw 573 / 604 for 1,024 / 8,192), so the bound leaves room for that.
+    assert large - small < 70, (small, large)
