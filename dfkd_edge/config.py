@@ -34,7 +34,7 @@ class ConvertConfig:
     input_std: str | None = None
     targets: tuple[str, ...] = (HOST_TARGET,)
     method: str = "auto"
-    samples: int = 4096  # twice session 9's 2,048: +0.5 points on average over nine zoo teachers (docs/benchmarks.md)
+    samples: int = 4096  # 2,048 until session 10; 14 of 16 zoo teachers gained (docs/benchmarks.md)
     holdout: int = 256
     synth_batch: int = 256
     iterations: int = 200
