@@ -39,6 +39,7 @@ class ConvertConfig:
     synth_batch: int = 256
     iterations: int = 200
     synth_start: str = "auto"  # where input optimisers start (dfkd_edge.synthesis.start.STARTS)
+    synth_jitter: bool = False  # input optimisers: the teacher sees each step's batch moved (KD's moves)
     student: str = "auto"
     width: int | None = None
     kd: KDConfig = field(default_factory=KDConfig)

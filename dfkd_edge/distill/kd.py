@@ -28,6 +28,7 @@ from dfkd_edge.compute import Compute, maybe_compile
 from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
 from dfkd_edge.distill.vkd import VirtualGenerator
 from dfkd_edge.errors import UserError
+from dfkd_edge.moves import shift_samples as _shift
 from dfkd_edge.progress import NullProgress, Progress
 
 
@@ -187,24 +188,6 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
         student.to(memory_format=torch.contiguous_format)
     student.eval()
     return {"loss": history}
-
-
-def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each sample (N, C, *spatial) moved by a random whole number of positions (up to 1/8 of each
-    spatial size, at least 1) along every spatial axis, edges replicated. The transfer set is a few
-    thousand inverted samples; moved copies labelled by the teacher online cover positions the
-    inversion did not."""
-    n, c, *spatial = x.shape
-    ones = [1] * len(spatial)
-    pads = [max(1, round(size / 8)) for size in spatial]
-    padded = F.pad(x, [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")
-    index = [torch.arange(n).view(n, 1, *ones), torch.arange(c).view(1, c, *ones)]
-    for axis, (size, pad) in enumerate(zip(spatial, pads)):
-        offset = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        shape = [n, 1, *ones]
-        shape[2 + axis] = size
-        index.append((offset[:, None] + torch.arange(size)).view(shape))
-    return padded[tuple(index)]
 
 
 class _Terms:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dfkd_edge.compute import Compute
+from dfkd_edge.moves import shift_samples
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.start import resolve_start, start_points
@@ -294,8 +295,9 @@ class InputOptimizer(Synthesizer):
     for the batch (its labels or soft targets)."""
 
     def __init__(self, teacher: Teacher, iterations: int = 200, lr: float = 0.1, tv_weight: float = 1e-2,
-                 l2_weight: float = 1e-4, start: str = "auto", **kw) -> None:
+                 l2_weight: float = 1e-4, start: str = "auto", jitter: bool = False, **kw) -> None:
         super().__init__(teacher, **kw)
+        self.jitter = bool(jitter) and len(self.input_shape) >= 2
         self.start = resolve_start(start, self.input_shape)
         self.iterations, self.lr = int(iterations), lr
         self.tv_weight, self.l2_weight = tv_weight, l2_weight
@@ -326,8 +328,9 @@ class InputOptimizer(Synthesizer):
         scaler = compute.grad_scaler()
         for step in range(self.iterations):
             x = mean + std * u
+            seen = shift_samples(x, self.generator) if self.jitter else x
             with self.teacher.taps() as rec, compute.autocast():
-                logits = self.teacher(x)
+                logits = self.teacher(seen)
             loss, fields = self.loss(x, logits.float(), rec, ctx)
             loss = loss + self.tv_weight * smoothness_prior(u) + self.l2_weight * u.pow(2).mean()
             opt.zero_grad(set_to_none=True)
