@@ -82,8 +82,44 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
            "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
     if "multi_teacher" in report:
         row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
+    else:
+        row["probes"] = prior_probes(meta, _onnx_student(out / "student_fp32.onnx"), seed)
     shutil.rmtree(out, ignore_errors=True)
     return row
+
+
+def _onnx_student(path: Path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def prior_probes(meta: dict, student, seed: int, n: int = 256) -> dict:
+    """Top-1 agreement of ``student`` (a function of a float32 array) with the teacher on samples no data
+    set gave: dead-leaves images (images only) and the domain's noise, drawn in the domain convert infers;
+    and on the real test split (for analysis: needs the data). Explores verdict signals (session 11)."""
+    from dfkd_edge.domain import infer_domain
+    from dfkd_edge.synthesis.start import dead_leaves
+    from dfkd_edge.teacher import load_teacher
+
+    teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
+    domain = infer_domain(teacher, None, seed=seed)
+    shape = tuple(meta["input_shape"])
+    gen = torch.Generator().manual_seed(1000 + seed)
+    mean, std = domain.tensors(shape)
+    draws = {"noise": domain.noise(n, shape, gen)}
+    if len(shape) == 3:
+        draws["dead_leaves"] = dead_leaves(n, shape, gen)
+    out = {}
+    for k, u in draws.items():
+        x = (mean + std * u)
+        x = domain.clamp(x) if domain.low is not None else x
+        out[k] = float((student(x.numpy()).argmax(1) == teacher.logits(x).numpy().argmax(1)).mean())
+    te = np.load(meta["eval"])["x"].astype(np.float32)[:1000]
+    out["real_test"] = float((student(te).argmax(1) == teacher.logits(torch.from_numpy(te)).numpy().argmax(1)).mean())
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
@@ -116,8 +152,14 @@ def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None) -> di
     te = np.load(meta["eval"])
     with torch.no_grad():
         acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
-    return {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    row = {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    if not teachers:
+        def run(x):
+            with torch.no_grad():
+                return student(torch.from_numpy(x)).numpy()
+        row["probes"] = prior_probes(meta, run, seed)
+    return row
 
 
 def load_results(path: Path) -> list[dict]:
