@@ -170,3 +170,53 @@ def test_reused_generator_carries_what_it_learned_into_later_batches(digits_teac
     # a fresh generator given the same 6 steps does worse: the carried one is what helps
     cold = create_synthesizer("reused-generator", teacher, iterations=6, batch_size=64, seed=0).synthesize(64)
     assert _bn_loss(teacher, later[:64]) < _bn_loss(teacher, cold.x)
+
+
+
+class _Recording:
+    """A teacher that records every input it is shown (everything else is the teacher's)."""
+
+    def __init__(self, teacher) -> None:
+        self._teacher, self.seen = teacher, []
+
+    def __getattr__(self, name):
+        return getattr(self._teacher, name)
+
+    def __call__(self, x):
+        self.seen.append(x.detach().clone())
+        return self._teacher(x)
+
+
+def _is_moved_copy(moved: torch.Tensor, x: torch.Tensor) -> bool:
+    """``moved`` (C, *spatial) is ``x`` shifted by up to 1/8 of each size along every axis, edges replicated."""
+    import itertools
+
+    pads = [max(1, round(size / 8)) for size in x.shape[1:]]
+    padded = torch.nn.functional.pad(x[None], [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")[0]
+    for offsets in itertools.product(*(range(2 * p + 1) for p in pads)):
+        window = padded[(slice(None), *(slice(o, o + size) for o, size in zip(offsets, x.shape[1:])))]
+        if torch.equal(window, moved):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("kind", ["image", "signal", "vector"])
+def test_jitter_shows_the_teacher_moved_copies_of_images_and_signals(kind, digits_teacher, toy_teachers):
+    """``jitter=True`` (measured, not the default): each step the teacher sees every sample moved by a
+    few positions (KD's moves) instead of the sample itself; a vector has nothing to move."""
+    path, shape = {"image": (digits_teacher, None), "signal": (toy_teachers["signal"]["teacher"], (1, 40)),
+                   "vector": (toy_teachers["vector"]["teacher"], (30,))}[kind]
+    views = {}
+    for jitter in (False, True):
+        synth = create_synthesizer("deepinversion", load_teacher(path, shape), iterations=1, batch_size=16,
+                                   seed=0, jitter=jitter)
+        synth.teacher = _Recording(synth.teacher)
+        synth.sample(16)
+        views[jitter] = synth.teacher.seen[0]  # the first step: the same start either way
+    plain, jittered = views[False], views[True]
+    if kind == "vector":
+        assert torch.equal(plain, jittered)
+        return
+    assert not torch.equal(plain, jittered)
+    assert all(_is_moved_copy(m, x) for m, x in zip(jittered, plain))
+    assert sum(not torch.equal(m, x) for m, x in zip(jittered, plain)) >= 12  # most samples did move

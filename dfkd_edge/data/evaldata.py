@@ -46,5 +46,5 @@ def load_eval_data(path: str | Path, input_shape: tuple[int, ...], num_classes: 
                         f"{num_classes} classes (0..{num_classes - 1})")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise UserError(f"eval data x holds NaN or Inf values")
+        raise UserError("eval data x holds NaN or Inf values")
     return x, y.astype(np.int64)

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import UserError
