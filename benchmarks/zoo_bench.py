@@ -45,7 +45,8 @@ METHOD_ARGS = {  # benchmark name -> convert options
     "auto-4k-it100": {"samples": 4096, "iterations": 100, "kd_epochs": 50},  # the same cost as the default
     "auto-8k-it50": {"samples": 8192, "iterations": 50, "kd_epochs": 25},
     "auto-4k-kd200": {"samples": 4096, "kd_epochs": 200},
-    "auto-jitter": {"synth_jitter": True},  # session 11: the teacher sees moved copies during inversion
+    "auto-jitter": {"synth_jitter": True},
+    "auto-bnstd": {"synth_bn_units": "standardised"},  # session 11: the inversion's BN distance in each layer's units  # session 11: the teacher sees moved copies during inversion
     "auto-8k": {"samples": 8192}, "auto-8k-kd25": {"samples": 8192, "kd_epochs": 25},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set

@@ -27,7 +27,7 @@ class Synthesize(Stage):
         cfg = s.cfg
         s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
                        "iterations": cfg.iterations, "seed": cfg.seed, "start": cfg.synth_start,
-                       "jitter": cfg.synth_jitter, "domain": s.teacher.domain.to_dict()}
+                       "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units, "domain": s.teacher.domain.to_dict()}
         seed_all(cfg.seed)
         s.synth = _synthesizer(s)
         if s.synth.needs_student and cfg.kd.mode != "kd":
@@ -96,4 +96,4 @@ def _synthesizer(s):
 def _synth_kwargs(cfg) -> dict:
     """A transfer-set method's options (the same on every rank: followers build theirs from these)."""
     return {"batch_size": cfg.synth_batch, "seed": cfg.seed, "iterations": cfg.iterations, "start": cfg.synth_start,
-            "jitter": cfg.synth_jitter}
+            "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units}

@@ -295,8 +295,12 @@ class InputOptimizer(Synthesizer):
     for the batch (its labels or soft targets)."""
 
     def __init__(self, teacher: Teacher, iterations: int = 200, lr: float = 0.1, tv_weight: float = 1e-2,
-                 l2_weight: float = 1e-4, start: str = "auto", jitter: bool = False, **kw) -> None:
+                 l2_weight: float = 1e-4, start: str = "auto", jitter: bool = False, bn_units: str = "raw",
+                 **kw) -> None:
         super().__init__(teacher, **kw)
+        if bn_units not in ("raw", "standardised"):
+            raise UserError(f"bn_units must be raw or standardised, got {bn_units!r}")
+        self.standardised_bn = bn_units == "standardised"
         self.jitter = bool(jitter) and len(self.input_shape) >= 2
         self.start = resolve_start(start, self.input_shape)
         self.iterations, self.lr = int(iterations), lr

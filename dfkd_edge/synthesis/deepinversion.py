@@ -44,5 +44,5 @@ class DeepInversionSynthesizer(InputOptimizer):
 
     def loss(self, x, logits, rec, y):
         loss_ce = F.cross_entropy(logits, y)
-        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight)
+        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
         return self.ce_weight * loss_ce + self.bn_weight * loss_bn, {"ce": loss_ce, "bn": loss_bn}

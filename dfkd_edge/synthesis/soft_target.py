@@ -117,5 +117,5 @@ class SoftTargetSynthesizer(InputOptimizer):
         if self.act_weight and feats is not None:
             loss = loss - self.act_weight * feats.abs().mean()
         if self.bn_weight:
-            loss = loss + self.bn_weight * bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight)
+            loss = loss + self.bn_weight * bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
         return loss, {"kl": loss_kl}

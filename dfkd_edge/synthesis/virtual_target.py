@@ -49,5 +49,5 @@ class VirtualTargetSynthesizer(InputOptimizer):
 
     def loss(self, x, logits, rec, target):
         kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")
-        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight)
+        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
         return kl + self.bn_weight * loss_bn, {"kl": kl, "bn": loss_bn}
