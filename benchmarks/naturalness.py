@@ -11,7 +11,7 @@ split). Printed per teacher, mean ± std over seeds:
   task; where it does not, the teacher's labels on the synthetic samples rest on something the task's
   inputs do not carry, and a student distilled from them learns that instead;
 * ``teacher kept under a move`` (images and signals): the share of samples whose teacher top-1 survives
-  the move KD applies to every mixed sample (``dfkd_edge.distill.kd._shift``), on the synthetic samples
+  the move KD applies to every mixed sample (``dfkd_edge.moves.shift_samples``), on the synthetic samples
   and on the real test split.
 
 Needs the real data, so it is a benchmark, not a signal the tool can compute. ``--default-gap`` takes
@@ -51,11 +51,11 @@ def synthetic(meta: dict, seed: int, n: int = 256) -> np.ndarray:
 
 def kept_under_move(teacher, x: torch.Tensor, t_logits: np.ndarray, seed: int) -> float | None:
     """The share of ``x`` whose teacher top-1 (``t_logits``) survives KD's move; None for vectors."""
-    from dfkd_edge.distill.kd import _shift
+    from dfkd_edge.moves import shift_samples
 
     if x.dim() < 3:
         return None
-    return agreement(teacher.logits(_shift(x, torch.Generator().manual_seed(seed))).numpy(), t_logits)
+    return agreement(teacher.logits(shift_samples(x, torch.Generator().manual_seed(seed))).numpy(), t_logits)
 
 
 def measure(meta: dict, seed: int) -> dict:

@@ -45,8 +45,8 @@ METHOD_ARGS = {  # benchmark name -> convert options
     "auto-4k-it100": {"samples": 4096, "iterations": 100, "kd_epochs": 50},  # the same cost as the default
     "auto-8k-it50": {"samples": 8192, "iterations": 50, "kd_epochs": 25},
     "auto-4k-kd200": {"samples": 4096, "kd_epochs": 200},
-    "auto-jitter": {"synth_jitter": True},
-    "auto-bnstd": {"synth_bn_units": "standardised"},  # session 11: the inversion's BN distance in each layer's units  # session 11: the teacher sees moved copies during inversion
+    "auto-jitter": {"synth_jitter": True},  # session 11: the teacher sees moved copies during inversion
+    "auto-bnstd": {"synth_bn_units": "standardised"},  # session 11: the inversion's BN distance in each layer's units
     "auto-8k": {"samples": 8192}, "auto-8k-kd25": {"samples": 8192, "kd_epochs": 25},
     "adversarial": {"method": "adversarial"}, "reused-generator": {"method": "reused-generator"},
     "gaussian": {"method": "gaussian"}, "vkd": {"kd_mode": "vkd"},  # session 5's vkd rows: the virtual set
@@ -84,7 +84,12 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
     if "multi_teacher" in report:
         row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
     else:
-        row["probes"] = prior_probes(meta, _onnx_student(out / "student_fp32.onnx"), seed)
+        from dfkd_edge.domain import InputDomain
+        from dfkd_edge.teacher import load_teacher
+
+        teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
+        row["probes"] = prior_probes(meta, _onnx_student(out / "student_fp32.onnx"), teacher,
+                                     InputDomain.from_dict(row["domain"]), seed)
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -97,16 +102,13 @@ def _onnx_student(path: Path):
     return lambda x: sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def prior_probes(meta: dict, student, seed: int, n: int = 256) -> dict:
-    """Top-1 agreement of ``student`` (a function of a float32 array) with the teacher on samples no data
-    set gave: dead-leaves images (images only) and the domain's noise, drawn in the domain convert infers;
-    and on the real test split (for analysis: needs the data). Explores verdict signals (session 11)."""
-    from dfkd_edge.domain import infer_domain
+def prior_probes(meta: dict, student, teacher, domain, seed: int, n: int = 256) -> dict:
+    """Top-1 agreement of ``student`` (a function of a float32 array) with ``teacher`` on samples no data
+    set gave: dead-leaves images (images only) and the noise of ``domain`` (the InputDomain the student was
+    built for); and on the real test split (for analysis: needs the data). Explores verdict signals
+    (session 11)."""
     from dfkd_edge.synthesis.start import dead_leaves
-    from dfkd_edge.teacher import load_teacher
 
-    teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
-    domain = infer_domain(teacher, None, seed=seed)
     shape = tuple(meta["input_shape"])
     gen = torch.Generator().manual_seed(1000 + seed)
     mean, std = domain.tensors(shape)
@@ -115,8 +117,7 @@ def prior_probes(meta: dict, student, seed: int, n: int = 256) -> dict:
         draws["dead_leaves"] = dead_leaves(n, shape, gen)
     out = {}
     for k, u in draws.items():
-        x = (mean + std * u)
-        x = domain.clamp(x) if domain.low is not None else x
+        x = domain.clamp(mean + std * u)
         out[k] = float((student(x.numpy()).argmax(1) == teacher.logits(x).numpy().argmax(1)).mean())
     te = np.load(meta["eval"])["x"].astype(np.float32)[:1000]
     out["real_test"] = float((student(te).argmax(1) == teacher.logits(torch.from_numpy(te)).numpy().argmax(1)).mean())
@@ -137,7 +138,8 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
     teacher = Ensemble(loaded) if len(loaded) > 1 else loaded[0]
     torch.manual_seed(seed)
     np.random.seed(seed)
-    domain = infer_domain(teacher, None, seed=seed)  # the student convert builds (an MLP normalises its inputs)
+    # the student convert builds (an MLP normalises its inputs); kept on the teacher, as convert does
+    teacher.domain = domain = infer_domain(teacher, None, seed=seed)
     torch.manual_seed(seed)
     params = max(t.spec.num_params for t in loaded)
     student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, params, domain=domain)
@@ -149,7 +151,7 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
 def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None) -> dict:
     """Real-data KD's test accuracy (the upper bound of the zoo tables)."""
     t0 = time.perf_counter()
-    student, _ = real_kd_student(meta, seed, teachers)
+    student, teacher = real_kd_student(meta, seed, teachers)
     te = np.load(meta["eval"])
     with torch.no_grad():
         acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
@@ -159,7 +161,7 @@ def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None) -> di
         def run(x):
             with torch.no_grad():
                 return student(torch.from_numpy(x)).numpy()
-        row["probes"] = prior_probes(meta, run, seed)
+        row["probes"] = prior_probes(meta, run, teacher, teacher.domain, seed)
     return row
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_edge.distill import KDConfig, distill
-from dfkd_edge.distill.kd import _shift
+from dfkd_edge.moves import shift_samples as _shift
 from dfkd_edge.models import create_model
 
 

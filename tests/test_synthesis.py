@@ -1,6 +1,7 @@
 """Synthesis methods: the inversion works for images, signals and vectors; transfer-set files."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -75,7 +76,6 @@ def test_standardised_bn_loss_does_not_see_the_input_units(tmp_path):
     assert loss(twin, 255 * x, False) > 1000 * loss(net, x, False)  # why the generator methods standardise
 
 
-
 def test_standardised_inversion_gives_the_same_samples_in_any_input_units(tmp_path):
     """``bn_units="standardised"``: a teacher and its exact twin on inputs 255x larger, each given its own
     domain, invert to the same samples up to that factor; the raw distance does not (the twin's first
@@ -97,6 +97,7 @@ def test_standardised_inversion_gives_the_same_samples_in_any_input_units(tmp_pa
 def test_bn_units_is_checked(digits_teacher):
     with pytest.raises(UserError, match="bn_units"):
         create_synthesizer("deepinversion", load_teacher(digits_teacher), bn_units="pixels")
+
 
 def test_transfer_set_roundtrip_without_pickle(tmp_path, digits_teacher):
     t = load_teacher(digits_teacher)
@@ -195,7 +196,6 @@ def test_reused_generator_carries_what_it_learned_into_later_batches(digits_teac
     assert _bn_loss(teacher, later[:64]) < _bn_loss(teacher, cold.x)
 
 
-
 class _Recording:
     """A teacher that records every input it is shown (everything else is the teacher's)."""
 
@@ -212,8 +212,6 @@ class _Recording:
 
 def _is_moved_copy(moved: torch.Tensor, x: torch.Tensor) -> bool:
     """``moved`` (C, *spatial) is ``x`` shifted by up to 1/8 of each size along every axis, edges replicated."""
-    import itertools
-
     pads = [max(1, round(size / 8)) for size in x.shape[1:]]
     padded = torch.nn.functional.pad(x[None], [p for p in reversed(pads) for _ in (0, 1)], mode="replicate")[0]
     for offsets in itertools.product(*(range(2 * p + 1) for p in pads)):

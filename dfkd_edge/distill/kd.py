@@ -28,7 +28,7 @@ from dfkd_edge.compute import Compute, maybe_compile
 from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
 from dfkd_edge.distill.vkd import VirtualGenerator
 from dfkd_edge.errors import UserError
-from dfkd_edge.moves import shift_samples as _shift
+from dfkd_edge.moves import shift_samples
 from dfkd_edge.progress import NullProgress, Progress
 
 
@@ -218,7 +218,7 @@ class _Terms:
         if self.beta is not None:  # online mixup: the teacher labels the mixed inputs
             xk = mix_inputs(xb, self.beta.sample((len(xb),)), torch.randperm(len(xb), generator=self.own))
             if self.cfg.shift and xk.dim() >= 3:  # the teacher labels the moved inputs too
-                xk = _shift(xk, self.own)
+                xk = shift_samples(xk, self.own)
             with torch.no_grad():
                 tb = self.teacher(self.compute.to(xk)).float()
         out = self.forward(self.compute.to(xk))

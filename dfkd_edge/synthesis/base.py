@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from dfkd_edge.compute import Compute
-from dfkd_edge.moves import shift_samples
 from dfkd_edge.errors import UserError
+from dfkd_edge.moves import shift_samples
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.start import resolve_start, start_points
 from dfkd_edge.teacher import Teacher
@@ -308,6 +308,13 @@ class InputOptimizer(Synthesizer):
 
     def steps_per_batch(self) -> int:
         return self.iterations
+
+    #: the first BatchNorm layer's weight in the BN-statistics loss (methods that have one set it)
+    first_bn_weight = 1.0
+
+    def bn_loss(self, rec) -> torch.Tensor:
+        """The BN-statistics loss of this step's taps, in the units ``bn_units`` chose."""
+        return bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
 
     def batch_context(self, n: int):
         return None

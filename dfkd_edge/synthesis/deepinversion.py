@@ -22,7 +22,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from dfkd_edge.synthesis.base import InputOptimizer, balanced_labels, bn_statistics_loss, register_method
+from dfkd_edge.synthesis.base import InputOptimizer, balanced_labels, register_method
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +44,5 @@ class DeepInversionSynthesizer(InputOptimizer):
 
     def loss(self, x, logits, rec, y):
         loss_ce = F.cross_entropy(logits, y)
-        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
+        loss_bn = self.bn_loss(rec)
         return self.ce_weight * loss_ce + self.bn_weight * loss_bn, {"ce": loss_ce, "bn": loss_bn}

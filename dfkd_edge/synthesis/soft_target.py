@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_edge.errors import UserError
-from dfkd_edge.synthesis.base import InputOptimizer, bn_statistics_loss, register_method
+from dfkd_edge.synthesis.base import InputOptimizer, register_method
 
 
 def feature_covariance(weight: torch.Tensor, sigma: float, shrink: float = 0.1) -> torch.Tensor:
@@ -117,5 +117,5 @@ class SoftTargetSynthesizer(InputOptimizer):
         if self.act_weight and feats is not None:
             loss = loss - self.act_weight * feats.abs().mean()
         if self.bn_weight:
-            loss = loss + self.bn_weight * bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
+            loss = loss + self.bn_weight * self.bn_loss(rec)
         return loss, {"kl": loss_kl}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dfkd_edge.synthesis.base import InputOptimizer, balanced_labels, bn_statistics_loss
+from dfkd_edge.synthesis.base import InputOptimizer, balanced_labels
 
 
 class VirtualTargetSynthesizer(InputOptimizer):
@@ -49,5 +49,5 @@ class VirtualTargetSynthesizer(InputOptimizer):
 
     def loss(self, x, logits, rec, target):
         kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")
-        loss_bn = bn_statistics_loss(rec.bn_inputs(), self.first_bn_weight, self.standardised_bn)
+        loss_bn = self.bn_loss(rec)
         return kl + self.bn_weight * loss_bn, {"kl": kl, "bn": loss_bn}
