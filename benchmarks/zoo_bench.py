@@ -74,11 +74,12 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
 
     out = work / f"{meta['name']}-{method}-{seed}"
     t0 = time.perf_counter()
-    report = convert(_config(meta, out, seed, teachers, **METHOD_ARGS[method], **compute))
+    cfg = _config(meta, out, seed, teachers, **METHOD_ARGS[method], **compute)
+    report = convert(cfg)
     row = {"teacher": meta["name"], "method": method, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
            "fp32": report["accuracy"]["student_fp32"], "int8": report["accuracy"]["student_int8"],
            "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
-           "samples": report["synthesis"]["train"],
+           "samples": report["synthesis"]["train"], "kd_epochs": cfg.kd.epochs,
            "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
            "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
     if "multi_teacher" in report:
@@ -124,7 +125,7 @@ def prior_probes(meta: dict, student, teacher, domain, seed: int, n: int = 256) 
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
+def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, epochs: int | None = None):
     """(student, teacher): the same student and KD recipe as convert's defaults, trained on the real
     training split. With several ``teachers`` (a multi-teacher set): the student convert builds for
     them, distilled from their ensemble."""
@@ -144,18 +145,22 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None):
     params = max(t.spec.num_params for t in loaded)
     student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, params, domain=domain)
     x = np.load(meta["train"])["x"].astype(np.float32)
-    distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed), teacher=teacher)
+    distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed, epochs=epochs or KDConfig.epochs),
+            teacher=teacher)
     return student.eval(), teacher
 
 
-def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None) -> dict:
-    """Real-data KD's test accuracy (the upper bound of the zoo tables)."""
+def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None, epochs: int | None = None) -> dict:
+    """Real-data KD's test accuracy (the upper bound of the zoo tables), ``epochs`` of it (KD's default)."""
+    from dfkd_edge.distill import KDConfig
+
     t0 = time.perf_counter()
-    student, teacher = real_kd_student(meta, seed, teachers)
+    epochs = epochs or KDConfig.epochs
+    student, teacher = real_kd_student(meta, seed, teachers, epochs)
     te = np.load(meta["eval"])
     with torch.no_grad():
         acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
-    row = {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None,
+    row = {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None, "kd_epochs": epochs,
            "seconds": round(time.perf_counter() - t0, 1)}
     if not teachers:
         def run(x):
@@ -187,19 +192,28 @@ def _where(row: dict) -> str:
     return f" ({c.get('precision')}, GPU)" if gpu else ""
 
 
-ALIASES = {"auto-4k": "auto"}  # measured as a variant in session 10, convert's default since
 OLD_SAMPLES = 2048  # the transfer-set size of every run that did not record one (sessions 1-10)
+OLD_KD_EPOCHS = 100  # the distillation epochs of every run that did not record them (sessions 1-11)
+BUDGETS = {"samples", "kd_epochs"}
 
 
 def label(row: dict) -> str:
-    """A run's column: its method, the transfer-set size where it is not convert's default (and the
-    method does not set one), and the device and precision where it trained on a GPU."""
+    """A run's column: its method (a budget variant whose budget is convert's default now is "auto"),
+    the transfer-set size and KD epochs where they are not convert's defaults (and the method does not
+    set them), and the device and precision where it trained on a GPU."""
     from dfkd_edge.config import ConvertConfig
+    from dfkd_edge.distill import KDConfig
 
-    method = ALIASES.get(row["method"], row["method"])
-    samples = row.get("samples", METHOD_ARGS.get(row["method"], {}).get("samples", OLD_SAMPLES))
-    sized = method == "real-kd" or "samples" in METHOD_ARGS.get(method, {}) or samples == ConvertConfig.samples
-    return method + ("" if sized else f" ({samples:,} samples)") + _where(row)
+    method, args = row["method"], METHOD_ARGS.get(row["method"], {})
+    samples = row.get("samples", args.get("samples", OLD_SAMPLES))
+    epochs = row.get("kd_epochs", args.get("kd_epochs", OLD_KD_EPOCHS))
+    if method.startswith("auto") and set(args) <= BUDGETS and samples == ConvertConfig.samples \
+            and epochs == KDConfig.epochs:
+        method, args = "auto", {}  # a budget measured as a variant before it became convert's default
+    sized = method == "real-kd" or "samples" in args or samples == ConvertConfig.samples
+    trained = "kd_epochs" in args or epochs == KDConfig.epochs
+    return (method + ("" if sized else f" ({samples:,} samples)") + ("" if trained else f" ({epochs} KD epochs)")
+            + _where(row))
 
 
 def print_tables(rows: list[dict]) -> None:
@@ -327,6 +341,8 @@ def main(argv=None) -> None:
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kd-epochs", type=int, default=None,
+                    help="real-data KD's epochs (default: KD's default; the table compares runs of the same)")
     ap.add_argument("--device", default="auto", help="convert's --device (auto: CUDA where PyTorch sees a GPU)")
     ap.add_argument("--precision", default="auto", help="convert's --precision")
     a = ap.parse_args(argv)
@@ -345,13 +361,21 @@ def main(argv=None) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     work = Path(a.cache) / "runs"
     compute = {"device": a.device, "precision": a.precision, "threads": a.threads}
-    done = {(r["teacher"], r["method"], r["seed"]) for r in load_results(results)}
+    done = {(r["teacher"], label(r), r["seed"]) for r in load_results(results)}
+
+    def planned(m: str) -> str:  # the column a run of ``m`` will land in
+        from dfkd_edge.config import ConvertConfig
+        from dfkd_edge.distill import KDConfig
+
+        args = METHOD_ARGS.get(m, {})
+        epochs = (a.kd_epochs if m == "real-kd" else args.get("kd_epochs")) or KDConfig.epochs
+        return label({"method": m, "samples": args.get("samples", ConvertConfig.samples), "kd_epochs": epochs})
 
     def record(row):
         row = {**row, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        done.add((row["teacher"], row["method"], row["seed"]))
+        done.add((row["teacher"], label(row), row["seed"]))
         q = (row.get("quality") or {}).get("verdict", "")
         print(f"{row['teacher']:16s} {row['method']:17s} seed {row['seed']}: fp32 {row['fp32']}, int8 {row['int8']} "
               f"{q} ({row['seconds']} s)", flush=True)
@@ -363,17 +387,17 @@ def main(argv=None) -> None:
             meta = {**metas[0], "name": name}
             for seed in a.seeds:
                 for m in ([] if a.no_baselines else ["real-kd"]) + a.methods:
-                    if (name, m, seed) not in done:
-                        record(run_real_kd(meta, seed, metas) if m == "real-kd"
+                    if (name, planned(m), seed) not in done:
+                        record(run_real_kd(meta, seed, metas, a.kd_epochs) if m == "real-kd"
                                else run_convert(meta, m, seed, work, teachers=metas, **compute))
         return
     plan = [(t, m, s) for t in a.teachers for s in a.seeds
             for m in ([] if a.no_baselines else ["real-kd", "gaussian"]) + a.methods]
     for t, m, s in plan:
-        if (t, m, s) in done:
+        if (t, planned(m), s) in done:
             continue
         meta = zoo.build(zoo.BY_NAME[t], Path(a.cache))
-        record(run_real_kd(meta, s) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
+        record(run_real_kd(meta, s, epochs=a.kd_epochs) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
 
 
 if __name__ == "__main__":
