@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from dfkd_edge.config import ConvertConfig
+from dfkd_edge.distill import KDConfig
 from dfkd_edge.export.quantize import CANDIDATES
 
 OUT = [
@@ -44,7 +45,7 @@ SYNTH = [
 STUDENT = [
     click.option("--student", default="auto", show_default=True, help="Student family: auto, conv2d, conv1d, mlp."),
     click.option("--width", type=int, default=None, help="Student width (default: chosen from the teacher's size)."),
-    click.option("--epochs", default=100, show_default=True, help="Distillation epochs."),
+    click.option("--epochs", default=KDConfig.epochs, show_default=True, help="Distillation epochs."),
     click.option("--batch-size", default=128, show_default=True, help="Distillation batch size."),
     click.option("--temperature", default=4.0, show_default=True, help="KD temperature."),
     click.option("--mixup", default=1.0, show_default=True, help="Beta(a,a) online mixup during KD; 0 turns it off."),
@@ -143,7 +144,6 @@ def convert_defaults() -> dict:
 
 def config_from_options(teachers, **o) -> ConvertConfig:
     """A ConvertConfig from convert's options (every one given, as click passes them)."""
-    from dfkd_edge.distill import KDConfig
     from dfkd_edge.distill.vkd import VKDConfig
     from dfkd_edge.export.quantize import CalibConfig
     from dfkd_edge.teacher import parse_input_shape
