@@ -198,18 +198,17 @@ BUDGETS = {"samples", "kd_epochs"}
 
 
 def label(row: dict) -> str:
-    """A run's column: its method (a budget variant whose budget is convert's default now is "auto"),
-    the transfer-set size and KD epochs where they are not convert's defaults (and the method does not
-    set them), and the device and precision where it trained on a GPU."""
+    """A run's column: its method (a variant of auto's budgets alone is auto), the transfer-set size and
+    KD epochs where they are not convert's defaults (and the method does not set them), and the device and
+    precision where it trained on a GPU."""
     from dfkd_edge.config import ConvertConfig
     from dfkd_edge.distill import KDConfig
 
     method, args = row["method"], METHOD_ARGS.get(row["method"], {})
     samples = row.get("samples", args.get("samples", OLD_SAMPLES))
     epochs = row.get("kd_epochs", args.get("kd_epochs", OLD_KD_EPOCHS))
-    if method.startswith("auto") and set(args) <= BUDGETS and samples == ConvertConfig.samples \
-            and epochs == KDConfig.epochs:
-        method, args = "auto", {}  # a budget measured as a variant before it became convert's default
+    if method.startswith("auto") and set(args) <= BUDGETS:
+        method, args = "auto", {}  # a budget variant: auto, labelled by its budget where it is not the default
     sized = method == "real-kd" or "samples" in args or samples == ConvertConfig.samples
     trained = "kd_epochs" in args or epochs == KDConfig.epochs
     return (method + ("" if sized else f" ({samples:,} samples)") + ("" if trained else f" ({epochs} KD epochs)")
