@@ -149,7 +149,6 @@ def convert(teachers: tuple[str, ...], **o) -> None:
 
 
 DEMO_SAMPLES = 2048  # convert's default before session 10; the demo's run stays under 3 minutes with it
-DEMO_EPOCHS = 100  # KD's default before session 12 (half of it), for the same reason
 
 
 @cli.command()
@@ -163,15 +162,13 @@ DEMO_EPOCHS = 100  # KD's default before session 12 (half of it), for the same r
 def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: tuple[str, ...]) -> None:
     """Run convert on the built-in digits teacher and evaluate on the digits test split.
 
-    It synthesizes 2,048 inputs and distills for 100 epochs, half convert's defaults each, to finish in
-    under 3 minutes on 2 cores."""
+    It synthesizes 2,048 inputs, half convert's default, to finish in under 3 minutes on 2 cores."""
     from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 
     with tempfile.TemporaryDirectory(prefix="dfkd-digits-") as tmp:
         test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
         args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
-                "--eval-data", str(test_npz), "--samples", str(DEMO_SAMPLES),
-                "--epochs", str(DEMO_EPOCHS)]
+                "--eval-data", str(test_npz), "--samples", str(DEMO_SAMPLES)]
         args += (["--force"] if force else []) + (["--resume"] if resume else [])
         args += [a for t in targets for a in ("--target", t)]
         with convert.make_context("convert", args) as ctx:

@@ -151,7 +151,6 @@ def test_demo_digits_int8_accuracy(cli, tmp_path):
     assert abs(acc["student_int8"] - acc["student_fp32"]) <= 0.01, acc
     assert r["synthesis"]["method"] == "deepinversion" and "BatchNorm" in r["synthesis"]["auto"]["why"]
     assert r["synthesis"]["train"] == 2048  # half convert's default: the demo stays under 3 minutes
-    assert read_json(tmp_path / "demo" / "manifest.json")["config"]["kd"]["epochs"] == 100  # half KD's default
     # within a point of the teacher: the data-free verdict must not cry wolf (seen: BN mismatch 0.055)
     assert r["quality"]["verdict"] == "ok", r["quality"]
     assert r["teacher"]["input_domain"]["source"] == "teacher-bn"
