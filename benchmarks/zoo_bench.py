@@ -150,12 +150,9 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, e
     return student.eval(), teacher
 
 
-def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None = None, epochs: int | None = None) -> dict:
-    """Real-data KD's test accuracy (the upper bound of the zoo tables), ``epochs`` of it (KD's default)."""
-    from dfkd_edge.distill import KDConfig
-
+def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None, epochs: int) -> dict:
+    """Real-data KD's test accuracy after ``epochs`` (the upper bound of the zoo tables)."""
     t0 = time.perf_counter()
-    epochs = epochs or KDConfig.epochs
     student, teacher = real_kd_student(meta, seed, teachers, epochs)
     te = np.load(meta["eval"])
     with torch.no_grad():
@@ -361,13 +358,14 @@ def main(argv=None) -> None:
     work = Path(a.cache) / "runs"
     compute = {"device": a.device, "precision": a.precision, "threads": a.threads}
     done = {(r["teacher"], label(r), r["seed"]) for r in load_results(results)}
+    from dfkd_edge.config import ConvertConfig
+    from dfkd_edge.distill import KDConfig
+
+    real_epochs = a.kd_epochs or KDConfig.epochs
 
     def planned(m: str) -> str:  # the column a run of ``m`` will land in
-        from dfkd_edge.config import ConvertConfig
-        from dfkd_edge.distill import KDConfig
-
         args = METHOD_ARGS.get(m, {})
-        epochs = (a.kd_epochs if m == "real-kd" else args.get("kd_epochs")) or KDConfig.epochs
+        epochs = real_epochs if m == "real-kd" else args.get("kd_epochs", KDConfig.epochs)
         return label({"method": m, "samples": args.get("samples", ConvertConfig.samples), "kd_epochs": epochs})
 
     def record(row):
@@ -387,7 +385,7 @@ def main(argv=None) -> None:
             for seed in a.seeds:
                 for m in ([] if a.no_baselines else ["real-kd"]) + a.methods:
                     if (name, planned(m), seed) not in done:
-                        record(run_real_kd(meta, seed, metas, a.kd_epochs) if m == "real-kd"
+                        record(run_real_kd(meta, seed, metas, real_epochs) if m == "real-kd"
                                else run_convert(meta, m, seed, work, teachers=metas, **compute))
         return
     plan = [(t, m, s) for t in a.teachers for s in a.seeds
@@ -396,7 +394,7 @@ def main(argv=None) -> None:
         if (t, planned(m), s) in done:
             continue
         meta = zoo.build(zoo.BY_NAME[t], Path(a.cache))
-        record(run_real_kd(meta, s, epochs=a.kd_epochs) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
+        record(run_real_kd(meta, s, None, real_epochs) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
 
 
 if __name__ == "__main__":
