@@ -100,6 +100,45 @@ class MobileNet(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
+def resnet18_style(cin: int, classes: int, width: int = 32) -> nn.Module:
+    """ResNet-18's layout for small images (3x3 stem, no max-pool): four stages of two residual blocks,
+    widths w, 2w, 4w, 8w, strides 1, 2, 2, 2; GAP, FC."""
+    stages, c = [], width
+    for i, w in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        stages += [ResBlock(2, c, w, 1 if i == 0 else 2), ResBlock(2, w, w, 1)]
+        c = w
+    return nn.Sequential(nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), *stages,
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand - BN - act, 3x3 depthwise - BN - act, 1x1 project - BN; the input
+    added back when the shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, act) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), act(),
+                                  nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), act(),
+                                  nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.add = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.add else self.body(x)
+
+
+def mobilenetv2_style(cin: int, classes: int, width: int = 16, act=nn.ReLU6) -> nn.Module:
+    """MobileNetV2's inverted residuals (expansion 4) for small images: stem, five stages, 1x1 head conv."""
+    layers, c = [nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), act()], width
+    for w, n, stride in ((width, 1, 1), (2 * width, 2, 2), (3 * width, 2, 2), (4 * width, 2, 2), (6 * width, 1, 1)):
+        for i in range(n):
+            layers.append(InvertedResidual(c, w, stride if i == 0 else 1, 4, act))
+            c = w
+    layers += [nn.Conv2d(c, 8 * width, 1, bias=False), nn.BatchNorm2d(8 * width), act(), nn.AdaptiveAvgPool2d(1),
+               nn.Flatten(), nn.Linear(8 * width, classes)]
+    return nn.Sequential(*layers)
+
+
 def bn_first_mlp(features: int, classes: int, hidden: int = 64) -> nn.Sequential:
     """BatchNorm on the raw features first (the usual way to feed unscaled tabular data), then an MLP."""
     return nn.Sequential(nn.BatchNorm1d(features), nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),

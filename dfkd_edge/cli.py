@@ -122,17 +122,17 @@ def _run_and_show(cfg) -> dict | None:
     return report
 
 
-def _show_report(out: str, report: dict) -> None:
+def _show_report(out: str, report: dict, subject: str = "the student") -> None:
     click.echo((Path(out) / "report.md").read_text())
-    _warn_verdict(report)
+    _warn_verdict(report, subject)
 
 
-def _warn_verdict(report: dict) -> None:
+def _warn_verdict(report: dict, subject: str = "the student") -> None:
     """One warning line on stderr when the data-free verdict is not ok."""
     q = report.get("quality") or {}
     if q.get("verdict", "ok") != "ok":
         first = q["reasons"][0] if q.get("reasons") else "see report.md"
-        click.echo(f"warning: data-free verdict {q['verdict'].upper()}: {first}; check the student on labelled "
+        click.echo(f"warning: data-free verdict {q['verdict'].upper()}: {first}; check {subject} on labelled "
                    "data before shipping it (report.md, Quality)", err=True)
 
 
@@ -146,6 +146,25 @@ def convert(teachers: tuple[str, ...], **o) -> None:
     default inverted as an ensemble and distilled from its mean logits; with --method cdfkd-mfs (or
     --few-shot-data) into one multi-header student (CDFKD-MFS), exported as one model."""
     _run_and_show(_config(teachers, **o))
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@opt.apply(opt.QUANTIZE)
+def quantize(model: str, **o) -> None:
+    """Your own MODEL in int8, calibrated without your data: a calibration set synthesized from MODEL
+    itself, ONNX fp32 and int8 (checked against MODEL), the TensorRT artifacts of TensorRT targets,
+    latency, and the same model calibrated on Gaussian noise (and on --calib-data) side by side."""
+    from rich.console import Console
+
+    from dfkd_edge.flows import quantize as run_quantize
+    from dfkd_edge.progress import RichProgress
+
+    cfg = opt.quantize_config(model, **o)
+    report = run_quantize(cfg, RichProgress(Console(stderr=True)))
+    _show_report(cfg.out, report, "the int8 model")
+    click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, model_fp32.onnx, "
+               "model_int8.onnx, per-target build scripts, calibration set)")
 
 
 DEMO_SAMPLES = 2048  # convert's default before session 10; the demo's run stays under 3 minutes with it

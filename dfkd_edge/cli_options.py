@@ -109,6 +109,17 @@ COMPUTE = [
                       "compilation fails)."),
 ]
 CONVERT = OUT[:1] + TEACHER + TARGETS + SYNTH + STUDENT + CALIB + EVAL + SEED + THREADS + COMPUTE + LATENCY + OUT[1:]
+QUANTIZE_SYNTH = [
+    click.option("--method", default="auto", show_default=True,
+                 help="How the calibration set is synthesized from the model: auto (= deepinversion), deepinversion, "
+                      "soft-target or gaussian (the input domain's noise)."),
+    *SYNTH[2:],  # --holdout, --iterations, --synth-batch, --synth-start
+]
+CALIB_DATA = [click.option("--calib-data", type=click.Path(),
+                           help="Real inputs (.npz x; labels not needed) to calibrate a second int8 model on, for "
+                                "comparison only: what ships is calibrated on synthesized samples.")]
+QUANTIZE = (OUT[:1] + TEACHER + TARGETS + QUANTIZE_SYNTH + CALIB + EVAL + CALIB_DATA + SEED + THREADS + COMPUTE[:2]
+            + LATENCY + OUT[1:])
 # each stage command: the options of its own stages (the rest come from the run's manifest)
 STAGE_OPTIONS = {
     "synthesize": OUT[:1] + TEACHER + SYNTH + STUDENT + EVAL + SEED + THREADS + COMPUTE + OUT[1:],
@@ -166,6 +177,25 @@ def config_from_options(teachers, **o) -> ConvertConfig:
                          seed=o["seed"], threads=o["threads"], force=o["force"], resume=o["resume"],
                          device=o["device"], precision=o["precision"], channels_last=o["channels_last"],
                          compile=o["compile_"], latency_budget_s=o["latency_budget"])
+
+
+def quantize_config(model: str, **o) -> ConvertConfig:
+    """A ConvertConfig for ``dfkd-edge quantize`` (its options, as click passes them): the synthesized set
+    is the calibration set, ``--calib-samples`` of it."""
+    from dfkd_edge.export.quantize import CalibConfig
+    from dfkd_edge.teacher import parse_input_shape
+
+    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
+    if o["int8_format"] != "auto":
+        calib.formats = (o["int8_format"],)
+    return ConvertConfig(teacher=model, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
+                         factory=o["factory"], input_range=o["input_range"], input_mean=o["input_mean"],
+                         input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"],
+                         samples=o["calib_samples"], holdout=o["holdout"], iterations=o["iterations"],
+                         synth_start=o["synth_start"], synth_batch=o["synth_batch"], calib=calib,
+                         eval_data=o["eval_data"], calib_data=o["calib_data"], seed=o["seed"], threads=o["threads"],
+                         force=o["force"], resume=o["resume"], device=o["device"], precision=o["precision"],
+                         latency_budget_s=o["latency_budget"])
 
 
 _FIELDS = {"latency_budget": "latency_budget_s", "compile_": "compile"}  # option -> ConvertConfig field

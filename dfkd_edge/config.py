@@ -48,6 +48,7 @@ class ConvertConfig:
     compare_kd: bool = True  # with --distill vkd | kd+vkd: also train plain KD and report both
     calib: CalibConfig = field(default_factory=CalibConfig)
     eval_data: str | None = None
+    calib_data: str | None = None  # quantize: real inputs to compare the synthesized calibration set with
     eval_name: str | None = None
     seed: int = 0
     threads: int = 0  # 0: min(4, cores); under torchrun, synthesis and distillation: cores / local ranks

@@ -5,6 +5,11 @@
 inspect -> synthesize -> [aggregate] -> [virtual] -> [virtual-set] -> distill -> [distill-kd-baseline] -> export ->
 calibrate -> [build] -> profile -> evaluate -> report
 
+``quantize`` (the user's own model in int8) shares the synthesis, calibration, build and profile stages:
+
+inspect -> synthesize (a calibration-sized set) -> export (the model) -> calibrate -> calibration-sources ->
+[build] -> profile -> evaluate -> report
+
 A stage command (``dfkd-edge synthesize | distill | export | calibrate | build | report``) runs
 the stages whose ``command`` it is, over a run directory whose earlier stages are finished, with
 the config the manifest recorded and its own options on top (:func:`run_command`). Under
@@ -31,26 +36,32 @@ from dfkd_edge.stages.build import Build, tensorrt_profiles
 from dfkd_edge.stages.calibrate import Calibrate
 from dfkd_edge.stages.distill import Distill, DistillKDBaseline
 from dfkd_edge.stages.evaluate import Evaluate
-from dfkd_edge.stages.export import Export
-from dfkd_edge.stages.files import MANIFEST, VIRTUAL_PT
-from dfkd_edge.stages.inspect import Inspect, load_teachers, set_domain
+from dfkd_edge.stages.evaluate_model import EvaluateModel
+from dfkd_edge.stages.export import Export, ExportModel
+from dfkd_edge.stages.files import MANIFEST, MODEL_FILES, STUDENT_FILES, VIRTUAL_PT, Artifacts
+from dfkd_edge.stages.inspect import Inspect, InspectModel, load_teachers, set_domain
 from dfkd_edge.stages.profile import Profile
-from dfkd_edge.stages.report import Report
+from dfkd_edge.stages.report import Report, ReportModel
+from dfkd_edge.stages.sources import CalibrationSources
 from dfkd_edge.stages.synthesize import Synthesize
 from dfkd_edge.stages.virtual import Virtual, VirtualSet
 
 CONVERT = [Inspect(), Synthesize(), Aggregate(), Virtual(), VirtualSet(), Distill(), DistillKDBaseline(), Export(), Calibrate(),
            Build(), Profile(), Evaluate(), Report()]
+#: the user's own model in int8 (``dfkd-edge quantize``): no student; the same calibration, build and profile
+QUANTIZE = [InspectModel(), Synthesize(), ExportModel(), Calibrate(), CalibrationSources(), Build(), Profile(),
+            EvaluateModel(), ReportModel()]
 COMMANDS = ("synthesize", "distill", "export", "calibrate", "build", "report")  # in the flow's order
 
 
-def _state(cfg: ConvertConfig, run: Run, dist: Dist) -> State:
+def _state(cfg: ConvertConfig, run: Run, dist: Dist, files: Artifacts = STUDENT_FILES) -> State:
     threads = cfg.resolved_threads()
     compute = cfg.compute(dist)
     run.manifest["compute"] = compute.to_dict()
     run.manifest["distributed"] = dist.to_dict()
     return State(cfg=cfg, run=run, dist=dist, compute=compute, threads=threads, multi=bool(cfg.more_teachers),
-                 multihead=False, aggregation=None, scaled=False, uses_vkd=False, t_all=time.perf_counter())
+                 multihead=False, aggregation=None, scaled=False, uses_vkd=False, t_all=time.perf_counter(),
+                 files=files)
 
 
 def convert(cfg: ConvertConfig, progress: Progress | None = None, dist: Dist | None = None) -> dict:
@@ -73,6 +84,7 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     try:
         validate_config(cfg, dist)
         prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
+        same_flow(Path(cfg.out), "convert", cfg.resume)
     except Exception as e:
         dist.agree(e)
         raise
@@ -82,6 +94,48 @@ def _convert(cfg: ConvertConfig, progress: Progress | None, dist: Dist) -> dict:
     torch.set_num_threads(cfg.train_threads(dist))
     run_stages(run, s, CONVERT)
     return s.report
+
+
+def quantize(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
+    """The user's own model (``cfg.teacher``) in int8, calibrated on samples synthesized from it
+    (``cfg.samples`` of them, + ``cfg.holdout`` to check it); returns the report dict."""
+    validate_quantize(cfg)
+    prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
+    same_flow(Path(cfg.out), "quantize", cfg.resume)
+    settle(cfg)
+    dist = Dist()
+    run = Run(cfg, progress)
+    run.manifest["flow"] = "quantize"
+    s = _state(cfg, run, dist, MODEL_FILES)
+    torch.set_num_threads(cfg.train_threads(dist))
+    run_stages(run, s, QUANTIZE)
+    return s.report
+
+
+def validate_quantize(cfg: ConvertConfig) -> None:
+    """convert's checks, and what quantize adds: one model, a method that makes a calibration set."""
+    from dfkd_edge.synthesis import METHODS, resolve_method
+
+    validate_config(cfg)
+    if cfg.more_teachers:
+        raise UserError("quantize takes one model; give several teachers to `dfkd-edge convert`")
+    method = resolve_method(cfg.method)
+    if method not in METHODS or METHODS[method].needs_student:
+        raise UserError(f"--method {cfg.method} trains a student; quantize synthesizes its calibration set with "
+                        "auto, deepinversion, soft-target or gaussian")
+
+
+def same_flow(out: Path, flow: str, resume: bool) -> None:
+    """--resume finishes a run of the same command: UserError when ``out`` holds the other flow's run."""
+    if not resume or not (out / MANIFEST).is_file():
+        return
+    try:
+        recorded = json.loads((out / MANIFEST).read_text()).get("flow", "convert")
+    except ValueError:
+        return  # unreadable: Run starts over and says so
+    if recorded != flow:
+        raise UserError(f"{out} holds a `dfkd-edge {recorded}` run; --resume finishes it with `dfkd-edge {recorded}`, "
+                        f"or pass --force to `dfkd-edge {flow}` to overwrite it")
 
 
 def load_run_config(out: str | Path) -> ConvertConfig:
@@ -95,6 +149,9 @@ def load_run_config(out: str | Path) -> ConvertConfig:
         cfg = ConvertConfig.from_dict(doc["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{out / MANIFEST} is not a dfkd-edge manifest ({e}); run the flow again with --force") from None
+    if doc.get("flow", "convert") != "convert":
+        raise UserError(f"{out} holds a `dfkd-edge {doc['flow']}` run, whose stages have no commands of their own; "
+                        f"finish or redo it with `dfkd-edge {doc['flow']} MODEL --out {out} --resume`")
     cfg.out, cfg.force, cfg.resume = str(out), False, False
     return cfg
 

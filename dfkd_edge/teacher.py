@@ -177,6 +177,12 @@ class Teacher:
         #: where the teacher's inputs live (dfkd_edge.domain.InputDomain); set by the pipeline
         self.domain = None
 
+    @property
+    def static_batch(self) -> int | None:
+        """The batch size a torch.export program was exported with when its batch is not dynamic (it runs
+        here chunk by chunk); None otherwise."""
+        return self.module.batch if isinstance(self.module, _BatchChunked) else None
+
     def to(self, compute) -> "Teacher":
         """Run the teacher where ``compute`` (dfkd_edge.compute.Compute) says; ``Compute()`` brings it
         back to the CPU in NCHW (latency figures and evaluation run there)."""

@@ -27,18 +27,29 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    model = model.eval()
+    # eval mode folds BatchNorm into the convolutions; a frozen program keeps its mode (ORT folds them)
+    mode = torch.onnx.TrainingMode.EVAL if _eval(model) else torch.onnx.TrainingMode.PRESERVE
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, *input_shape),), str(tmp), dynamo=False,
                           opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=True)
+                          do_constant_folding=True, training=mode)
         import onnx
 
         onnx.checker.check_model(str(tmp))
     return path
+
+
+def _eval(model: nn.Module) -> bool:
+    """Eval mode; False for a torch.export program's module, which is frozen in the mode it was
+    exported in and refuses ``eval()`` (and ``train()``)."""
+    try:
+        model.eval()
+        return True
+    except NotImplementedError:
+        return False
 
 
 def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray, atol: float = 1e-3,
@@ -48,7 +59,8 @@ def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray, at
     The tolerance scales with the logits' magnitude: |diff| <= atol + rtol * max|logit|.
     """
     with torch.inference_mode():
-        ref = model.eval()(torch.from_numpy(inputs)).numpy()
+        _eval(model)
+        ref = model(torch.from_numpy(inputs)).numpy()
     with OrtRunner(onnx_path, threads=1) as r:
         got = predict(r, inputs)
     diff = float(np.abs(ref - got).max())

@@ -32,7 +32,7 @@ def _shape(name: str, batch: int, input_shape: tuple[int, ...]) -> str:
 def build_script(profile: TargetProfile, files: dict[str, str], input_name: str,
                  input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 32)) -> str:
     """The bash script for ``profile``; ``files`` maps qdq / fp32 / fp16 / cache to file names
-    next to the script."""
+    next to the script, and ``model`` (default ``student``) to the engines' prefix."""
     lo, hi = profile.tensorrt
     q = shlex.quote
     shapes = (f"--minShapes={_shape(input_name, min(batches), input_shape)} "
@@ -44,11 +44,12 @@ def build_script(profile: TargetProfile, files: dict[str, str], input_name: str,
     def build(engine: str, onnx: str, flags: str) -> str:
         return f'build {q(engine)} --onnx={q(onnx)} {flags} {common}'
 
-    legacy = [build(f"{eng}/student_int8_qdq.engine", files["qdq"], "--int8 --fp16"),
-              build(f"{eng}/student_int8_calib.engine", files["fp32"], f'--int8 --fp16 --calib={q(files["cache"])}'),
-              build(f"{eng}/student_fp16.engine", files["fp32"], "--fp16")]
-    typed = [build(f"{eng}/student_int8_qdq.engine", files["qdq"], "--stronglyTyped"),
-             build(f"{eng}/student_fp16.engine", files["fp16"], "--stronglyTyped")]
+    m = files.get("model", "student")  # the engines' prefix: the model the run ships
+    legacy = [build(f"{eng}/{m}_int8_qdq.engine", files["qdq"], "--int8 --fp16"),
+              build(f"{eng}/{m}_int8_calib.engine", files["fp32"], f'--int8 --fp16 --calib={q(files["cache"])}'),
+              build(f"{eng}/{m}_fp16.engine", files["fp32"], "--fp16")]
+    typed = [build(f"{eng}/{m}_int8_qdq.engine", files["qdq"], "--stronglyTyped"),
+             build(f"{eng}/{m}_fp16.engine", files["fp16"], "--stronglyTyped")]
     dla = ""
     if profile.dla_cores:
         dla = ("\n# This board has DLA cores. To try one (int8/fp16 layers only, the rest on the GPU), add:\n"

@@ -48,7 +48,8 @@ def accuracy_latency_plot(report: dict, path: Path) -> Path:
     """Quality (accuracy, or fidelity without eval data) against batch-1 p50 of each shippable engine:
     colour = device, marker = precision, hollow = estimated. The teacher is shown where measured."""
     plt = _plt()
-    basis = "accuracy" if report["accuracy"]["student_fp32"] is not None else "fidelity"
+    m = "model" if report.get("flow") == "quantize" else "student"  # the shipped model's keys
+    basis = "accuracy" if report["accuracy"][f"{m}_fp32"] is not None else "fidelity"
     q = report[basis]
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=110)
     devices = list(dict.fromkeys(r["device"] for r in report["latency"]))
@@ -58,7 +59,7 @@ def accuracy_latency_plot(report: dict, path: Path) -> Path:
         if r["batch"] != 1 or r["backend"].startswith("torch") and r["model"] != "teacher":
             continue
         val = q.get("teacher") if r["model"] == "teacher" else q.get(
-            f"student_{'int8' if r['precision'] == 'int8' else 'fp32'}")
+            f"{m}_{'int8' if r['precision'] == 'int8' else 'fp32'}")
         if val is None:
             continue
         c = colours(devices.index(r["device"]) % 10)

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
-from dfkd_edge.stages.files import ONNX_FP16, ONNX_FP32, ONNX_INT8, ONNX_TRT_QDQ, build_script_name
+from dfkd_edge.stages.files import STUDENT_FILES, Artifacts, build_script_name
 from dfkd_edge.targets import TargetProfile
 
 
-def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_doc: dict) -> dict:
+def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_doc: dict,
+              names: Artifacts = STUDENT_FILES) -> dict:
     """One engine per target: the fastest at batch 1 among those within 1 point of fp32 quality.
 
-    Quality is accuracy on the eval data when given, else fidelity on held-out synthetic samples.
+    ``names``: the shipped model's files (convert's student, quantize's model); its quality is accuracy
+    on the eval data when given, else fidelity on held-out synthetic samples.
     Measured rows decide where the target was measured (host, or measured-remote rows merged by
     ``dfkd-edge profile --report``); otherwise estimated rows do, and the reason says so."""
-    basis = "accuracy" if quality["accuracy"]["student_fp32"] is not None else "fidelity"
+    m = names.model
+    basis = "accuracy" if quality["accuracy"][f"{m}_fp32"] is not None else "fidelity"
     q = quality[basis]
-    ok_int8 = q["student_int8"] >= q["student_fp32"] - 0.01
+    ok_int8 = q[f"{m}_int8"] >= q[f"{m}_fp32"] - 0.01
     trt = profile.engine == "tensorrt"
     if trt:
         t = target_doc.get("tensorrt", {})
         ok_int8 = (ok_int8 and t.get("qdq_agreement_with_fp32", 0) >= 0.99
                    and t.get("guardrail", {}).get("int8_usable", True))
-    device_rows = [r for r in rows if r["model"] == "student" and r["batch"] == 1
+    device_rows = [r for r in rows if r["model"] == m and r["batch"] == 1
                    and r["backend"].startswith(("onnxruntime", "tensorrt"))
                    and (r["device"] == profile.name or r["device"].startswith(profile.name + " ("))]
     for kind in ("measured", "measured-remote", "estimated"):
         cands = [r for r in device_rows if r["kind"] == kind]
         if cands:
             break
-    files = ({"int8": ONNX_TRT_QDQ, "fp16": ONNX_FP16, "fp32": ONNX_FP32} if trt
-             else {"int8": ONNX_INT8, "fp32": ONNX_FP32, "fp16": ONNX_FP16})
+    files = ({"int8": names.onnx_trt_qdq, "fp16": names.onnx_fp16, "fp32": names.onnx_fp32} if trt
+             else {"int8": names.onnx_int8, "fp32": names.onnx_fp32, "fp16": names.onnx_fp16})
     ok = [r for r in cands if r["precision"] != "int8" or ok_int8]
     if not ok:
         return {"target": profile.name, "file": files["fp32"], "precision": "fp32", "backend": "unknown",
@@ -36,8 +39,8 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
     best = min(ok, key=lambda r: r["p50_ms"])
     others = ", ".join(f"{r['precision']} {r['p50_ms']:.3g} ms" for r in cands)
     reason = (f"fastest {best['kind']} at batch 1 ({others}) within 1 point of fp32 {basis} "
-              f"({100 * q['student_' + ('int8' if best['precision'] == 'int8' else 'fp32')]:.2f}% vs "
-              f"{100 * q['student_fp32']:.2f}%)")
+              f"({100 * q[m + '_' + ('int8' if best['precision'] == 'int8' else 'fp32')]:.2f}% vs "
+              f"{100 * q[m + '_fp32']:.2f}%)")
     if best["kind"] == "estimated":
         reason = "not measured: " + reason + "; roofline estimate from the target profile"
     if trt:
@@ -47,11 +50,11 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
             "backend": best["backend"], "kind": best["kind"], "reason": reason}
 
 
-def with_verdict(rec: dict, verdict: dict) -> dict:
+def with_verdict(rec: dict, verdict: dict, subject: str = "the student") -> dict:
     """``status`` on a recommendation: the quality verdict; a reason that says so when it is not ok."""
     rec["status"] = verdict["verdict"]
     if verdict["verdict"] != "ok":
-        rec["reason"] = (f"{verdict['verdict'].upper()}: the student's quality cannot be vouched for without real "
+        rec["reason"] = (f"{verdict['verdict'].upper()}: {subject}'s quality cannot be vouched for without real "
                          f"data ({verdict['reasons'][0]}); check it on labelled data (--eval-data) before shipping. "
                          + rec["reason"])
     return rec

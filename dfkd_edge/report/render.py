@@ -170,11 +170,11 @@ def _distillation_blocks(d: dict, dataset: str | None) -> list[Block]:
 
 
 _VERDICT_HEAD = {
-    "ok": "Data-free verdict: OK. Nothing the run can check without real data speaks against this student.",
-    "doubtful": "Data-free verdict: DOUBTFUL. The run cannot vouch for this student; check it on labelled data "
+    "ok": "Data-free verdict: OK. Nothing the run can check without real data speaks against {subject}.",
+    "doubtful": "Data-free verdict: DOUBTFUL. The run cannot vouch for {subject}; check it on labelled data "
                 "(--eval-data) before shipping it.",
-    "unreliable": "Data-free verdict: UNRELIABLE. The signals below say this student is likely far from its "
-                  "teacher on real inputs; do not ship it without checking it on labelled data.",
+    "unreliable": "Data-free verdict: UNRELIABLE. The signals below say {subject} is likely far from "
+                  "{reference} on real inputs; do not ship it without checking it on labelled data.",
 }
 
 _SIGNAL_TEXT = {
@@ -187,24 +187,26 @@ _SIGNAL_TEXT = {
     "fidelity_int8": "student int8 agreement with the teacher (held-out synthetic)",
     "probe_agreement": "student agreement with the teacher on probes between classes",
     "baseline_gap": "plain-KD student of the same transfer set minus this one, probe agreement",
+    "int8_agreement": "int8 model's top-1 agreement with the model (held-out synthetic)",
+    "int8_agreement_real": "int8 model's top-1 agreement with the model (eval inputs)",
     "domain_source": "where the input domain came from",
 }
 
 
-def _quality_blocks(q: dict | None) -> list[Block]:
+def _quality_blocks(q: dict | None, subject: str = "this student", reference: str = "its teacher") -> list[Block]:
     """The verdict callout (first thing in the report) with its reasons."""
     if not q:
         return []
-    text = _VERDICT_HEAD[q["verdict"]]
+    text = _VERDICT_HEAD[q["verdict"]].format(subject=subject, reference=reference)
     if q["reasons"]:
         text += " Why: " + "; ".join(q["reasons"]) + "."
     return [Block("verdict", text, header=[q["verdict"]])]
 
 
-def _signal_rows(q: dict) -> list[list[str]]:
+def _signal_rows(q: dict, labels: dict | None = None) -> list[list[str]]:
     bounds = q.get("bounds", {})
     rows = []
-    for k, label in _SIGNAL_TEXT.items():
+    for k, label in {**_SIGNAL_TEXT, **(labels or {})}.items():
         v = q["signals"].get(k)
         if v is None and k != "bn_mismatch":
             continue
@@ -245,6 +247,10 @@ def _domain_text(t: dict) -> str:
 
 def sections(report: dict) -> list[Block]:
     """The report as blocks, in reading order (rendered to Markdown and HTML alike)."""
+    if report.get("flow") == "quantize":
+        from dfkd_edge.report.render_model import model_sections
+
+        return model_sections(report)
     trt = (report.get("targets") or {}).get("tensorrt")
     return _summary_blocks(report) + _trt_blocks(trt) + _latency_blocks(report) + _file_blocks(report, trt)
 

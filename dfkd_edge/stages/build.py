@@ -18,8 +18,7 @@ from dfkd_edge.export.quantize import CalibConfig, calibration_subset
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
-from dfkd_edge.stages.files import (ONNX_FP16, ONNX_FP32, ONNX_TRT_QDQ, TARGETS_JSON, TRANSFER_SET, build_script_name,
-                                    calib_cache_name)
+from dfkd_edge.stages.files import TARGETS_JSON, TRANSFER_SET, Artifacts, build_script_name
 from dfkd_edge.targets import load_profile
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class Build(Stage):
         return {"targets": [p.to_dict() for p in tensorrt_profiles(s.cfg)], "calib": calib_params(s.cfg)}
 
     def reads(self, s) -> list[str]:
-        return [ONNX_FP32, TRANSFER_SET]
+        return [s.files.onnx_fp32, TRANSFER_SET]
 
     def external(self, s) -> list[str]:
         return [p.path for p in tensorrt_profiles(s.cfg) if p.path.endswith(".toml")]
@@ -50,10 +49,11 @@ class Build(Stage):
     def run(self, s) -> None:
         calib_x = calibration_subset(s.x_train, s.cfg.calib.samples, s.cfg.seed)
         s.built = write_tensorrt_artifacts(s.run, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
-                                           s.x_hold, s.threads)
+                                           s.x_hold, s.threads, s.files)
 
 
-def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, threads: int) -> list[str]:
+def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, threads: int,
+                             names: Artifacts) -> list[str]:
     """The files TensorRT targets share and each one's build script; the list of files written."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -62,19 +62,19 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
     from dfkd_edge.export.tensorrt_qdq import write_calibration_cache
     from dfkd_edge.export.trt_script import write_build_script
 
-    doc = _qdq_model(run, calib_x, x_hold, threads)
-    with atomic_path(run.path(ONNX_FP16)) as tmp:
-        onnx.save(convert_float_to_float16(onnx.load(str(run.path(ONNX_FP32))), keep_io_types=True), str(tmp))
-    written = [ONNX_TRT_QDQ, ONNX_FP16]
+    doc = _qdq_model(run, calib_x, x_hold, threads, names)
+    with atomic_path(run.path(names.onnx_fp16)) as tmp:
+        onnx.save(convert_float_to_float16(onnx.load(str(run.path(names.onnx_fp32))), keep_io_types=True), str(tmp))
+    written = [names.onnx_trt_qdq, names.onnx_fp16]
     caches = {}
     for p in profiles:
         if p.tensorrt[0] <= 10 and p.tensorrt_version not in caches:  # TensorRT 11 has no calibration caches
-            caches[p.tensorrt_version] = calib_cache_name(p.tensorrt_version)
-            write_calibration_cache(run.path(ONNX_FP32), calib_x, p.tensorrt_version,
+            caches[p.tensorrt_version] = names.calib_cache(p.tensorrt_version)
+            write_calibration_cache(run.path(names.onnx_fp32), calib_x, p.tensorrt_version,
                                     run.path(caches[p.tensorrt_version]))
             written.append(caches[p.tensorrt_version])
-        files = {"qdq": ONNX_TRT_QDQ, "fp32": ONNX_FP32, "fp16": ONNX_FP16,
-                 "cache": caches.get(p.tensorrt_version, "")}
+        files = {"qdq": names.onnx_trt_qdq, "fp32": names.onnx_fp32, "fp16": names.onnx_fp16,
+                 "cache": caches.get(p.tensorrt_version, ""), "model": names.model}
         write_build_script(run.path(build_script_name(p.name)), p, files, INPUT_NAME, tuple(input_shape))
         written.append(build_script_name(p.name))
     doc.update(calibration_caches=caches, calibration_samples=int(len(calib_x)),
@@ -84,7 +84,7 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
     return written
 
 
-def _qdq_model(run, calib_x, x_hold, threads: int) -> dict:
+def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
     """The S8S8 Q/DQ model, the guardrail run on it when it disagrees with fp32, the rules checked."""
     from onnxruntime.quantization import quant_pre_process
 
@@ -93,12 +93,12 @@ def _qdq_model(run, calib_x, x_hold, threads: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
     try:
         pre = work / "pre.onnx"
-        quant_pre_process(str(run.path(ONNX_FP32)), str(pre), skip_symbolic_shape=False)
-        quantize_for_tensorrt(pre, run.path(ONNX_TRT_QDQ), calib_x, run.cfg.calib.method)
-        agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads)
+        quant_pre_process(str(run.path(names.onnx_fp32)), str(pre), skip_symbolic_shape=False)
+        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method)
+        agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads, names)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    violations = tensorrt_qdq_violations(run.path(ONNX_TRT_QDQ))
+    violations = tensorrt_qdq_violations(run.path(names.onnx_trt_qdq))
     if guard["triggered"] and any("nothing runs in int8" in v for v in violations):
         # the guardrail had to leave every layer in float: int8 buys nothing for TensorRT here (expected, not a
         # placement error); the recommendation then takes fp16 or fp32
@@ -108,20 +108,20 @@ def _qdq_model(run, calib_x, x_hold, threads: int) -> dict:
                     "get fp16 or fp32")
     if violations:
         raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
-    return {"qdq_model": ONNX_TRT_QDQ, "fp16_model": ONNX_FP16, "qdq_rule_violations": violations,
+    return {"qdq_model": names.onnx_trt_qdq, "fp16_model": names.onnx_fp16, "qdq_rule_violations": violations,
             "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)), "guardrail": guard,
             "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)"}
 
 
-def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int) -> tuple[float, dict]:
+def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Artifacts) -> tuple[float, dict]:
     """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
     are left in float (TensorRT runs them in fp16/fp32)."""
     from dfkd_edge.export.quantize import guardrail
     from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt
 
-    with OrtRunner(run.path(ONNX_FP32), threads) as r32:
+    with OrtRunner(run.path(names.onnx_fp32), threads) as r32:
         fp32_top1 = predict(r32, x_hold).argmax(1)
-    with OrtRunner(run.path(ONNX_TRT_QDQ), threads, "int8") as rq:
+    with OrtRunner(run.path(names.onnx_trt_qdq), threads, "int8") as rq:
         agreement = float((predict(rq, x_hold).argmax(1) == fp32_top1).mean())
     guard = {"threshold": run.cfg.calib.min_agreement, "triggered": agreement < run.cfg.calib.min_agreement,
              "agreement_before": agreement, "excluded": [], "held": True}
@@ -129,7 +129,7 @@ def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int) -> tuple[f
         cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
                                  quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex))
-        shutil.move(str(final), str(run.path(ONNX_TRT_QDQ)))
+        shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
         agreement = found["agreement"]
         guard.update(excluded=found["excluded"], held=found["held"])
     return agreement, guard

@@ -1,5 +1,6 @@
 """calibrate: int8 ONNX for ONNX Runtime from synthesized calibration samples, in the format
-measured fastest, with the guardrail that leaves sensitive layers in float (dfkd_edge.export.quantize)."""
+measured fastest, with the guardrail that leaves sensitive layers in float (dfkd_edge.export.quantize).
+The one calibration of both flows: convert's student and quantize's model (``s.files``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import asdict
 from dfkd_edge.export.quantize import calibrate, calibration_subset
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
-from dfkd_edge.stages.files import CALIBRATION_JSON, ONNX_FP32, ONNX_INT8, TRANSFER_SET
+from dfkd_edge.stages.files import CALIBRATION_JSON, TRANSFER_SET
 
 
 def calib_params(cfg) -> dict:
@@ -24,17 +25,17 @@ class Calibrate(Stage):
         return calib_params(s.cfg)
 
     def reads(self, s) -> list[str]:
-        return [ONNX_FP32, TRANSFER_SET]
+        return [s.files.onnx_fp32, TRANSFER_SET]
 
     def external(self, s) -> list[str]:
         return [s.cfg.eval_data] if s.cfg.eval_data else []
 
     def writes(self, s) -> list[str]:
-        return [ONNX_INT8, CALIBRATION_JSON]
+        return [s.files.onnx_int8, CALIBRATION_JSON]
 
     def run(self, s) -> None:
         cfg = s.cfg
         calib_x = calibration_subset(s.x_train, cfg.calib.samples, cfg.seed)
-        calib = calibrate(s.run.path(ONNX_FP32), s.run.path(ONNX_INT8), calib_x, s.x_hold, s.l_hold, cfg.calib,
+        calib = calibrate(s.run.path(s.files.onnx_fp32), s.run.path(s.files.onnx_int8), calib_x, s.x_hold, s.l_hold, cfg.calib,
                           progress=s.run.progress, extra_check_x=s.eval_xy[0] if s.eval_xy is not None else None)
         atomic_write_json(s.run.path(CALIBRATION_JSON), calib)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict
 
+from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models import create_student
 from dfkd_edge.runner import Stage
@@ -76,6 +77,39 @@ class Inspect(Stage):
 
                     s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
         s.dist.agree(None)
+
+
+class InspectModel(Inspect):
+    """quantize's inspect: the user's model and its input domain, and the method that synthesizes its
+    calibration set (an input optimiser: ``auto`` is the inversion); no student."""
+
+    def prepare(self, s) -> None:
+        super().prepare(s)
+        if s.teacher.static_batch is not None:  # before minutes of synthesis
+            raise UserError(f"{s.spec.path} is a torch.export program with a fixed batch of {s.teacher.static_batch}; "
+                            "its ONNX and int8 models need a dynamic batch: export it with dynamic_shapes="
+                            "({0: torch.export.Dim('batch')},)")
+        s.calib_real = None
+        if s.cfg.calib_data:  # before minutes of synthesis: a file that does not fit is refused at once
+            from dfkd_edge.data.evaldata import load_inputs
+
+            s.calib_real = load_inputs(s.cfg.calib_data, s.spec.input_shape)
+
+    def load(self, s) -> None:
+        from dfkd_edge.synthesis import METHODS
+
+        if s.teacher.domain is None:
+            from dfkd_edge.domain import InputDomain
+
+            _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
+        s.method, s.auto_why = resolve_method(s.cfg.method), None
+        if s.cfg.method == "auto":
+            s.method, s.auto_why = choose_auto(s.teacher)
+        cls = METHODS.get(s.method)
+        if cls is None or cls.needs_student:
+            raise UserError(f"--method {s.method} trains a student; quantize synthesizes its calibration set with "
+                            "auto, deepinversion, soft-target or gaussian")
+        s.multihead, s.recipe, s.few_shot = False, None, None
 
 
 @contextlib.contextmanager

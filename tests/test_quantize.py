@@ -1,0 +1,149 @@
+"""dfkd-edge quantize: the user's own model in int8, calibrated on samples synthesized from it, with
+the calibration sources side by side; its contract, its errors, resume, and its separation from convert."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dfkd_edge.backends import predict
+from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.io import sha256
+from dfkd_edge.teacher import load_teacher
+from tests.conftest import read_json
+
+#: a quantize configuration small enough for contract tests
+QFAST = ["--holdout", "32", "--iterations", "10", "--synth-batch", "64", "--calib-samples", "32", "--threads", "1",
+         "--latency-budget", "0.1"]
+FILES = {"teacher.json", "transfer_set.npz", "model_fp32.onnx", "model_int8.onnx", "calibration.json",
+         "calibration_sources.json", "parity.json", "latency.json", "manifest.json", "report.json", "report.md",
+         "report.html"}
+
+
+def _real_inputs(tmp_path: Path, digits_test: str, n: int = 64) -> Path:
+    """Inputs without labels, as a user's --calib-data may be."""
+    path = tmp_path / "real.npz"
+    np.savez(path, x=np.load(digits_test)["x"][:n])
+    return path
+
+
+def test_quantize_writes_its_contract(cli, tmp_path, digits_teacher, digits_test):
+    out = tmp_path / "q"
+    code, stdout, err = cli("quantize", digits_teacher, "--out", out, "--eval-data", digits_test, "--calib-data",
+                            _real_inputs(tmp_path, digits_test), "--target", "host-cpu", "--target",
+                            "jetson-orin-nano", *QFAST)
+    assert code == 0, err
+    names = {p.name for p in out.iterdir()}
+    assert FILES <= names and not any(n.startswith("student") for n in names)
+    assert {"model_trt_qdq.onnx", "model_fp16.onnx", "build_jetson-orin-nano.sh"} <= names
+    r = read_json(out / "report.json")
+    assert r["flow"] == "quantize" and r["schema"] == 1
+    assert r["model"]["path"] == digits_teacher and r["synthesis"]["purpose"] == "int8 calibration"
+    assert r["synthesis"]["train"] == 32 and r["synthesis"]["holdout"] == 32
+    acc = r["accuracy"]
+    assert acc["dataset"] == Path(digits_test).name
+    assert all(0.0 <= acc[k] <= 1.0 for k in ("model", "model_fp32", "model_int8"))
+    assert acc["model_fp32"] == acc["model"]  # the ONNX fp32 model computes the user's model
+    sources = {c["source"]: c for c in r["calibration_sources"]}
+    assert set(sources) == {"synthetic", "gaussian", "real"}
+    for c in sources.values():
+        assert c["format"] == r["calibration"]["chosen_format"] and c["samples"] == 32
+        assert 0.0 <= c["accuracy"] <= 1.0 and 0.0 <= c["agreement_with_fp32"] <= 1.0
+        assert isinstance(c["float_layers"], list) and isinstance(c["guardrail_held"], bool)
+    assert sources["synthetic"]["accuracy"] == acc["model_int8"]  # the synthetic row is what ships
+    assert sources["synthetic"]["float_layers"] == r["calibration"]["guardrail"]["excluded"]
+    host = [row for row in r["latency"] if row["device"] == "host-cpu"]
+    combos = {(row["model"], row["precision"], row["backend"], row["batch"]) for row in host}
+    for b in (1, 32):
+        assert {("model", "fp32", "onnxruntime-cpu", b), ("model", "int8", "onnxruntime-cpu", b),
+                ("model", "fp32", "torchscript", b)} <= combos
+    assert {row["model"] for row in r["latency"]} == {"model"}
+    recs = {x["target"]: x for x in r["recommended"]}
+    assert recs["host-cpu"]["file"] in ("model_fp32.onnx", "model_int8.onnx")
+    assert recs["jetson-orin-nano"]["file"] in ("model_trt_qdq.onnx", "model_fp16.onnx", "model_fp32.onnx")
+    q = r["quality"]
+    assert q["verdict"] in ("ok", "doubtful", "unreliable") and all(x["status"] == q["verdict"] for x in recs.values())
+    assert q["signals"]["int8_agreement_real"] is not None and "int8_agreement" not in q["bounds"]
+    assert "model_int8_qdq.engine" in (out / "build_jetson-orin-nano.sh").read_text()
+    md = (out / "report.md").read_text()
+    assert md in stdout and "## Calibration sources" in md and "Gaussian N(0, 1) noise" in md
+    m = read_json(out / "manifest.json")
+    assert m["flow"] == "quantize" and m["complete"]
+    for stage in m["stages"].values():
+        for name, digest in stage["files"].items():
+            assert sha256(out / name) == digest
+
+
+def test_the_onnx_models_compute_the_users_model(cli, tmp_path, digits_teacher):
+    """Without eval data: the fp32 ONNX is the model, the int8 one agrees with it, the verdict judges
+    the agreement on held-out synthetic samples."""
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", digits_teacher, "--out", out, *QFAST)
+    assert code == 0, err
+    r = read_json(out / "report.json")
+    assert r["accuracy"]["model_fp32"] is None and r["fidelity"]["model_fp32"] == 1.0
+    assert {c["source"] for c in r["calibration_sources"]} == {"synthetic", "gaussian"}
+    assert "int8_agreement" in r["quality"]["bounds"] and r["quality"]["signals"]["int8_agreement_real"] is None
+    x = np.load(out / "transfer_set.npz")["x"][:16]
+    with torch.no_grad():
+        ref = load_teacher(digits_teacher).runtime(torch.from_numpy(x)).numpy()
+    with OrtRunner(out / "model_fp32.onnx", 1) as run32:
+        np.testing.assert_allclose(predict(run32, x), ref, atol=1e-4, rtol=1e-4)
+    assert any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger")
+               for n in onnx.load(str(out / "model_int8.onnx")).graph.node)
+
+
+def test_exported_program_and_factory_models_quantize(cli, tmp_path):
+    from dfkd_edge.models.teachers import digits_cnn_small_for_tests
+
+    torch.manual_seed(0)
+    m = digits_cnn_small_for_tests().eval()
+    ep = torch.export.export(m, (torch.randn(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, tmp_path / "t.pt2")
+    code, _, err = cli("quantize", tmp_path / "t.pt2", "--out", tmp_path / "o1", *QFAST)
+    assert code == 0, err
+    assert read_json(tmp_path / "o1/report.json")["model"]["format"] == "exported-program"
+    torch.save(m.state_dict(), tmp_path / "w.pth")
+    code, _, err = cli("quantize", tmp_path / "w.pth", "--factory", "dfkd_edge.models.teachers:digits_cnn_small_for_tests",
+                       "--input-shape", "1,8,8", "--out", tmp_path / "o2", *QFAST)
+    assert code == 0, err
+    r = read_json(tmp_path / "o2/report.json")
+    assert r["model"]["format"] == "state-dict" and r["parity"]["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("case", ["method", "calib-shape", "calib-missing", "static-batch"])
+def test_bad_input_is_refused_before_synthesis(cli, tmp_path, digits_teacher, case):
+    model, extra = digits_teacher, []
+    if case == "method":
+        extra, words = ["--method", "adversarial"], "trains a student"
+    elif case == "calib-shape":
+        np.savez(tmp_path / "c.npz", x=np.zeros((8, 1, 4, 4), np.float32))
+        extra, words = ["--calib-data", tmp_path / "c.npz"], "calibration data x has shape"
+    elif case == "calib-missing":
+        extra, words = ["--calib-data", tmp_path / "none.npz"], "does not exist"
+    else:
+        from dfkd_edge.models.teachers import digits_cnn_small_for_tests
+
+        ep = torch.export.export(digits_cnn_small_for_tests().eval(), (torch.randn(2, 1, 8, 8),))
+        torch.export.save(ep, tmp_path / "s.pt2")
+        model, words = tmp_path / "s.pt2", "fixed batch of 2"
+    code, _, err = cli("quantize", model, "--out", tmp_path / "q", *QFAST, *extra)
+    assert code == 2 and words in err and err.count("\n") == 1
+    assert not (tmp_path / "q/transfer_set.npz").exists()
+
+
+def test_resume_skips_finished_stages_and_flows_stay_apart(cli, tmp_path, digits_teacher):
+    out = tmp_path / "q"
+    assert cli("quantize", digits_teacher, "--out", out, *QFAST)[0] == 0
+    before = sha256(out / "model_int8.onnx")
+    code, _, err = cli("quantize", digits_teacher, "--out", out, "--resume", *QFAST)
+    assert code == 0, err
+    stages = read_json(out / "manifest.json")["stages"]
+    assert all(stages[n].get("resumed") for n in ("synthesize", "export", "calibrate", "calibration-sources"))
+    assert sha256(out / "model_int8.onnx") == before
+    code, _, err = cli("calibrate", out)
+    assert code == 2 and "dfkd-edge quantize" in err
+    code, _, err = cli("convert", digits_teacher, "--out", out, "--resume")
+    assert code == 2 and "dfkd-edge quantize" in err and "--force" in err
