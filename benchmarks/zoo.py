@@ -54,16 +54,20 @@ def digits(domain: str):
     return f(x_tr).astype(np.float32), y_tr, f(x_te).astype(np.float32), y_te
 
 
-def shapes(domain: str, n: int = 6000, size: int = 12, seed: int = 0):
+def shapes(domain: str, n: int = 6000, size: int = 12, seed: int = 0, noise: float = 0.08, contrast: float = 0.6,
+           scale: float = 1.0):
     """Procedural 3xSxS colour images, 6 classes: disc, square, triangle, ring, horizontal bar, cross;
-    random position, size, foreground and background colour, pixel noise. [0, 1] or per-channel z."""
+    random position, size, foreground and background colour, pixel noise. [0, 1], per-channel z or raw
+    0-255 bytes (``255``). Sizes and strokes scale with S (drawn as at S = 12, times ``scale``); ``noise``
+    is the pixel noise's std, ``contrast`` the least summed colour difference of shape and background."""
     rng = np.random.default_rng(seed)
+    k_ = size / 12 * scale
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     y = rng.integers(0, 6, n)
     x = np.empty((n, 3, size, size), np.float32)
     for i in range(n):
-        cy, cx = rng.uniform(3.5, size - 4.5, 2)
-        r = rng.uniform(2.2, 3.6)
+        cy, cx = rng.uniform(3.5 * k_, size - 4.5 * k_, 2)
+        r = rng.uniform(2.2, 3.6) * k_
         dy, dx = yy - cy, xx - cx
         k = y[i]
         if k == 0:
@@ -74,21 +78,29 @@ def shapes(domain: str, n: int = 6000, size: int = 12, seed: int = 0):
             m = (dy >= -r) & (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
         elif k == 3:
             d2 = dy ** 2 + dx ** 2
-            m = (d2 <= r ** 2) & (d2 >= (r - 1.3) ** 2)
+            m = (d2 <= r ** 2) & (d2 >= (r - 1.3 * k_) ** 2)
         elif k == 4:
-            m = (np.abs(dy) <= 1.0) & (np.abs(dx) <= r)
+            m = (np.abs(dy) <= 1.0 * k_) & (np.abs(dx) <= r)
         else:
-            m = ((np.abs(dy) <= 0.8) & (np.abs(dx) <= r)) | ((np.abs(dx) <= 0.8) & (np.abs(dy) <= r))
+            m = ((np.abs(dy) <= 0.8 * k_) & (np.abs(dx) <= r)) | ((np.abs(dx) <= 0.8 * k_) & (np.abs(dy) <= r))
         fg, bg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
-        while np.abs(fg - bg).sum() < 0.6:
+        while np.abs(fg - bg).sum() < contrast:
             fg, bg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
-        img = np.where(m[None], fg[:, None, None], bg[:, None, None]) + rng.normal(0, 0.08, (3, size, size))
+        img = np.where(m[None], fg[:, None, None], bg[:, None, None]) + rng.normal(0, noise, (3, size, size))
         x[i] = np.clip(img, 0, 1)
     if domain == "z":
         mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
         x = (x - mean[:, None, None]) / std[:, None, None]
+    elif domain == "255":
+        x = np.round(x * 255)
     x_tr, x_te, y_tr, y_te = _split(x, y.astype(np.int64))
     return x_tr, y_tr, x_te, y_te
+
+
+def shapes32(domain: str):
+    """The shapes at 32x32, smaller, fainter and noisier (the deeper models' task: at 12x12's settings
+    they score 100%)."""
+    return shapes(domain, size=32, noise=0.25, contrast=0.4, scale=0.8)
 
 
 def signal10(domain: str, n: int = 6000, length: int = 64, seed: int = 0):
@@ -187,10 +199,19 @@ EXTRA = [
     Entry("signal10z-dw", (signal10, "z"), lambda: zm.MobileNet(1, 1, 10, width=16), "exported-program",
           "zero-mean signal", "1-D depthwise", epochs=30),
 ]
+# deeper image models (32x32 colour shapes) for the int8 benchmarks (benchmarks/quantize_bench.py): ``--deep``
+DEEP = [
+    Entry("shapes32z-r18", (shapes32, "z"), lambda: zm.resnet18_style(3, 6, width=32), "torchscript",
+          "per-channel z-score RGB", "ResNet-18 layout (residual adds), width 32, BN", epochs=12),
+    Entry("shapes32-mbv2", (shapes32, "01"), lambda: zm.mobilenetv2_style(3, 6, act=nn.Hardswish), "exported-program",
+          "[0, 1] RGB", "MobileNetV2 inverted residuals, hard-swish, BN", epochs=15),
+    Entry("shapes32b-res", (shapes32, "255"), lambda: zm.ResNet(2, 3, 6, width=32), "exported-program",
+          "raw 0-255 RGB", "ResNet (residual adds), width 32, BN", epochs=15),
+]
 # (--factory applies to every teacher of a run, so the members are TorchScript or torch.export files)
 MULTI = {"digits01-trio": ["digits01-seq", "digits01-res", "digits01-dw"],
          "signal10z-trio": ["signal10z-cnn", "signal10z-res", "signal10z-dw"]}
-BY_NAME = {e.name: e for e in ENTRIES + EXTRA}
+BY_NAME = {e.name: e for e in ENTRIES + EXTRA + DEEP}
 
 
 # ----------------------------------------------------------------------------- training
@@ -260,9 +281,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", default=str(DEFAULT_CACHE))
     ap.add_argument("--only", nargs="*", help="entry names (default: all, multi-teacher members included)")
+    ap.add_argument("--deep", action="store_true", help="also the deeper 32x32 image models (DEEP; about 15 minutes)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    entries = [BY_NAME[n] for n in a.only] if a.only else ENTRIES + EXTRA
+    entries = [BY_NAME[n] for n in a.only] if a.only else ENTRIES + EXTRA + (DEEP if a.deep else [])
     print("| teacher | domain | architecture | format | input shape | classes | test accuracy |")
     print("|---|---|---|---|---|---|---|")
     for e in entries:

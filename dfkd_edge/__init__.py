@@ -1,13 +1,14 @@
 """dfkd-edge: data-free distillation of a PyTorch teacher into a small int8 engine.
 
-The Python API (dfkd_edge.api): ``dfkd_edge.convert`` and ``dfkd_edge.synthesize`` here; every
+The Python API (dfkd_edge.api): ``dfkd_edge.convert``, ``dfkd_edge.quantize`` (the user's own model
+in int8) and ``dfkd_edge.synthesize`` here; every
 stage as ``dfkd_edge.api.distill | export | calibrate | build | report`` (``dfkd_edge.distill``,
 ``.export`` and ``.report`` are the packages that implement them). Each returns a ``Result``.
 """
 
 __version__ = "0.1.0"
 
-_API = ("convert", "synthesize", "Result")
+_API = ("convert", "quantize", "synthesize", "Result")
 
 
 def __getattr__(name):  # the API is imported on first use: `import dfkd_edge` stays light

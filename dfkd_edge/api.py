@@ -3,6 +3,7 @@
     import dfkd_edge
     r = dfkd_edge.convert("teacher.pt", out="build/", targets=["jetson-orin-nano"], eval_data="test.npz")
     r.report["quality"]["verdict"], r.artifacts["student_int8.onnx"]
+    q = dfkd_edge.quantize("model.pt", out="q/", eval_data="test.npz")   # your own model in int8
 
     from dfkd_edge import api
     api.synthesize(model, out="run/", input_shape=(3, 32, 32))   # an nn.Module in memory
@@ -115,6 +116,18 @@ def convert(teacher, out: str | Path, progress=None, **options) -> Result:
     o = {**_defaults(), **_options(options), "out": str(out)}
     cfg = config_from_options(_teacher_paths(teacher, out, o.get("input_shape")), **o)
     return _result(out, run_convert(cfg, _progress(progress)))
+
+
+def quantize(model, out: str | Path, progress=None, **options) -> Result:
+    """The user's own ``model`` (a path, or an ``nn.Module`` with ``input_shape=``) in int8, calibrated
+    on samples synthesized from it, as ``dfkd-edge quantize``."""
+    from dfkd_edge.cli_options import quantize_defaults, quantize_config
+    from dfkd_edge.flows import quantize as run_quantize
+
+    defaults = quantize_defaults()
+    o = {**defaults, **_options(options, set(defaults) - {"out"}), "out": str(out)}
+    cfg = quantize_config(_teacher_paths(model, out, o.get("input_shape"))[0], **o)
+    return _result(out, run_quantize(cfg, _progress(progress)))
 
 
 def synthesize(teacher, out: str | Path, progress=None, **options) -> Result:

@@ -179,6 +179,20 @@ def config_from_options(teachers, **o) -> ConvertConfig:
                          compile=o["compile_"], latency_budget_s=o["latency_budget"])
 
 
+def quantize_defaults() -> dict:
+    """quantize's options as its command line gives them when none is typed (``out``: "OUT")."""
+    @click.command()
+    @click.argument("model")
+    @apply(QUANTIZE)
+    def f(**o):
+        pass
+
+    with f.make_context("quantize", ["MODEL", "--out", "OUT"]) as ctx:
+        params = dict(ctx.params)
+    params.pop("model")
+    return params
+
+
 def quantize_config(model: str, **o) -> ConvertConfig:
     """A ConvertConfig for ``dfkd-edge quantize`` (its options, as click passes them): the synthesized set
     is the calibration set, ``--calib-samples`` of it."""
