@@ -118,8 +118,12 @@ QUANTIZE_SYNTH = [
 CALIB_DATA = [click.option("--calib-data", type=click.Path(),
                            help="Real inputs (.npz x; labels not needed) to calibrate a second int8 model on, for "
                                 "comparison only: what ships is calibrated on synthesized samples.")]
-QUANTIZE = (OUT[:1] + TEACHER + TARGETS + QUANTIZE_SYNTH + CALIB + EVAL + CALIB_DATA + SEED + THREADS + COMPUTE[:2]
-            + LATENCY + OUT[1:])
+SOURCE = [click.option("--source", type=click.Path(),
+                       help="MODEL is an ONNX file: the same network in PyTorch (TorchScript, .pt2, or a state_dict "
+                            "with --factory), which the calibration set is synthesized from. The ONNX file itself is "
+                            "what gets calibrated.")]
+QUANTIZE = (OUT[:1] + SOURCE + TEACHER + TARGETS + QUANTIZE_SYNTH + CALIB + EVAL + CALIB_DATA + SEED + THREADS
+            + COMPUTE[:2] + LATENCY + OUT[1:])
 # each stage command: the options of its own stages (the rest come from the run's manifest)
 STAGE_OPTIONS = {
     "synthesize": OUT[:1] + TEACHER + SYNTH + STUDENT + EVAL + SEED + THREADS + COMPUTE + OUT[1:],
@@ -199,10 +203,22 @@ def quantize_config(model: str, **o) -> ConvertConfig:
     from dfkd_edge.export.quantize import CalibConfig
     from dfkd_edge.teacher import parse_input_shape
 
+    from dfkd_edge.errors import UserError
+    from dfkd_edge.export.onnx_model import is_onnx
+
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
     if o["int8_format"] != "auto":
         calib.formats = (o["int8_format"],)
-    return ConvertConfig(teacher=model, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
+    onnx_model = None
+    if is_onnx(model):
+        if not o.get("source"):
+            raise UserError(f"{model} is an ONNX file: give the same network in PyTorch with --source MODEL.pt (the "
+                            "calibration set is synthesized from it; an ONNX file alone cannot be inverted here)")
+        onnx_model, model = model, o["source"]
+    elif o.get("source"):
+        raise UserError(f"--source names the PyTorch network of an ONNX MODEL, and {model} is not an ONNX file; "
+                        "leave --source out")
+    return ConvertConfig(teacher=model, onnx_model=onnx_model, out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
                          factory=o["factory"], input_range=o["input_range"], input_mean=o["input_mean"],
                          input_std=o["input_std"], targets=tuple(o["targets"]), method=o["method"],
                          samples=o["calib_samples"], holdout=o["holdout"], iterations=o["iterations"],

@@ -49,6 +49,7 @@ class ConvertConfig:
     calib: CalibConfig = field(default_factory=CalibConfig)
     eval_data: str | None = None
     calib_data: str | None = None  # quantize: real inputs to compare the synthesized calibration set with
+    onnx_model: str | None = None  # quantize: the user's ONNX file to calibrate (``teacher``: its PyTorch source)
     eval_name: str | None = None
     seed: int = 0
     threads: int = 0  # 0: min(4, cores); under torchrun, synthesis and distillation: cores / local ranks

@@ -147,3 +147,70 @@ def test_resume_skips_finished_stages_and_flows_stay_apart(cli, tmp_path, digits
     assert code == 2 and "dfkd-edge quantize" in err
     code, _, err = cli("convert", digits_teacher, "--out", out, "--resume")
     assert code == 2 and "dfkd-edge quantize" in err and "--force" in err
+
+
+def test_device_measurements_merge_into_a_quantize_report(cli, tmp_path, digits_teacher):
+    """`dfkd-edge profile --trtexec-log ... --report DIR` on a quantize run: the rows are the model's and
+    the target's recommendation moves from the estimate to them, marked with the run's verdict."""
+    from tests.test_targets import TRT10
+
+    out = tmp_path / "q"
+    assert cli("quantize", digits_teacher, "--out", out, "--target", "jetson-orin-nano", *QFAST)[0] == 0
+    logs = []
+    for b in (1, 32):
+        logs += ["--trtexec-log", tmp_path / f"model_int8_qdq.engine.b{b}.log"]
+        (tmp_path / f"model_int8_qdq.engine.b{b}.log").write_text(TRT10.replace("input:32x", f"input:{b}x"))
+    code, _, err = cli("profile", *logs, "--target", "jetson-orin-nano", "--report", out)
+    assert code == 0, err
+    r = read_json(out / "report.json")
+    remote = [x for x in r["latency"] if x["kind"] == "measured-remote"]
+    assert remote and {x["model"] for x in remote} == {"model"}
+    assert {x["batch"] for x in remote} == {1, 32}
+    rec = {x["target"]: x for x in r["recommended"]}["jetson-orin-nano"]
+    assert r["targets"]["tensorrt"]["qdq_agreement_with_fp32"] >= 0.99  # int8 usable: the int8 rows can decide
+    assert rec["kind"] == "measured-remote" and rec["file"] == "model_trt_qdq.onnx"
+    assert rec["status"] == r["quality"]["verdict"]
+    assert "Calibration sources" in (out / "report.md").read_text()
+
+
+def _onnx_of(model, path: Path, batch=None, name: str = "x") -> Path:
+    torch.onnx.export(model.eval(), (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=[name], output_names=["y"],
+                      dynamic_axes=None if batch else {name: {0: "n"}, "y": {0: "n"}})
+    return path
+
+
+def test_an_onnx_model_with_its_pytorch_source(cli, tmp_path, digits_teacher, digits_test):
+    """The user's ONNX file is what gets calibrated (byte for byte, whatever its input is called); the
+    calibration set is synthesized from --source."""
+    onnx_path = _onnx_of(load_teacher(digits_teacher).runtime, tmp_path / "mine.onnx")
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", onnx_path, "--source", digits_teacher, "--out", out, "--eval-data", digits_test,
+                       "--target", "jetson-orin-nano", *QFAST)
+    assert code == 0, err
+    assert sha256(out / "model_fp32.onnx") == sha256(onnx_path)
+    r = read_json(out / "report.json")
+    assert r["model"]["onnx"] == str(onnx_path) and r["model"]["path"] == digits_teacher
+    assert r["accuracy"]["model_fp32"] == r["accuracy"]["model"]
+    assert "--minShapes=x:1x1x8x8" in (out / "build_jetson-orin-nano.sh").read_text()  # its own input name
+    assert "mine.onnx" in (out / "report.md").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("case", ["alone", "not-onnx", "other-network", "fixed-batch"])
+def test_onnx_model_errors(cli, tmp_path, digits_teacher, case):
+    from dfkd_edge.models.teachers import digits_cnn_small_for_tests
+
+    mine = load_teacher(digits_teacher).runtime
+    model, extra = _onnx_of(mine, tmp_path / "m.onnx"), ["--source", digits_teacher]
+    if case == "alone":
+        extra, words = [], "--source"
+    elif case == "not-onnx":
+        model, words = digits_teacher, "not an ONNX file"
+    elif case == "other-network":
+        torch.manual_seed(0)
+        model, words = _onnx_of(digits_cnn_small_for_tests(), tmp_path / "other.onnx"), "do not compute the same"
+    else:
+        model, words = _onnx_of(mine, tmp_path / "b.onnx", batch=2), "fixed batch of 2"
+    code, _, err = cli("quantize", model, *extra, "--out", tmp_path / "q", *QFAST)
+    assert code == 2 and words in err and err.count("\n") == 1
+    assert not (tmp_path / "q/transfer_set.npz").exists()

@@ -122,11 +122,11 @@ def test_layers_left_in_float_are_allowed_half_quantized_layers_are_not(student_
 def test_qdq_checker_catches_per_tensor_weights_and_quantized_bias(student_onnx, tmp_path):
     import onnxruntime.quantization as oq
 
-    from dfkd_edge.export.quantize import _input_name, _Reader
+    from dfkd_edge.export.quantize import _Reader, input_name
 
     fp32, x = student_onnx
     out = tmp_path / "pt.onnx"
-    oq.quantize_static(str(fp32), str(out), _Reader(_input_name(fp32), x), quant_format=oq.QuantFormat.QDQ,
+    oq.quantize_static(str(fp32), str(out), _Reader(input_name(fp32), x), quant_format=oq.QuantFormat.QDQ,
                        activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8, per_channel=False,
                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     v = tensorrt_qdq_violations(out)

@@ -81,7 +81,7 @@ def _input_name_cached(path: str, mtime_ns: int) -> str:
     return onnx.load(path, load_external_data=False).graph.input[0].name
 
 
-def _input_name(path: Path) -> str:
+def input_name(path: Path) -> str:
     return _input_name_cached(str(path), Path(path).stat().st_mtime_ns)
 
 
@@ -92,7 +92,7 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
     qformat, act, wt = CANDIDATES[fmt]
     method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
               "percentile": q.CalibrationMethod.Percentile}[cfg.method]
-    q.quantize_static(str(fp32_path), str(out_path), _Reader(_input_name(fp32_path), calib),
+    q.quantize_static(str(fp32_path), str(out_path), _Reader(input_name(fp32_path), calib),
                       quant_format=getattr(q.QuantFormat, qformat), activation_type=getattr(q.QuantType, act),
                       weight_type=getattr(q.QuantType, wt), per_channel=cfg.per_channel,
                       calibrate_method=method, nodes_to_exclude=list(exclude or []))

@@ -32,12 +32,12 @@ def quantize_for_tensorrt(pre_path: Path, out_path: Path, calib_x: np.ndarray, m
     """S8S8 symmetric Q/DQ ONNX for TensorRT from a (pre-processed) fp32 ONNX."""
     import onnxruntime.quantization as q
 
-    from dfkd_edge.export.quantize import _input_name, _Reader
+    from dfkd_edge.export.quantize import _Reader, input_name
 
     cm = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
           "percentile": q.CalibrationMethod.Percentile}[method]
     with atomic_path(Path(out_path)) as tmp:
-        q.quantize_static(str(pre_path), str(tmp), _Reader(_input_name(pre_path), calib_x),
+        q.quantize_static(str(pre_path), str(tmp), _Reader(input_name(pre_path), calib_x),
                           quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QInt8,
                           weight_type=q.QuantType.QInt8, per_channel=True, calibrate_method=cm,
                           nodes_to_exclude=list(exclude or []),

@@ -24,9 +24,12 @@ def model_sections(report: dict) -> list[Block]:
 def _summary(report: dict) -> list[Block]:
     m, syn, acc, fid = report["model"], report["synthesis"], report["accuracy"], report["fidelity"]
     calib = report["calibration"]
-    b = [Block("h1", f"dfkd-edge quantize report: {m['path'].rsplit('/', 1)[-1]}")]
+    title = (m.get("onnx") or m["path"]).rsplit("/", 1)[-1]
+    b = [Block("h1", f"dfkd-edge quantize report: {title}")]
     b += _quality_blocks(report.get("quality"), "this int8 model", "the model")
-    b.append(Block("p", f"Model: {m['format']}, input {tuple(m['input_shape'])}, {m['num_classes']} classes, "
+    source = (f"`{title}` (ONNX, calibrated as it is), synthesized from its PyTorch source `{m['path'].rsplit('/', 1)[-1]}`, "
+              if m.get("onnx") else "")
+    b.append(Block("p", f"Model: {source}{m['format']}, input {tuple(m['input_shape'])}, {m['num_classes']} classes, "
                         f"{m['num_params']:,} parameters, quantized to int8 as it is (no student). Calibration set: "
                         f"{syn['train']} samples synthesized from the model by {syn['method']}"
                         + (f" ({syn['auto']['why']})" if syn.get("auto") else "")

@@ -58,7 +58,7 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from dfkd_edge.export.onnx_export import INPUT_NAME
+    from dfkd_edge.export.quantize import input_name
     from dfkd_edge.export.tensorrt_qdq import write_calibration_cache
     from dfkd_edge.export.trt_script import write_build_script
 
@@ -75,7 +75,8 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
             written.append(caches[p.tensorrt_version])
         files = {"qdq": names.onnx_trt_qdq, "fp32": names.onnx_fp32, "fp16": names.onnx_fp16,
                  "cache": caches.get(p.tensorrt_version, ""), "model": names.model}
-        write_build_script(run.path(build_script_name(p.name)), p, files, INPUT_NAME, tuple(input_shape))
+        write_build_script(run.path(build_script_name(p.name)), p, files, input_name(run.path(names.onnx_fp32)),
+                           tuple(input_shape))
         written.append(build_script_name(p.name))
     doc.update(calibration_caches=caches, calibration_samples=int(len(calib_x)),
                build_scripts={p.name: build_script_name(p.name) for p in profiles})

@@ -3,14 +3,17 @@ PyTorch on held-out synthetic samples and on noise drawn from the input domain (
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
-from dfkd_edge.io import atomic_write_json
+from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
-from dfkd_edge.errors import UserError
+from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.stages.files import ONNX_FP32, PARITY_JSON, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 
 
@@ -39,7 +42,8 @@ def parity_inputs(s) -> np.ndarray:
 
 
 class ExportModel(Stage):
-    """quantize: the user's own model as fp32 ONNX, with the same parity check."""
+    """quantize: the user's own model as fp32 ONNX, with the same parity check; an ONNX MODEL (with its
+    PyTorch ``--source``) is taken as it is and checked against the source."""
 
     name, command = "export", "quantize"
 
@@ -50,13 +54,23 @@ class ExportModel(Stage):
         return [TEACHER_JSON, TRANSFER_SET]
 
     def external(self, s) -> list[str]:
-        return [s.cfg.teacher]
+        return [s.cfg.teacher] + ([s.cfg.onnx_model] if s.cfg.onnx_model else [])
 
     def writes(self, s) -> list[str]:
         return [s.files.onnx_fp32, PARITY_JSON]
 
     def run(self, s) -> None:
         model, path = shipped_module(s.teacher), s.run.path(s.files.onnx_fp32)
+        if s.cfg.onnx_model:  # the user's own graph, as it is: the PyTorch source only synthesized for it
+            with atomic_path(path) as tmp:
+                shutil.copyfile(s.cfg.onnx_model, tmp)
+            try:
+                parity = check_parity(model, path, parity_inputs(s))
+            except PipelineError as e:
+                raise UserError(f"{Path(s.cfg.onnx_model).name} and --source {Path(s.cfg.teacher).name} do not compute "
+                                f"the same logits ({e}); give the PyTorch network the ONNX file was exported from") from None
+            atomic_write_json(s.run.path(PARITY_JSON), {**parity, "onnx_model": str(s.cfg.onnx_model)})
+            return
         try:
             export_onnx(model, s.spec.input_shape, path)
         except Exception as e:  # the user's graph: an op or construct the ONNX exporter cannot take

@@ -89,6 +89,10 @@ class InspectModel(Inspect):
             raise UserError(f"{s.spec.path} is a torch.export program with a fixed batch of {s.teacher.static_batch}; "
                             "its ONNX and int8 models need a dynamic batch: export it with dynamic_shapes="
                             "({0: torch.export.Dim('batch')},)")
+        if s.cfg.onnx_model:  # before minutes of synthesis: an ONNX file the int8 path cannot take
+            from dfkd_edge.export.onnx_model import check_onnx_model
+
+            check_onnx_model(s.cfg.onnx_model, s.spec.input_shape, s.spec.num_classes)
         s.calib_real = None
         if s.cfg.calib_data:  # before minutes of synthesis: a file that does not fit is refused at once
             from dfkd_edge.data.evaldata import load_inputs
@@ -110,6 +114,25 @@ class InspectModel(Inspect):
             raise UserError(f"--method {s.method} trains a student; quantize synthesizes its calibration set with "
                             "auto, deepinversion, soft-target or gaussian")
         s.multihead, s.recipe, s.few_shot = False, None, None
+        if s.cfg.onnx_model:
+            _same_network(s)
+
+
+def _same_network(s) -> None:
+    """An ONNX MODEL and its --source must compute the same logits: checked on the input domain's noise
+    before minutes of synthesis (export checks it again on held-out synthetic samples)."""
+    import torch
+
+    from dfkd_edge.errors import PipelineError
+    from dfkd_edge.export.onnx_export import check_parity
+    from dfkd_edge.stages.export import shipped_module
+
+    x = s.teacher.domain.draw(32, s.spec.input_shape, torch.Generator().manual_seed(s.cfg.seed)).numpy()
+    try:
+        check_parity(shipped_module(s.teacher), s.cfg.onnx_model, x.astype("float32"))
+    except PipelineError as e:
+        raise UserError(f"{s.cfg.onnx_model} and --source {s.cfg.teacher} do not compute the same logits ({e}); give "
+                        "the PyTorch network the ONNX file was exported from") from None
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ class ReportModel(Report):
         report = {
             "schema": SCHEMA_VERSION,
             "flow": "quantize",
-            "model": {**s.spec.to_dict(), "input_domain": s.teacher.domain.to_dict()},
+            "model": {**s.spec.to_dict(), "input_domain": s.teacher.domain.to_dict(), "onnx": cfg.onnx_model},
             "synthesis": {"method": s.ts.method, "requested": cfg.method, "purpose": "int8 calibration",
                           "train": int((~s.ts.holdout).sum()), "holdout": int(s.ts.holdout.sum()),
                           "auto": {"method": s.method, "why": s.auto_why} if s.auto_why else None,

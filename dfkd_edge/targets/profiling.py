@@ -99,21 +99,28 @@ def _local_rows(model: Path, precision: str, input_shape, batches, budget_s: flo
 
 
 def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile) -> None:
-    from dfkd_edge.report.recommend import recommend
+    """``rows`` into a convert or quantize run's report, the target's recommendation made again (and
+    marked with the run's verdict), the report re-rendered."""
     from dfkd_edge.report import write_report
+    from dfkd_edge.report.recommend import recommend, with_verdict
+    from dfkd_edge.stages.files import MODEL_FILES, STUDENT_FILES
 
     d = Path(report_dir)
     if not (d / "report.json").is_file():
-        raise UserError(f"--report {report_dir}: no report.json there (give a convert output directory)")
+        raise UserError(f"--report {report_dir}: no report.json there (give a convert or quantize output directory)")
     report = json.loads((d / "report.json").read_text())
+    names = MODEL_FILES if report.get("flow") == "quantize" else STUDENT_FILES
+    rows = [{**r, "model": names.model} for r in rows]  # the run's shipped model, whatever the file is called
     keys = {(r["device"], r["kind"], r["precision"], r["batch"], r["backend"]) for r in rows}
     report["latency"] = [r for r in report["latency"]
                          if (r["device"], r["kind"], r["precision"], r["batch"], r["backend"]) not in keys] + rows
     quality = {"accuracy": report["accuracy"], "fidelity": report["fidelity"]}
-    rec = recommend(profile, report["latency"], quality, report.get("targets") or {})
-    names = [r["target"] for r in report["recommended"]]
-    if profile.name in names:  # keep the report's order of targets
-        report["recommended"][names.index(profile.name)] = rec
+    rec = recommend(profile, report["latency"], quality, report.get("targets") or {}, names)
+    if report.get("quality"):
+        rec = with_verdict(rec, report["quality"], "the int8 model" if names is MODEL_FILES else "the student")
+    targets = [r["target"] for r in report["recommended"]]
+    if profile.name in targets:  # keep the report's order of targets
+        report["recommended"][targets.index(profile.name)] = rec
     else:
         report["recommended"].append(rec)
     write_report(d, report)
