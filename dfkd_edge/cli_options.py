@@ -120,8 +120,9 @@ CALIB_DATA = [click.option("--calib-data", type=click.Path(),
                                 "comparison only: what ships is calibrated on synthesized samples.")]
 SOURCE = [click.option("--source", type=click.Path(),
                        help="MODEL is an ONNX file: the same network in PyTorch (TorchScript, .pt2, or a state_dict "
-                            "with --factory), which the calibration set is synthesized from. The ONNX file itself is "
-                            "what gets calibrated.")]
+                            "with --factory), which the calibration set is synthesized from (without it, from the ONNX "
+                            "graph run in PyTorch: BatchNorm folded into convolutions gives nothing to invert). The "
+                            "ONNX file itself is what gets calibrated.")]
 QUANTIZE = (OUT[:1] + SOURCE + TEACHER + TARGETS + QUANTIZE_SYNTH + CALIB + EVAL + CALIB_DATA + SEED + THREADS
             + COMPUTE[:2] + LATENCY + OUT[1:])
 # each stage command: the options of its own stages (the rest come from the run's manifest)
@@ -210,11 +211,8 @@ def quantize_config(model: str, **o) -> ConvertConfig:
     if o["int8_format"] != "auto":
         calib.formats = (o["int8_format"],)
     onnx_model = None
-    if is_onnx(model):
-        if not o.get("source"):
-            raise UserError(f"{model} is an ONNX file: give the same network in PyTorch with --source MODEL.pt (the "
-                            "calibration set is synthesized from it; an ONNX file alone cannot be inverted here)")
-        onnx_model, model = model, o["source"]
+    if is_onnx(model):  # calibrated as it is; synthesized from --source, else from the graph run in PyTorch
+        onnx_model, model = model, o.get("source") or model
     elif o.get("source"):
         raise UserError(f"--source names the PyTorch network of an ONNX MODEL, and {model} is not an ONNX file; "
                         "leave --source out")

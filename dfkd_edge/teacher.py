@@ -248,6 +248,12 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
 # ----------------------------------------------------------------------------- loading
 
 
+def _is_onnx(path: Path) -> bool:
+    from dfkd_edge.export.onnx_model import is_onnx
+
+    return is_onnx(path)
+
+
 def _archive_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as z:
@@ -291,6 +297,11 @@ def load_teacher(path: str | Path, input_shape: tuple[int, ...] | None = None,
         elif kind == "exported-program":
             module, shape_in_file, static_batch = _load_exported(path)
             fmt, runtime, backend = "exported-program", None, "torch-eager"
+        elif kind == "not-zip" and _is_onnx(path):  # an ONNX classifier, run by PyTorch operations
+            from dfkd_edge.export.onnx_torch import load_onnx_module
+
+            module, shape_in_file = load_onnx_module(path)
+            fmt, runtime, backend = "onnx", module, "torch-eager"
         elif kind == "pickle-zip":
             raise UserError(
                 f"{path} is a pickled torch.save file; pickles can run code and are not loaded. "

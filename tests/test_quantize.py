@@ -196,14 +196,19 @@ def test_an_onnx_model_with_its_pytorch_source(cli, tmp_path, digits_teacher, di
     assert "mine.onnx" in (out / "report.md").read_text().splitlines()[0]
 
 
-@pytest.mark.parametrize("case", ["alone", "not-onnx", "other-network", "fixed-batch"])
+@pytest.mark.parametrize("case", ["not-onnx", "other-network", "fixed-batch", "operator"])
 def test_onnx_model_errors(cli, tmp_path, digits_teacher, case):
     from dfkd_edge.models.teachers import digits_cnn_small_for_tests
 
     mine = load_teacher(digits_teacher).runtime
     model, extra = _onnx_of(mine, tmp_path / "m.onnx"), ["--source", digits_teacher]
-    if case == "alone":
-        extra, words = [], "--source"
+    if case == "operator":  # an operator the PyTorch interpreter of ONNX graphs does not know, no --source
+        import onnx
+
+        m = onnx.load(str(model))
+        next(n for n in m.graph.node if n.op_type == "Relu").op_type = "Selu"
+        onnx.save(m, str(model))
+        extra, words = [], "operator(s) Selu"
     elif case == "not-onnx":
         model, words = digits_teacher, "not an ONNX file"
     elif case == "other-network":
@@ -214,3 +219,27 @@ def test_onnx_model_errors(cli, tmp_path, digits_teacher, case):
     code, _, err = cli("quantize", model, *extra, "--out", tmp_path / "q", *QFAST)
     assert code == 2 and words in err and err.count("\n") == 1
     assert not (tmp_path / "q/transfer_set.npz").exists()
+
+
+def test_an_onnx_model_alone(cli, tmp_path, digits_teacher, digits_test):
+    """Without --source the graph itself is run in PyTorch to synthesize from. torch.onnx folds the
+    digits teacher's convolution BatchNorms into the convolutions: the head's BatchNorm is all that is
+    left to invert and to read the input domain through; a domain the user gives is used instead."""
+    from dfkd_edge.export.onnx_torch import load_onnx_module
+
+    onnx_path = _onnx_of(load_teacher(digits_teacher).runtime, tmp_path / "mine.onnx")
+    module, shape = load_onnx_module(onnx_path)
+    x = torch.from_numpy(np.load(digits_test)["x"][:64])
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x).numpy(), load_teacher(digits_teacher).runtime(x).numpy(), atol=1e-4)
+    assert shape == (1, 8, 8) and len(load_teacher(onnx_path).spec.bn_layers) == 1  # the head's BatchNorm1d
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", onnx_path, "--out", out, "--eval-data", digits_test, *QFAST)
+    assert code == 0, err
+    r = read_json(out / "report.json")
+    assert r["model"]["format"] == "onnx" and r["model"]["onnx"] == str(onnx_path)
+    assert sha256(out / "model_fp32.onnx") == sha256(onnx_path)
+    assert r["model"]["input_domain"]["source"] == "teacher-bn"  # read through every layer before that one
+    code, _, err = cli("quantize", onnx_path, "--out", tmp_path / "q2", "--input-range", "-1,1", *QFAST)
+    assert code == 0, err
+    assert read_json(tmp_path / "q2/report.json")["model"]["input_domain"]["source"] == "user"
