@@ -7,6 +7,7 @@ the seconds, and the shipped int8 model's batch-1 speed-up over fp32 on this CPU
 
     python benchmarks/quantize_bench.py --seeds 0 1 2                # every cached zoo model
     python benchmarks/quantize_bench.py --models shapes32z-r18 --seeds 0 --iterations 50
+    python benchmarks/quantize_bench.py --onnx --seeds 0             # each model as its ONNX export alone
     python benchmarks/quantize_bench.py --table                      # the table from the results so far
 
 Every run is one in-process ``dfkd_edge.flows.quantize`` with the CLI's defaults (``--iterations``
@@ -36,22 +37,36 @@ import zoo  # noqa: E402
 DEFAULT_RESULTS = HERE / "results" / "quantize.jsonl"
 
 
-def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: Path) -> dict:
+def onnx_export(meta: dict, work: Path) -> Path:
+    """The zoo model as a user's ONNX export would be (torch.onnx, BatchNorms folded where it folds them)."""
+    from dfkd_edge.export.onnx_export import export_onnx
+    from dfkd_edge.stages.export import shipped_module
+    from dfkd_edge.teacher import load_teacher
+
+    t = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
+    return export_onnx(shipped_module(t), t.spec.input_shape, work / f"{meta['name']}.onnx")
+
+
+def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: Path, variant: str = "pytorch") -> dict:
     from dfkd_edge.cli_options import quantize_config, quantize_defaults
     from dfkd_edge.flows import quantize
 
     o = {**quantize_defaults(), "out": str(work / f"{meta['name']}-{seed}"), "force": True, "seed": seed,
          "threads": threads, "input_shape": ",".join(map(str, meta["input_shape"])), "factory": meta.get("factory"),
          "eval_data": meta["eval"], "calib_data": meta["train"]}
+    model = meta["teacher"]
+    if variant == "onnx":  # the ONNX file alone: synthesized from its graph run in PyTorch
+        model, o["factory"], o["input_shape"] = str(onnx_export(meta, work)), None, None
     if iterations:
         o["iterations"] = iterations
-    cfg = quantize_config(meta["teacher"], **o)
+    cfg = quantize_config(model, **o)
     t0 = time.perf_counter()
     r = quantize(cfg)
     sources = {c["source"]: c for c in r["calibration_sources"]}
     host = {(x["precision"], x["batch"]): x["p50_ms"] for x in r["latency"]
             if x["device"] == "host-cpu" and x["backend"] == "onnxruntime-cpu"}
-    return {"model": meta["name"], "seed": seed, "iterations": cfg.iterations, "samples": cfg.samples,
+    return {"model": meta["name"], "variant": variant, "seed": seed, "iterations": cfg.iterations, "samples": cfg.samples,
+            "bn_layers": len(r["model"]["bn_layers"]), "domain_source": r["model"]["input_domain"]["source"],
             "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": r["timings"],
             "fp32": r["accuracy"]["model_fp32"], "format": r["calibration"]["chosen_format"],
             "sources": {k: {"accuracy": c["accuracy"], "agreement": c["agreement_with_fp32"],
@@ -78,12 +93,12 @@ def print_table(rows: list[dict]) -> None:
     """One line per (model, iterations): mean ± std over the seeds run."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["iterations"]), []).append(r)
-    print("| model | steps | seeds | fp32 | int8, real calibration | int8, synthetic (ships) | int8, Gaussian noise "
+        groups.setdefault((r["model"], r.get("variant", "pytorch"), r["iterations"]), []).append(r)
+    print("| model | given as | steps | seeds | fp32 | int8, real calibration | int8, synthetic (ships) | int8, Gaussian noise "
           "| synthetic - real | synthetic - fp32 | layers in float (real / synthetic / Gaussian) | verdicts "
           "| int8 speed-up, batch 1 | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (model, steps), rs in groups.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, variant, steps), rs in groups.items():
         acc = {s: [r["sources"].get(s, {}).get("accuracy") for r in rs] for s in ("real", "synthetic", "gaussian")}
         diff_real = [r["sources"]["synthetic"]["accuracy"] - r["sources"]["real"]["accuracy"] for r in rs]
         diff_fp32 = [r["sources"]["synthetic"]["accuracy"] - r["fp32"] for r in rs]
@@ -92,7 +107,8 @@ def print_table(rows: list[dict]) -> None:
         verdicts = ", ".join(f"{v[0]}{sum(r['verdict'] == v for r in rs)}" for v in ("ok", "doubtful", "unreliable")
                              if any(r["verdict"] == v for r in rs))
         speed = [r["p50_ms_b1"]["fp32"] / r["p50_ms_b1"]["int8"] for r in rs if r["p50_ms_b1"]["int8"]]
-        print(f"| {model} | {steps} | {len(rs)} | {_ms([r['fp32'] for r in rs])} | {_ms(acc['real'])} | "
+        given = "PyTorch" if variant == "pytorch" else f"ONNX alone ({rs[0]['bn_layers']} BN, domain {rs[0]['domain_source']})"
+        print(f"| {model} | {given} | {steps} | {len(rs)} | {_ms([r['fp32'] for r in rs])} | {_ms(acc['real'])} | "
               f"{_ms(acc['synthetic'])} | {_ms(acc['gaussian'])} | {_ms(diff_real)} | {_ms(diff_fp32)} | {floats} | "
               f"{verdicts} | {_ms(speed, 1)}x | {_ms([r['seconds'] for r in rs], 1, '.0f')} |")
 
@@ -104,6 +120,7 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, default=None, help="synthesis steps (default: quantize's own)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
+    ap.add_argument("--onnx", action="store_true", help="give each model as its ONNX export alone (no --source)")
     ap.add_argument("--table", action="store_true", help="only print the table from --results")
     a = ap.parse_args(argv)
     results = Path(a.results)
@@ -114,7 +131,8 @@ def main(argv=None) -> None:
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's per-weight warnings
     names = a.models or [e.name for e in zoo.ENTRIES + zoo.EXTRA + zoo.DEEP
                          if (zoo.DEFAULT_CACHE / f"{e.name}.json").exists()]
-    done = {(r["model"], r["seed"], r["iterations"]) for r in load(results)}
+    variant = "onnx" if a.onnx else "pytorch"
+    done = {(r["model"], r.get("variant", "pytorch"), r["seed"], r["iterations"]) for r in load(results)}
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))
     try:
         for name in names:
@@ -123,9 +141,9 @@ def main(argv=None) -> None:
                 from dfkd_edge.cli_options import quantize_defaults
 
                 steps = a.iterations or quantize_defaults()["iterations"]
-                if (name, seed, steps) in done:
+                if (name, variant, seed, steps) in done:
                     continue
-                row = run_one(meta, seed, a.iterations, a.threads, work)
+                row = run_one(meta, seed, a.iterations, a.threads, work, variant)
                 results.parent.mkdir(parents=True, exist_ok=True)
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")

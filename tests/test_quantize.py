@@ -240,6 +240,7 @@ def test_an_onnx_model_alone(cli, tmp_path, digits_teacher, digits_test):
     assert r["model"]["format"] == "onnx" and r["model"]["onnx"] == str(onnx_path)
     assert sha256(out / "model_fp32.onnx") == sha256(onnx_path)
     assert r["model"]["input_domain"]["source"] == "teacher-bn"  # read through every layer before that one
+    assert {x["backend"] for x in r["latency"]} == {"onnxruntime-cpu"}  # no PyTorch row for dfkd-edge's interpreter
     code, _, err = cli("quantize", onnx_path, "--out", tmp_path / "q2", "--input-range", "-1,1", *QFAST)
     assert code == 0, err
     assert read_json(tmp_path / "q2/report.json")["model"]["input_domain"]["source"] == "user"

@@ -58,11 +58,14 @@ class Profile(Stage):
 
 def host_runners(s, fp32, int8) -> list:
     """(row model, runner factory) of what the host times: the shipped model (``s.files.model``) in
-    ONNX Runtime fp32 and int8, and in PyTorch; convert adds its teacher in PyTorch."""
+    ONNX Runtime fp32 and int8, and in PyTorch (not an ONNX model alone: what runs it in PyTorch here is
+    dfkd-edge's interpreter, not the user's network); convert adds its teacher in PyTorch."""
     teacher, threads, m = s.teacher, s.threads, s.files.model
     torch_row = (("teacher", lambda: TorchRunner(teacher.runtime, threads, backend=teacher.backend)),
                  ("student", lambda: TorchRunner(load_student(s.run.out), threads))) if m == "student" else (
                 (m, lambda: TorchRunner(teacher.runtime, threads, backend=teacher.backend)),)
+    if m != "student" and s.spec.format == "onnx":
+        torch_row = ()
     return [*torch_row, (m, lambda: OrtRunner(fp32, threads, "fp32")), (m, lambda: OrtRunner(int8, threads, "int8"))]
 
 
