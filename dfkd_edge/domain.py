@@ -161,10 +161,7 @@ def user_domain(input_shape: tuple[int, ...], mean: str | None = None, std: str 
 
 
 def _first_bn(teacher, x: torch.Tensor):
-    with teacher.taps() as rec:
-        teacher(x)
-    records = rec.bn_inputs()
-    return records[0] if records else None
+    return teacher.first_bn_input(x)
 
 
 def _probe_mean(teacher, shape: tuple[int, ...], target: torch.Tensor) -> torch.Tensor:

@@ -83,11 +83,21 @@ class BNRecord:
     running_var: torch.Tensor
 
 
+class _FirstBNSeen(Exception):
+    """Raised by a BN tap to end a forward pass whose first BatchNorm input is all that is wanted."""
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.active = False
+        self.stop_at_first = False  # Teacher.first_bn_input: the rest of the network need not run
         self.bn: list[BNRecord] = []
         self.features: list[torch.Tensor] = []
+
+    def record_bn(self, r: BNRecord) -> None:
+        self.bn.append(r)
+        if self.stop_at_first:
+            raise _FirstBNSeen
 
     def clear(self) -> None:
         self.bn, self.features = [], []
@@ -118,7 +128,7 @@ class _BNTap(nn.Module):
 
     def forward(self, x, mean, var):  # noqa: D401
         if self.rec.active:
-            self.rec.bn.append(BNRecord(self.layer, x, mean, var))
+            self.rec.record_bn(BNRecord(self.layer, x, mean, var))
         return x
 
 
@@ -205,6 +215,21 @@ class Teacher:
             yield self._rec
         finally:
             self._rec.active = False
+
+    def first_bn_input(self, x: torch.Tensor) -> BNRecord | None:
+        """The first BatchNorm layer's input record for ``x``, the network run only that far (the input
+        domain's fit runs this hundreds of times: on a ResNet-18 the rest of the network was most of the
+        cost). A program run chunk by chunk (a fixed batch) runs whole, so every chunk is recorded."""
+        with self.taps() as rec:
+            rec.stop_at_first = self.static_batch is None
+            try:
+                self(x)
+            except _FirstBNSeen:
+                pass
+            finally:
+                rec.stop_at_first = False
+        records = rec.bn_inputs()
+        return records[0] if records else None
 
     def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight (classes, features), bias (classes,)) of the last linear layer, the part of the
@@ -503,7 +528,7 @@ def _hook_module(module: nn.Module, rec: _Recorder, input_shape) -> tuple[list[s
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
             def hook(mod, inp, out, name=name):
                 if rec.active:
-                    rec.bn.append(BNRecord(name, inp[0], mod.running_mean, mod.running_var))
+                    rec.record_bn(BNRecord(name, inp[0], mod.running_mean, mod.running_var))
             m.register_forward_hook(hook)
             bn_names.append(name)
     order: list[str] = []
