@@ -113,7 +113,11 @@ QUANTIZE_SYNTH = [
     click.option("--method", default="auto", show_default=True,
                  help="How the calibration set is synthesized from the model: auto (= deepinversion), deepinversion, "
                       "soft-target or gaussian (the input domain's noise)."),
-    *SYNTH[2:],  # --holdout, --iterations, --synth-batch, --synth-start
+    SYNTH[2],  # --holdout
+    click.option("--iterations", default=50, show_default=True,
+                 help="Optimisation steps per synthesis batch (convert's 200 calibrated no better on the zoo's 16 "
+                      "teachers, 3 seeds: docs/benchmarks.md; synthesis is most of quantize's time)."),
+    *SYNTH[4:],  # --synth-batch, --synth-start
 ]
 CALIB_DATA = [click.option("--calib-data", type=click.Path(),
                            help="Real inputs (.npz x; labels not needed) to calibrate a second int8 model on, for "
