@@ -150,7 +150,10 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
 
     Each unit of ``sensitivity_units`` is left in float alone and scored by the agreement that
     restores; units are then left in float cumulatively, best first, until the threshold holds or
-    every layer is float: at most (units + units) quantizations, units ~ 2 x layers.
+    every layer is float: at most (units + units) quantizations, units ~ 2 x layers. When the threshold
+    is never met, the set that agreed best is returned, not the last one tried (on the zoo's MobileNetV2
+    with hard-swish plain int8 agreed on 98.5% and the last set tried, 27 layers in float, on 98.0%: the
+    quantized additions and activations around them remain).
     ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
     model passes its own)."""
     if quantize is None:
@@ -164,6 +167,7 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     ranked = sorted(sensitivity, key=lambda s: (-s["agreement_if_float"], len(s["nodes"])))
     excluded: list[str] = []
     final, agreement = work / "guarded.onnx", 0.0
+    best: tuple[float, list[str]] = (-1.0, [])
     for unit in ranked:
         new = [n for n in unit["nodes"] if n not in excluded]
         if not new:
@@ -171,8 +175,13 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
         excluded += new
         quantize(final, excluded)
         agreement = agree(final)
+        if agreement > best[0]:
+            best = (agreement, list(excluded))
         if agreement >= cfg.min_agreement:
             break
+    if agreement < cfg.min_agreement and best[0] > agreement:  # never held: the best set tried, not the last
+        agreement, excluded = best
+        quantize(final, excluded)
     return final, {"sensitivity": sensitivity, "excluded": excluded, "agreement": agreement,
                    "held": agreement >= cfg.min_agreement}
 
@@ -228,15 +237,21 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         else:
             chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
             final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work)
+            if not found["held"] and found["agreement"] <= chosen["agreement_with_fp32"]:
+                # layers in float did not help: ship plain int8, the most faithful model measured
+                final = work / f"{chosen['format']}.onnx"
+                found.update(excluded=[], agreement=chosen["agreement_with_fp32"])
             guard.update(found, agreement_before=chosen["agreement_with_fp32"])
             top1 = _top1(final, check_x, cfg.threads)
             chosen.update(agreement_with_fp32=found["agreement"], p50_ms_batch1=_p50_ms(final, x1, cfg.threads),
                           fidelity=float((top1[:len(heldout_x)] == teacher_top1).mean()))
             reason = (f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%; the guardrail left "
-                      f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}")
+                      f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}" if found["excluded"]
+                      else f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%, and no set of layers "
+                           "left in float agreed better than plain int8, which ships")
             if not found["held"]:
                 reason += " and still could not reach the threshold"
-                log.warning("int8 guardrail: agreement %.3f < %.3f even with every quantizable node in float",
+                log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
                             found["agreement"], cfg.min_agreement)
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,

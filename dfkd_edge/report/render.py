@@ -49,6 +49,9 @@ def _guard_line(calib: dict) -> str:
             f"{g['checked_on']} inputs (threshold {_pct(g['threshold'])})")
     if not g["triggered"]:
         return head + "; every layer quantized."
+    if not g["excluded"]:
+        return (head + f"; plain int8 reached {_pct(g['agreement_before'])}, and no set of layers left in float "
+                "agreed better, so plain int8 ships (threshold not met).")
     return (head + f"; plain int8 reached {_pct(g['agreement_before'])}, so these layers stay in float: "
             + ", ".join(f"`{n}`" for n in g["excluded"]) + ("." if g["held"] else " (threshold still not met)."))
 

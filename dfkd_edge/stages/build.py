@@ -130,8 +130,11 @@ def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Art
         cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
                                  quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex))
-        shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
-        agreement = found["agreement"]
-        guard.update(excluded=found["excluded"], held=found["held"])
+        if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
+            shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
+            agreement = found["agreement"]
+            guard.update(excluded=found["excluded"], held=found["held"])
+        else:
+            guard.update(held=False)
     return agreement, guard
 
