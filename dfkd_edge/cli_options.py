@@ -148,31 +148,42 @@ def apply(opts: list):
     return deco
 
 
-def convert_defaults() -> dict:
-    """convert's options as its command line gives them when none is typed (``out``: "OUT")."""
+def _defaults(command: str, options: list, argument: str) -> dict:
+    """A command's options as its command line gives them when none is typed (``out``: "OUT")."""
     @click.command()
-    @click.argument("teachers", nargs=-1)
-    @apply(CONVERT)
+    @click.argument(argument, nargs=-1)
+    @apply(options)
     def f(**o):
         pass
 
-    with f.make_context("convert", ["TEACHER", "--out", "OUT"]) as ctx:
+    with f.make_context(command, ["ARG", "--out", "OUT"]) as ctx:
         params = dict(ctx.params)
-    params.pop("teachers")
+    params.pop(argument)
     return params
+
+
+def convert_defaults() -> dict:
+    """convert's options as its command line gives them when none is typed."""
+    return _defaults("convert", CONVERT, "teachers")
+
+
+def _calib(o: dict):
+    from dfkd_edge.export.quantize import CalibConfig
+
+    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
+    if o.get("int8_format", "auto") != "auto":
+        calib.formats = (o["int8_format"],)
+    return calib
 
 
 def config_from_options(teachers, **o) -> ConvertConfig:
     """A ConvertConfig from convert's options (every one given, as click passes them)."""
     from dfkd_edge.distill.vkd import VKDConfig
-    from dfkd_edge.export.quantize import CalibConfig
     from dfkd_edge.teacher import parse_input_shape
 
     kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
                   shift=o.get("shift", True), mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
-    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
-    if o.get("int8_format", "auto") != "auto":
-        calib.formats = (o["int8_format"],)
+    calib = _calib(o)
     teachers = [teachers] if isinstance(teachers, str) else list(teachers)
     return ConvertConfig(teacher=teachers[0], more_teachers=tuple(teachers[1:]), few_shot_data=o["few_shot_data"],
                          out=o["out"], input_shape=parse_input_shape(o["input_shape"]),
@@ -189,31 +200,18 @@ def config_from_options(teachers, **o) -> ConvertConfig:
 
 
 def quantize_defaults() -> dict:
-    """quantize's options as its command line gives them when none is typed (``out``: "OUT")."""
-    @click.command()
-    @click.argument("model")
-    @apply(QUANTIZE)
-    def f(**o):
-        pass
-
-    with f.make_context("quantize", ["MODEL", "--out", "OUT"]) as ctx:
-        params = dict(ctx.params)
-    params.pop("model")
-    return params
+    """quantize's options as its command line gives them when none is typed."""
+    return _defaults("quantize", QUANTIZE, "model")
 
 
 def quantize_config(model: str, **o) -> ConvertConfig:
     """A ConvertConfig for ``dfkd-edge quantize`` (its options, as click passes them): the synthesized set
     is the calibration set, ``--calib-samples`` of it."""
-    from dfkd_edge.export.quantize import CalibConfig
-    from dfkd_edge.teacher import parse_input_shape
-
     from dfkd_edge.errors import UserError
     from dfkd_edge.export.onnx_model import is_onnx
+    from dfkd_edge.teacher import parse_input_shape
 
-    calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
-    if o["int8_format"] != "auto":
-        calib.formats = (o["int8_format"],)
+    calib = _calib(o)
     onnx_model = None
     if is_onnx(model):  # calibrated as it is; synthesized from --source, else from the graph run in PyTorch
         onnx_model, model = model, o.get("source") or model
