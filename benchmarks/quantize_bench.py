@@ -132,15 +132,15 @@ def main(argv=None) -> None:
     names = a.models or [e.name for e in zoo.ENTRIES + zoo.EXTRA + zoo.DEEP
                          if (zoo.DEFAULT_CACHE / f"{e.name}.json").exists()]
     variant = "onnx" if a.onnx else "pytorch"
+    from dfkd_edge.cli_options import quantize_defaults
+
+    steps = a.iterations or quantize_defaults()["iterations"]
     done = {(r["model"], r.get("variant", "pytorch"), r["seed"], r["iterations"]) for r in load(results)}
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))
     try:
         for name in names:
             meta = zoo.build(zoo.BY_NAME[name])
             for seed in a.seeds:
-                from dfkd_edge.cli_options import quantize_defaults
-
-                steps = a.iterations or quantize_defaults()["iterations"]
                 if (name, variant, seed, steps) in done:
                     continue
                 row = run_one(meta, seed, a.iterations, a.threads, work, variant)
