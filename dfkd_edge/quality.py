@@ -213,13 +213,21 @@ def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, agre
     if agreement_real is not None:  # real inputs judge it; held-out inverted samples sit near decision boundaries
         bounds.pop("int8_agreement")
     v, reasons = verdict(signals, bounds)
+    reasons = [in_model_words(r) for r in reasons]
     return {"verdict": v, "signals": signals, "reasons": reasons,
             "bounds": {k: {"weak": w, "broken": b, "worse_when": "lower" if d == "min" else "higher"}
                        for k, (w, b, d) in bounds.items()}}
+
+
+def in_model_words(reason: str) -> str:
+    """A verdict reason as quantize says it: the user's model, its calibration set (convert's words are
+    the teacher and its transfer set)."""
+    return (reason.replace("the teacher's", "the model's").replace("the teacher", "the model")
+            .replace("the transfer set", "the calibration set"))
 
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(float(v), 4)
 
 
-__all__ = ["BOUNDS", "assess", "assess_calibration", "bn_mismatch", "calibration_bounds", "class_coverage", "probe_set", "teacher_agreement", "verdict"]
+__all__ = ["BOUNDS", "assess", "assess_calibration", "bn_mismatch", "calibration_bounds", "class_coverage", "in_model_words", "probe_set", "teacher_agreement", "verdict"]

@@ -59,6 +59,25 @@ def test_calibration_builds_int8_and_keeps_the_fastest_faithful_format(tmp_path,
     assert not list(tmp_path.glob(".calib-*"))  # the work directory is gone
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_any_number_of_samples(tmp_path, student, method):
+    """onnxruntime's histogram calibrators stack every batch: 250 samples (no multiple of 32) and a prime
+    count must calibrate, in equal batches."""
+    from dfkd_edge.export.quantize import equal_batch
+
+    assert [equal_batch(n) for n in (256, 250, 97, 1)] == [32, 25, 97, 1]
+    fp32 = export_onnx(student, (1, 8, 8), tmp_path / "s.onnx")
+    rng = np.random.default_rng(0)
+    hold = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        hold_logits = student(torch.from_numpy(hold)).numpy()
+    for n in (250, 97):
+        calib = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+        rec = calibrate(fp32, tmp_path / "s_int8.onnx", calib, hold, hold_logits,
+                        CalibConfig(method=method, formats=("qdq-u8s8",)))
+        assert rec["samples"] == n and rec["method"] == method and (tmp_path / "s_int8.onnx").is_file()
+
+
 def _outlier_mlp():
     """A trained MLP (breast-cancer features) made outlier-heavy without changing its function:
     one hidden ReLU channel is scaled x500 and the next layer divides it back, so per-tensor int8

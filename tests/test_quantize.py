@@ -244,3 +244,18 @@ def test_an_onnx_model_alone(cli, tmp_path, digits_teacher, digits_test):
     code, _, err = cli("quantize", onnx_path, "--out", tmp_path / "q2", "--input-range", "-1,1", *QFAST)
     assert code == 0, err
     assert read_json(tmp_path / "q2/report.json")["model"]["input_domain"]["source"] == "user"
+
+
+def test_quantize_verdict_speaks_of_the_model_and_its_calibration_set(tmp_path):
+    """quantize has no teacher and no transfer set: its reasons name the user's model and the calibration set."""
+    from dfkd_edge.quality import assess_calibration
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()  # no BatchNorm: nothing to read
+    torch.jit.save(torch.jit.script(m), tmp_path / "m.pt")
+    model = load_teacher(tmp_path / "m.pt", (1, 8, 8))
+    logits = np.zeros((32, 10), np.float32)
+    logits[:, 0] = 1.0  # one class only: uneven coverage, nine classes never predicted
+    q = assess_calibration(model, logits, np.zeros((8, 1, 8, 8), np.float32), 0.95, None, "assumed", 0.99)
+    assert q["verdict"] == "unreliable" and len(q["reasons"]) >= 4
+    assert not any("teacher" in r or "transfer set" in r for r in q["reasons"]), q["reasons"]
+    assert any("calibration set" in r for r in q["reasons"]) and any("the model's input domain" in r for r in q["reasons"])

@@ -48,11 +48,20 @@ class CalibConfig:
     threads: int = 1
 
 
+def equal_batch(n: int, most: int = 32) -> int:
+    """A batch size that splits ``n`` samples into equal batches: the largest divisor of ``n`` up to
+    ``most``, or ``n`` itself (one batch) when that divisor is small. onnxruntime's histogram
+    calibrators (entropy, percentile) stack every batch's activations into one array and fail on a
+    short last batch (250 samples in batches of 32)."""
+    d = max(k for k in range(1, min(n, most) + 1) if n % k == 0)
+    return d if d >= most // 4 else n
+
+
 class _Reader:
-    """onnxruntime CalibrationDataReader over an array, in batches."""
+    """onnxruntime CalibrationDataReader over an array, in batches of one size (``equal_batch``)."""
 
     def __init__(self, name: str, x: np.ndarray, batch: int = 32) -> None:
-        self.name, self.x, self.batch, self.i = name, x, batch, 0
+        self.name, self.x, self.batch, self.i = name, x, equal_batch(len(x), batch), 0
 
     def get_next(self):
         if self.i >= len(self.x):
