@@ -121,6 +121,37 @@ def test_guardrail_leaves_sensitive_layers_in_float(tmp_path):
     assert "QuantizeLinear" in ops or "QLinearMatMul" in ops  # the rest stays int8
 
 
+def test_guardrail_reuses_one_calibration_pass_and_builds_the_same_models(tmp_path, monkeypatch):
+    """The calibration cache (onnxruntime's calibration_cache_path) changes the cost, not the result: with
+    it, the guardrail's dozens of quantizations run the calibration samples through the model once; the
+    int8 model and the guardrail's record are those of a run that calibrates every time."""
+    import importlib
+
+    import dfkd_edge.export.quantize as dq
+    from dfkd_edge.data import toy
+    from dfkd_edge.io import sha256
+
+    m = _outlier_mlp()
+    fp32 = export_onnx(m, (30,), tmp_path / "m.onnx")
+    x = toy.vector_dataset()[0]
+    with torch.no_grad():
+        logits = m(torch.from_numpy(x[128:])).numpy()
+    passes = []
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
+    real_create = ort_quantize.create_calibrator
+    monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: passes.append(1) or real_create(*a, **k))
+    cfg = CalibConfig(formats=("qdq-u8s8",))
+    cached = calibrate(fp32, tmp_path / "cached.onnx", x[:128], x[128:], logits, cfg)
+    assert dq._has_range_cache() and len(passes) == 1 and cached["guardrail"]["triggered"]
+    monkeypatch.setattr(dq, "_has_range_cache", lambda: False)
+    plain = calibrate(fp32, tmp_path / "plain.onnx", x[:128], x[128:], logits, cfg)
+    # without the cache, one calibration pass per quantization: the format's, one per unit scored, and more
+    assert len(passes) - 1 > 1 + len(plain["guardrail"]["sensitivity"])
+    assert sha256(tmp_path / "cached.onnx") == sha256(tmp_path / "plain.onnx")
+    assert cached["guardrail"]["excluded"] == plain["guardrail"]["excluded"]
+    assert cached["guardrail"]["sensitivity"] == plain["guardrail"]["sensitivity"]
+
+
 def test_guardrail_not_triggered_on_a_well_behaved_model(tmp_path):
     from dfkd_edge.data import toy
     from dfkd_edge.data.digits import load_split

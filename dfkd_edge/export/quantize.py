@@ -94,8 +94,28 @@ def input_name(path: Path) -> str:
     return _input_name_cached(str(path), Path(path).stat().st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=1)
+def _has_range_cache() -> bool:
+    import inspect
+
+    import onnxruntime.quantization as q
+
+    return "calibration_cache_path" in inspect.signature(q.quantize_static).parameters
+
+
+def range_cache(ranges: Path | None) -> dict:
+    """quantize_static's keyword for a calibration cache at ``ranges`` where this onnxruntime has one
+    (``calibration_cache_path``: the first call measures the tensor ranges and saves them, the next ones
+    load them instead of running the calibration samples through the model again). The ranges depend on
+    the model, the samples and the method only, not on the format or the layers left in float, so one
+    calibration pass serves every format and every guardrail step; without the keyword each call
+    measures them again (the same ranges, slower)."""
+    return {"calibration_cache_path": str(ranges)} if ranges is not None and _has_range_cache() else {}
+
+
 def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, cfg: CalibConfig,
-                 exclude: list[str] | None = None) -> None:
+                 exclude: list[str] | None = None, ranges: Path | None = None) -> None:
+    """One int8 model of ``fmt``; ``ranges``: the calibration cache of these samples (``range_cache``)."""
     import onnxruntime.quantization as q
 
     qformat, act, wt = CANDIDATES[fmt]
@@ -104,7 +124,7 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
     q.quantize_static(str(fp32_path), str(out_path), _Reader(input_name(fp32_path), calib),
                       quant_format=getattr(q.QuantFormat, qformat), activation_type=getattr(q.QuantType, act),
                       weight_type=getattr(q.QuantType, wt), per_channel=cfg.per_channel,
-                      calibrate_method=method, nodes_to_exclude=list(exclude or []))
+                      calibrate_method=method, nodes_to_exclude=list(exclude or []), **range_cache(ranges))
 
 
 def quantizable_nodes(path: Path) -> list[str]:
@@ -166,7 +186,8 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
     model passes its own)."""
     if quantize is None:
-        quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude)  # noqa: E731
+        quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude,  # noqa: E731
+                                                     ranges=work / "ranges.json")
     agree = lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean())  # noqa: E731
     sensitivity = []
     for unit in sensitivity_units(pre):
@@ -227,7 +248,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         with progress.task("int8 calibration", total=len(cfg.formats)) as task:
             for fmt in cfg.formats:
                 path = work / f"{fmt}.onnx"
-                quantize_one(pre, path, calib_x, fmt, cfg)
+                quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / "ranges.json")  # one calibration pass
                 top1 = _top1(path, check_x, cfg.threads)
                 agreement = float((top1 == fp32_top1).mean())
                 rows.append({"format": fmt, "agreement_with_fp32": agreement,

@@ -28,11 +28,12 @@ CALIBRATOR_TAG = "EntropyCalibration2"
 
 
 def quantize_for_tensorrt(pre_path: Path, out_path: Path, calib_x: np.ndarray, method: str = "minmax",
-                          exclude: list[str] | None = None) -> Path:
-    """S8S8 symmetric Q/DQ ONNX for TensorRT from a (pre-processed) fp32 ONNX."""
+                          exclude: list[str] | None = None, ranges: Path | None = None) -> Path:
+    """S8S8 symmetric Q/DQ ONNX for TensorRT from a (pre-processed) fp32 ONNX; ``ranges``: the calibration
+    cache of these samples (dfkd_edge.export.quantize.range_cache)."""
     import onnxruntime.quantization as q
 
-    from dfkd_edge.export.quantize import _Reader, input_name
+    from dfkd_edge.export.quantize import _Reader, input_name, range_cache
 
     cm = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
           "percentile": q.CalibrationMethod.Percentile}[method]
@@ -43,7 +44,7 @@ def quantize_for_tensorrt(pre_path: Path, out_path: Path, calib_x: np.ndarray, m
                           nodes_to_exclude=list(exclude or []),
                           extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                          "QuantizeBias": False, "AddQDQPairToWeight": True,
-                                         "QDQKeepRemovableActivations": True})
+                                         "QDQKeepRemovableActivations": True}, **range_cache(ranges))
     return Path(out_path)
 
 

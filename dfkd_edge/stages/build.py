@@ -95,7 +95,7 @@ def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
     try:
         pre = work / "pre.onnx"
         quant_pre_process(str(run.path(names.onnx_fp32)), str(pre), skip_symbolic_shape=False)
-        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method)
+        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method, ranges=work / "ranges.json")
         agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads, names)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -129,7 +129,8 @@ def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Art
     if guard["triggered"]:
         cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
-                                 quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex))
+                                 quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex,
+                                                       ranges=work / "ranges.json"))
         if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
             shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
             agreement = found["agreement"]
