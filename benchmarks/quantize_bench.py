@@ -70,6 +70,7 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
             "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": r["timings"],
             "fp32": r["accuracy"]["model_fp32"], "format": r["calibration"]["chosen_format"],
             "sources": {k: {"accuracy": c["accuracy"], "agreement": c["agreement_with_fp32"],
+                            "kl": c.get("output_kl_to_fp32"),
                             "float_layers": len(c["float_layers"]), "held": c["guardrail_held"]}
                         for k, c in sources.items()},
             "verdict": r["quality"]["verdict"], "reasons": r["quality"]["reasons"],
@@ -96,8 +97,8 @@ def print_table(rows: list[dict]) -> None:
         groups.setdefault((r["model"], r.get("variant", "pytorch"), r["iterations"]), []).append(r)
     print("| model | given as | steps | seeds | fp32 | int8, real calibration | int8, synthetic (ships) | int8, Gaussian noise "
           "| synthetic - real | synthetic - fp32 | layers in float (real / synthetic / Gaussian) | verdicts "
-          "| int8 speed-up, batch 1 | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| int8 speed-up, batch 1 | seconds | output KL to fp32, 10^-3 nats (real / synthetic / Gaussian) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, variant, steps), rs in groups.items():
         acc = {s: [r["sources"].get(s, {}).get("accuracy") for r in rs] for s in ("real", "synthetic", "gaussian")}
         diff_real = [r["sources"]["synthetic"]["accuracy"] - r["sources"]["real"]["accuracy"] for r in rs]
@@ -106,11 +107,13 @@ def print_table(rows: list[dict]) -> None:
                             for s in ("real", "synthetic", "gaussian"))
         verdicts = ", ".join(f"{v[0]}{sum(r['verdict'] == v for r in rs)}" for v in ("ok", "doubtful", "unreliable")
                              if any(r["verdict"] == v for r in rs))
+        kls = " / ".join(_ms([r["sources"][s].get("kl") for r in rs], 1000, ".2f")
+                         for s in ("real", "synthetic", "gaussian"))
         speed = [r["p50_ms_b1"]["fp32"] / r["p50_ms_b1"]["int8"] for r in rs if r["p50_ms_b1"]["int8"]]
         given = "PyTorch" if variant == "pytorch" else f"ONNX alone ({rs[0]['bn_layers']} BN, domain {rs[0]['domain_source']})"
         print(f"| {model} | {given} | {steps} | {len(rs)} | {_ms([r['fp32'] for r in rs])} | {_ms(acc['real'])} | "
               f"{_ms(acc['synthetic'])} | {_ms(acc['gaussian'])} | {_ms(diff_real)} | {_ms(diff_fp32)} | {floats} | "
-              f"{verdicts} | {_ms(speed, 1)}x | {_ms([r['seconds'] for r in rs], 1, '.0f')} |")
+              f"{verdicts} | {_ms(speed, 1)}x | {_ms([r['seconds'] for r in rs], 1, '.0f')} | {kls} |")
 
 
 def main(argv=None) -> None:

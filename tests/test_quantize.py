@@ -52,6 +52,7 @@ def test_quantize_writes_its_contract(cli, tmp_path, digits_teacher, digits_test
         assert c["format"] == r["calibration"]["chosen_format"] and c["samples"] == 32
         assert 0.0 <= c["accuracy"] <= 1.0 and 0.0 <= c["agreement_with_fp32"] <= 1.0
         assert isinstance(c["float_layers"], list) and isinstance(c["guardrail_held"], bool)
+        assert c["output_kl_to_fp32"] >= 0.0
     assert sources["synthetic"]["accuracy"] == acc["model_int8"]  # the synthetic row is what ships
     assert sources["synthetic"]["float_layers"] == r["calibration"]["guardrail"]["excluded"]
     host = [row for row in r["latency"] if row["device"] == "host-cpu"]
@@ -68,7 +69,7 @@ def test_quantize_writes_its_contract(cli, tmp_path, digits_teacher, digits_test
     assert q["signals"]["int8_agreement_real"] is not None and "int8_agreement" not in q["bounds"]
     assert "model_int8_qdq.engine" in (out / "build_jetson-orin-nano.sh").read_text()
     md = (out / "report.md").read_text()
-    assert md in stdout and "## Calibration sources" in md and "Gaussian N(0, 1) noise" in md
+    assert md in stdout and "## Calibration sources" in md and "Gaussian N(0, 1) noise" in md and "output KL to fp32" in md
     m = read_json(out / "manifest.json")
     assert m["flow"] == "quantize" and m["complete"]
     for stage in m["stages"].values():
@@ -259,3 +260,12 @@ def test_quantize_verdict_speaks_of_the_model_and_its_calibration_set(tmp_path):
     assert q["verdict"] == "unreliable" and len(q["reasons"]) >= 4
     assert not any("teacher" in r or "transfer set" in r for r in q["reasons"]), q["reasons"]
     assert any("calibration set" in r for r in q["reasons"]) and any("the model's input domain" in r for r in q["reasons"])
+
+
+def test_output_kl_measures_distance_between_output_distributions():
+    from dfkd_edge.stages.sources import output_kl
+
+    a = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], np.float32)
+    assert output_kl(a, a) == 0.0 and abs(output_kl(a, a + 7.0)) < 1e-12  # softmax ignores a shift
+    p, q = np.array([[0.0, 0.0]]), np.array([[np.log(3.0), 0.0]])  # (1/2, 1/2) against (3/4, 1/4)
+    assert abs(output_kl(p, q) - (0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25))) < 1e-12

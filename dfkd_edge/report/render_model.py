@@ -44,9 +44,11 @@ def _summary(report: dict) -> list[Block]:
           Block("h2", "Calibration sources"),
           Block("p", f"The same model calibrated for ONNX Runtime ({report['calibration']['chosen_format']}, "
                      f"{calib['method']}, the same guardrail) on each source; top-1 agreement with the fp32 model "
-                     f"on {report['calibration_sources_measured_on']}."),
+                     f"on {report['calibration_sources_measured_on']}, and how far the int8 output distribution is "
+                     "from fp32's there (mean KL divergence: lower is closer; it tells sources apart where agreement "
+                     "is 100% for all)."),
           Block("table", header=["calibration source", "samples", f"int8 accuracy ({acc['dataset'] or 'no eval data'})",
-                                 "agreement with fp32", "layers left in float"],
+                                 "agreement with fp32", "output KL to fp32 (nats)", "layers left in float"],
                 rows=[_source_row(r) for r in report["calibration_sources"]]),
           Block("h2", "Quality"),
           Block("table", header=["model", f"accuracy ({acc['dataset'] or 'no eval data'})",
@@ -67,4 +69,8 @@ def _source_row(r: dict) -> list[str]:
     if not r["guardrail_held"]:
         left += " (agreement threshold still not met)"
     return [_SOURCE_NAMES.get(r["source"], r["source"]), str(r["samples"]), _pct(r["accuracy"]),
-            _pct(r["agreement_with_fp32"]), left]
+            _pct(r["agreement_with_fp32"]), _kl(r.get("output_kl_to_fp32")), left]
+
+
+def _kl(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2g}"
