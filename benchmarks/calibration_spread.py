@@ -97,16 +97,14 @@ def print_table(rows: list[dict], synthetic: list[dict]) -> None:
 
 
 def synthetic_rows(paths: list[str], steps: int) -> list[dict]:
-    """quantize_bench rows of PyTorch models at ``steps``; a model in a later file replaces its rows of
-    an earlier one (a re-run after a fix)."""
-    by: dict[str, list[dict]] = {}
+    """quantize_bench rows of PyTorch models at ``steps``; a (model, seed) in a later file replaces the
+    same run of an earlier one (a re-run after a fix), other seeds add up."""
+    by: dict[tuple, dict] = {}
     for path in paths:
-        got: dict[str, list[dict]] = {}
         for r in load(Path(path)):
             if r.get("variant", "pytorch") == "pytorch" and r["iterations"] == steps:
-                got.setdefault(r["model"], []).append(r)
-        by.update(got)
-    return [r for rs in by.values() for r in rs]
+                by[(r["model"], r["seed"])] = r
+    return list(by.values())
 
 
 def main(argv=None) -> None:
@@ -116,7 +114,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--synthetic", default=str(HERE / "results" / "quantize-session13.jsonl"),
-                    help="quantize_bench.py results (comma-separated; a later file's model replaces an earlier's) "
+                    help="quantize_bench.py results (comma-separated; a later file's run replaces an earlier's) "
                          "whose synthetic rows go beside")
     ap.add_argument("--steps", type=int, default=50, help="the synthesis steps of the synthetic rows to show")
     ap.add_argument("--table", action="store_true", help="only print the table from --results")
