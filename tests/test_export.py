@@ -121,6 +121,54 @@ def test_guardrail_leaves_sensitive_layers_in_float(tmp_path):
     assert "QuantizeLinear" in ops or "QLinearMatMul" in ops  # the rest stays int8
 
 
+class _ResidualMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(30, 32, bias=False), torch.nn.Linear(32, 32), torch.nn.Linear(32, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.c(torch.relu(h + self.b(h)))
+
+
+def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
+    """A residual MLP on raw-scale features (x1000, its first layer, without bias, divided back),
+    calibrated on N(0, 1) noise: the hidden ranges are about 1000x too narrow. With every weight layer
+    in float onnxruntime still quantizes the addition (and its inputs), so weight layers alone cannot
+    restore it; the second pass leaves the tensors around the addition in float and holds 99%, and
+    the last layer stays int8."""
+    import onnx as onnx_
+
+    from dfkd_edge.backends import predict
+    from dfkd_edge.backends.onnxruntime import OrtRunner
+    from dfkd_edge.data import toy
+    from dfkd_edge.export.quantize import quantizable_nodes, quantize_one
+
+    torch.manual_seed(0)
+    m = _ResidualMLP()
+    x, y, _, _ = toy.vector_dataset()
+    toy.fit(m, x, y, epochs=30)
+    m.eval()
+    with torch.no_grad():
+        m.a.weight /= 1000
+    x = x * 1000
+    fp32 = export_onnx(m, (30,), tmp_path / "m.onnx")
+    with torch.no_grad():
+        logits = m(torch.from_numpy(x)).numpy()
+    noise = np.random.default_rng(0).standard_normal((128, 30)).astype(np.float32)
+    gemms = quantizable_nodes(fp32)
+    quantize_one(fp32, tmp_path / "no_gemm.onnx", noise, "qdq-u8s8", CalibConfig(), exclude=gemms)
+    with OrtRunner(tmp_path / "no_gemm.onnx", 1) as r:
+        assert (predict(r, x).argmax(1) == logits.argmax(1)).mean() < 0.9  # weight layers alone cannot
+    rec = calibrate(fp32, tmp_path / "q.onnx", noise, x, logits, CalibConfig(formats=("qdq-u8s8",)))
+    g = rec["guardrail"]
+    assert g["triggered"] and g["held"] and {u["pass"] for u in g["sensitivity"]} == {1, 2}
+    add = next(n.name for n in onnx_.load(str(fp32)).graph.node if n.op_type == "Add")
+    assert add in g["excluded"] and not set(gemms) <= set(g["excluded"])  # a Gemm still runs in int8
+    with OrtRunner(tmp_path / "q.onnx", 1) as r:
+        assert (predict(r, x).argmax(1) == logits.argmax(1)).mean() >= 0.99
+
+
 def test_guardrail_reuses_one_calibration_pass_and_builds_the_same_models(tmp_path, monkeypatch):
     """The calibration cache (onnxruntime's calibration_cache_path) changes the cost, not the result: with
     it, the guardrail's dozens of quantizations run the calibration samples through the model once; the
