@@ -167,6 +167,24 @@ def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
     assert add in g["excluded"] and not set(gemms) <= set(g["excluded"])  # a Gemm still runs in int8
     with OrtRunner(tmp_path / "q.onnx", 1) as r:
         assert (predict(r, x).argmax(1) == logits.argmax(1)).mean() >= 0.99
+    from dfkd_edge.export.quantize import computes_in_int8
+
+    assert computes_in_int8(tmp_path / "q.onnx") and not computes_in_int8(fp32) and g["int8_usable"]
+
+
+def test_an_int8_model_left_wholly_in_float_is_not_recommended_as_int8():
+    from dfkd_edge.report.recommend import recommend
+    from dfkd_edge.targets.profile import load_profile
+
+    host = load_profile("host-cpu")
+    rows = [{"model": "model", "batch": 1, "backend": "onnxruntime-cpu", "device": host.name, "kind": "measured",
+             "precision": p, "p50_ms": ms} for p, ms in (("fp32", 1.0), ("int8", 0.9))]
+    quality = {"accuracy": {"model_fp32": 0.9, "model_int8": 0.9}, "fidelity": {}}
+    from dfkd_edge.stages.files import MODEL_FILES
+
+    usable = recommend(host, rows, quality, {}, MODEL_FILES, {"guardrail": {"int8_usable": True}})
+    all_float = recommend(host, rows, quality, {}, MODEL_FILES, {"guardrail": {"int8_usable": False}})
+    assert usable["precision"] == "int8" and all_float["precision"] == "fp32"
 
 
 def test_guardrail_reuses_one_calibration_pass_and_builds_the_same_models(tmp_path, monkeypatch):

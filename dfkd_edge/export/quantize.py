@@ -263,6 +263,14 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
                    "held": agreement >= cfg.min_agreement}
 
 
+def computes_in_int8(path: Path) -> bool:
+    """Does the model quantize anything? (False when the guardrail left every quantized node in float.)"""
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
+               for n in onnx.load(str(path)).graph.node)
+
+
 def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, heldout_x: np.ndarray,
               heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None,
               extra_check_x: np.ndarray | None = None) -> dict:
@@ -330,6 +338,11 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
                 reason += " and still could not reach the threshold"
                 log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
                             found["agreement"], cfg.min_agreement)
+            guard["int8_usable"] = computes_in_int8(final)
+            if not guard["int8_usable"]:
+                reason += "; nothing is left in int8: the int8 file computes in fp32, and fp32 is recommended"
+                log.warning("int8 guardrail: every quantized layer had to stay in float to agree with fp32; "
+                            "the ONNX Runtime targets get fp32")
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,

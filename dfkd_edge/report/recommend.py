@@ -7,11 +7,12 @@ from dfkd_edge.targets import TargetProfile
 
 
 def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_doc: dict,
-              names: Artifacts = STUDENT_FILES) -> dict:
+              names: Artifacts = STUDENT_FILES, calibration: dict | None = None) -> dict:
     """One engine per target: the fastest at batch 1 among those within 1 point of fp32 quality.
 
     ``names``: the shipped model's files (convert's student, quantize's model); its quality is accuracy
-    on the eval data when given, else fidelity on held-out synthetic samples.
+    on the eval data when given, else fidelity on held-out synthetic samples. ``calibration``
+    (calibration.json): an int8 ONNX Runtime model the guardrail left wholly in float is not int8.
     Measured rows decide where the target was measured (host, or measured-remote rows merged by
     ``dfkd-edge profile --report``); otherwise estimated rows do, and the reason says so."""
     m = names.model
@@ -19,6 +20,8 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
     q = quality[basis]
     ok_int8 = q[f"{m}_int8"] >= q[f"{m}_fp32"] - 0.01
     trt = profile.engine == "tensorrt"
+    if not trt:
+        ok_int8 = ok_int8 and ((calibration or {}).get("guardrail") or {}).get("int8_usable", True)
     if trt:
         t = target_doc.get("tensorrt", {})
         ok_int8 = (ok_int8 and t.get("qdq_agreement_with_fp32", 0) >= 0.99

@@ -60,6 +60,7 @@ class ReportModel(Report):
         run, cfg, q = s.run, s.cfg, s.quality
         run.timings["total_s"] = round(time.perf_counter() - s.t_all, 3)
         target_doc = targets_doc(s)
+        calib = json.loads(run.path(CALIBRATION_JSON).read_text())
         report = {
             "schema": SCHEMA_VERSION,
             "flow": "quantize",
@@ -74,10 +75,10 @@ class ReportModel(Report):
             "calibration_sources": s.calibration_sources["sources"],
             "calibration_sources_measured_on": s.calibration_sources["agreement_measured_on"],
             "latency": s.rows,
-            "recommended": [with_verdict(recommend(p, s.rows, q, target_doc, s.files), q["quality"], "the int8 model")
-                            for p in s.profiles],
+            "recommended": [with_verdict(recommend(p, s.rows, q, target_doc, s.files, calib), q["quality"],
+                                         "the int8 model") for p in s.profiles],
             "targets": target_doc,
-            "calibration": json.loads(run.path(CALIBRATION_JSON).read_text()),
+            "calibration": calib,
             "parity": json.loads(run.path(PARITY_JSON).read_text()),
             **run_record(run),
         }
@@ -120,7 +121,8 @@ def build_report(run, teacher: dict, recipe: dict, ts, calib: dict, parity: dict
         "accuracy": quality["accuracy"],
         "fidelity": quality["fidelity"],
         "latency": rows,
-        "recommended": [with_verdict(recommend(p, rows, quality, target_doc), quality["quality"]) for p in profiles],
+        "recommended": [with_verdict(recommend(p, rows, quality, target_doc, calibration=calib), quality["quality"])
+                        for p in profiles],
         "targets": target_doc,
         "calibration": calib,
         "parity": parity,

@@ -115,7 +115,7 @@ def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile)
     report["latency"] = [r for r in report["latency"]
                          if (r["device"], r["kind"], r["precision"], r["batch"], r["backend"]) not in keys] + rows
     quality = {"accuracy": report["accuracy"], "fidelity": report["fidelity"]}
-    rec = recommend(profile, report["latency"], quality, report.get("targets") or {}, names)
+    rec = recommend(profile, report["latency"], quality, report.get("targets") or {}, names, report.get("calibration"))
     if report.get("quality"):
         rec = with_verdict(rec, report["quality"], "the int8 model" if names is MODEL_FILES else "the student")
     targets = [r["target"] for r in report["recommended"]]
