@@ -191,7 +191,8 @@ def tensor_units(pre: Path, qdq: Path) -> list[tuple[str, ...]]:
             consumers.setdefault(t, []).append(n.name)
     units: list[tuple[str, ...]] = []
     for t in tensors:
-        unit = tuple(dict.fromkeys(([producer[t]] if t in producer else []) + consumers.get(t, [])))
+        nodes = ([producer[t]] if t in producer else []) + consumers.get(t, [])
+        unit = tuple(dict.fromkeys(n for n in nodes if n))  # an unnamed node cannot be named to onnxruntime
         if unit and unit not in units:
             units.append(unit)
     return units
