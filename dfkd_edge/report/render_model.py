@@ -4,6 +4,7 @@ side by side, the quality signals, then the latency, files and details both repo
 
 from __future__ import annotations
 
+from dfkd_edge.quality import in_model_words
 from dfkd_edge.report.render import (_STARTS, Block, _domain_text, _file_blocks, _latency_blocks, _pct,
                                      _quality_blocks, _signal_rows, _trt_blocks, _without_verdict)
 
@@ -32,7 +33,7 @@ def _summary(report: dict) -> list[Block]:
     b.append(Block("p", f"Model: {source}{m['format']}, input {tuple(m['input_shape'])}, {m['num_classes']} classes, "
                         f"{m['num_params']:,} parameters, quantized to int8 as it is (no student). Calibration set: "
                         f"{syn['train']} samples synthesized from the model by {syn['method']}"
-                        + (f" ({syn['auto']['why']})" if syn.get("auto") else "")
+                        + (f" ({in_model_words(syn['auto']['why'])})" if syn.get("auto") else "")
                         + (f", each started as {_STARTS[syn['start']]}" if syn.get("start") else "")
                         + f", +{syn['holdout']} held out to check the int8 model against the model. No real data "
                         "was used to calibrate." + _domain_text(m)))
