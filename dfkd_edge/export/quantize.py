@@ -198,13 +198,15 @@ def tensor_units(pre: Path, qdq: Path) -> list[tuple[str, ...]]:
     return units
 
 
-def _score(units, base: list[str], quantize, agree, work: Path, label: int) -> list[dict]:
+def _score(units, base: list[str], quantize, agree, work: Path, label: int, progress: Progress) -> list[dict]:
     """Each unit left in float on top of ``base``, scored by the agreement with fp32 that restores."""
     out = []
-    for unit in units:
-        p = work / "one.onnx"
-        quantize(p, base + [n for n in unit if n not in base])
-        out.append({"nodes": list(unit), "agreement_if_float": agree(p), "pass": label})
+    with progress.task(f"int8 guardrail, pass {label}: scoring layers", total=len(units)) as task:
+        for unit in units:
+            p = work / "one.onnx"
+            quantize(p, base + [n for n in unit if n not in base])
+            out.append({"nodes": list(unit), "agreement_if_float": agree(p), "pass": label})
+            task.advance(1)
     return out
 
 
@@ -228,7 +230,7 @@ def _cumulative(scored: list[dict], start: list[str], quantize, agree, final: Pa
 
 
 def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp32_top1: np.ndarray,
-              cfg: CalibConfig, work: Path, quantize=None) -> tuple[Path, dict]:
+              cfg: CalibConfig, work: Path, quantize=None, progress: Progress | None = None) -> tuple[Path, dict]:
     """Leave the most sensitive layers in float until int8 agrees with fp32 on ``min_agreement``.
 
     First pass: each unit of ``sensitivity_units`` (weight layers, and pairs of them) is left in float
@@ -242,18 +244,18 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     unit scored and per set tried.
     ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
     model passes its own)."""
-    ranges = work / "ranges.json"
+    ranges, progress = work / "ranges.json", progress or NullProgress()
     if quantize is None:
         quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude,  # noqa: E731
                                                      ranges=ranges)
     agree = lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean())  # noqa: E731
     final = work / "guarded.onnx"
-    sensitivity = _score(sensitivity_units(pre), [], quantize, agree, work, 1)
+    sensitivity = _score(sensitivity_units(pre), [], quantize, agree, work, 1, progress)
     agreement, excluded, best = _cumulative(sensitivity, [], quantize, agree, final, cfg.min_agreement)
     if agreement < cfg.min_agreement:  # second pass: the tensors still quantized around the best set
         probe = work / "probe.onnx"
         quantize_one(pre, probe, calib_x, "qdq-u8s8", cfg, exclude=best[1], ranges=ranges)
-        second = _score(tensor_units(pre, probe), best[1], quantize, agree, work, 2)
+        second = _score(tensor_units(pre, probe), best[1], quantize, agree, work, 2, progress)
         sensitivity += second
         agreement, excluded, best2 = _cumulative(second, best[1], quantize, agree, final, cfg.min_agreement)
         best = max(best, best2, key=lambda b: b[0])
@@ -322,7 +324,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
                       f"{100 * cfg.min_agreement:.0f}%")
         else:
             chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
-            final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work)
+            final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work, progress=progress)
             if not found["held"] and found["agreement"] <= chosen["agreement_with_fp32"]:
                 # layers in float did not help: ship plain int8, the most faithful model measured
                 final = work / f"{chosen['format']}.onnx"
