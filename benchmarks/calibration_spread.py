@@ -35,7 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
-from quantize_bench import load, onnx_export  # noqa: E402
+from quantize_bench import _ms, load, onnx_export  # noqa: E402
 
 DEFAULT_RESULTS = HERE / "results" / "calibration-spread.jsonl"
 FORMAT = "qoperator-u8s8"
@@ -69,13 +69,6 @@ def run_model(meta: dict, subsets: list[int], threads: int, work: Path, done: se
                      "float_layers": len(rec["guardrail"].get("excluded", [])), "test_samples": int(len(ty))})
         out.unlink(missing_ok=True)
     return rows
-
-
-def _ms(vals: list[float]) -> str:
-    if not vals:
-        return "-"
-    m = statistics.mean(vals) * 100
-    return f"{m:.2f}" + (f" ± {statistics.stdev(vals) * 100:.2f}" if len(vals) > 1 else "")
 
 
 def print_table(rows: list[dict], synthetic: list[dict]) -> None:

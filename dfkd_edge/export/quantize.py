@@ -35,6 +35,8 @@ CANDIDATES = {
     "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),
 }
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: the calibration cache of one calibration set, in the work directory of the call that measures it
+RANGE_CACHE = "ranges.json"
 
 
 @dataclass
@@ -144,6 +146,15 @@ def _p50_ms(path: Path, x1: np.ndarray, threads: int) -> float:
 _QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+def _consumers(graph) -> dict[str, list]:
+    """tensor name -> the nodes that read it."""
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            out.setdefault(t, []).append(n)
+    return out
+
+
 def sensitivity_units(path: Path) -> list[tuple[str, ...]]:
     """Units the guardrail can leave in float: each quantizable node alone, and each pair of a
     quantizable node with a quantizable node it feeds (through ReLU, pooling, reshapes ...).
@@ -153,10 +164,7 @@ def sensitivity_units(path: Path) -> list[tuple[str, ...]]:
     import onnx
 
     graph = onnx.load(str(path)).graph
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = _consumers(graph)
     quant = [n for n in graph.node if n.op_type in _QUANTIZABLE]
     units: list[tuple[str, ...]] = [(n.name,) for n in quant]
     for n in quant:
@@ -185,13 +193,10 @@ def tensor_units(pre: Path, qdq: Path) -> list[tuple[str, ...]]:
     tensors = list(dict.fromkeys(n.input[0] for n in q.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights))
     graph = onnx.load(str(pre)).graph
     producer = {o: n.name for n in graph.node for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for n in graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n.name)
+    consumers = _consumers(graph)
     units: list[tuple[str, ...]] = []
     for t in tensors:
-        nodes = ([producer[t]] if t in producer else []) + consumers.get(t, [])
+        nodes = ([producer[t]] if t in producer else []) + [c.name for c in consumers.get(t, [])]
         unit = tuple(dict.fromkeys(n for n in nodes if n))  # an unnamed node cannot be named to onnxruntime
         if unit and unit not in units:
             units.append(unit)
@@ -244,7 +249,7 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     unit scored and per set tried.
     ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
     model passes its own)."""
-    ranges, progress = work / "ranges.json", progress or NullProgress()
+    ranges, progress = work / RANGE_CACHE, progress or NullProgress()
     if quantize is None:
         quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude,  # noqa: E731
                                                      ranges=ranges)
@@ -272,6 +277,37 @@ def computes_in_int8(path: Path) -> bool:
 
     return any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
                for n in onnx.load(str(path)).graph.node)
+
+
+def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_top1, heldout_x, teacher_top1, cfg: CalibConfig,
+             work: Path, progress: Progress, guard: dict) -> tuple[dict, Path, str]:
+    """No format held the threshold: the guardrail on the most faithful one (``guard`` is updated);
+    returns (the chosen row, measured again, the model to ship, why)."""
+    x1 = heldout_x[:1]
+    chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
+    final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work, progress=progress)
+    if not found["held"] and found["agreement"] <= chosen["agreement_with_fp32"]:
+        # layers in float did not help: ship plain int8, the most faithful model measured
+        final = work / f"{chosen['format']}.onnx"
+        found.update(excluded=[], agreement=chosen["agreement_with_fp32"])
+    guard.update(found, agreement_before=chosen["agreement_with_fp32"])
+    top1 = _top1(final, check_x, cfg.threads)
+    chosen.update(agreement_with_fp32=found["agreement"], p50_ms_batch1=_p50_ms(final, x1, cfg.threads),
+                  fidelity=float((top1[:len(heldout_x)] == teacher_top1).mean()))
+    reason = (f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%; the guardrail left "
+              f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}" if found["excluded"]
+              else f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%, and no set of layers "
+                   "left in float agreed better than plain int8, which ships")
+    if not found["held"]:
+        reason += " and still could not reach the threshold"
+        log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
+                    found["agreement"], cfg.min_agreement)
+    guard["int8_usable"] = computes_in_int8(final)
+    if not guard["int8_usable"]:
+        reason += "; nothing is left in int8: the int8 file computes in fp32, and fp32 is recommended"
+        log.warning("int8 guardrail: every quantized layer had to stay in float to agree with fp32; "
+                    "the ONNX Runtime targets get fp32")
+    return chosen, final, reason
 
 
 def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, heldout_x: np.ndarray,
@@ -306,7 +342,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         with progress.task("int8 calibration", total=len(cfg.formats)) as task:
             for fmt in cfg.formats:
                 path = work / f"{fmt}.onnx"
-                quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / "ranges.json")  # one calibration pass
+                quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / RANGE_CACHE)  # one calibration pass
                 top1 = _top1(path, check_x, cfg.threads)
                 agreement = float((top1 == fp32_top1).mean())
                 rows.append({"format": fmt, "agreement_with_fp32": agreement,
@@ -323,29 +359,8 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
             reason = (f"fastest at batch 1 among formats whose top-1 agreement with fp32 is >= "
                       f"{100 * cfg.min_agreement:.0f}%")
         else:
-            chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
-            final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work, progress=progress)
-            if not found["held"] and found["agreement"] <= chosen["agreement_with_fp32"]:
-                # layers in float did not help: ship plain int8, the most faithful model measured
-                final = work / f"{chosen['format']}.onnx"
-                found.update(excluded=[], agreement=chosen["agreement_with_fp32"])
-            guard.update(found, agreement_before=chosen["agreement_with_fp32"])
-            top1 = _top1(final, check_x, cfg.threads)
-            chosen.update(agreement_with_fp32=found["agreement"], p50_ms_batch1=_p50_ms(final, x1, cfg.threads),
-                          fidelity=float((top1[:len(heldout_x)] == teacher_top1).mean()))
-            reason = (f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%; the guardrail left "
-                      f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}" if found["excluded"]
-                      else f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%, and no set of layers "
-                           "left in float agreed better than plain int8, which ships")
-            if not found["held"]:
-                reason += " and still could not reach the threshold"
-                log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
-                            found["agreement"], cfg.min_agreement)
-            guard["int8_usable"] = computes_in_int8(final)
-            if not guard["int8_usable"]:
-                reason += "; nothing is left in int8: the int8 file computes in fp32, and fp32 is recommended"
-                log.warning("int8 guardrail: every quantized layer had to stay in float to agree with fp32; "
-                            "the ONNX Runtime targets get fp32")
+            chosen, final, reason = _guarded(pre, rows, calib_x, check_x, fp32_top1, heldout_x, teacher_top1, cfg,
+                                             work, progress, guard)
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,

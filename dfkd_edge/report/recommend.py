@@ -20,12 +20,12 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
     q = quality[basis]
     ok_int8 = q[f"{m}_int8"] >= q[f"{m}_fp32"] - 0.01
     trt = profile.engine == "tensorrt"
-    if not trt:
-        ok_int8 = ok_int8 and ((calibration or {}).get("guardrail") or {}).get("int8_usable", True)
     if trt:
         t = target_doc.get("tensorrt", {})
         ok_int8 = (ok_int8 and t.get("qdq_agreement_with_fp32", 0) >= 0.99
                    and t.get("guardrail", {}).get("int8_usable", True))
+    else:
+        ok_int8 = ok_int8 and ((calibration or {}).get("guardrail") or {}).get("int8_usable", True)
     device_rows = [r for r in rows if r["model"] == m and r["batch"] == 1
                    and r["backend"].startswith(("onnxruntime", "tensorrt"))
                    and (r["device"] == profile.name or r["device"].startswith(profile.name + " ("))]

@@ -14,7 +14,7 @@ from pathlib import Path
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import CalibConfig, calibration_subset
+from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, calibration_subset
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
@@ -95,7 +95,7 @@ def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
     try:
         pre = work / "pre.onnx"
         quant_pre_process(str(run.path(names.onnx_fp32)), str(pre), skip_symbolic_shape=False)
-        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method, ranges=work / "ranges.json")
+        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method, ranges=work / RANGE_CACHE)
         agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads, names)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -130,7 +130,7 @@ def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Art
         cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
                                  quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex,
-                                                       ranges=work / "ranges.json"))
+                                                       ranges=work / RANGE_CACHE))
         if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
             shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
             agreement = found["agreement"]

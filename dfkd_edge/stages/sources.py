@@ -86,13 +86,12 @@ def output_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
     """Mean KL(softmax(p) || softmax(q)) in nats: how far the int8 model's output distribution is from
     fp32's on the same inputs. Top-1 agreement is 100% on most models whatever the source; this still
     separates sources (on the zoo, synthetic calibration's is 1-3x real calibration's)."""
-    p = p_logits.astype(np.float64)
-    q = q_logits.astype(np.float64)
-    log_p = p - p.max(1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
-    log_q = q - q.max(1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(1, keepdims=True))
-    return float((np.exp(log_p) * (log_p - log_q)).sum(1).mean())
+    import torch
+    import torch.nn.functional as F
+
+    log_p = F.log_softmax(torch.from_numpy(np.asarray(p_logits, np.float64)), 1)
+    log_q = F.log_softmax(torch.from_numpy(np.asarray(q_logits, np.float64)), 1)
+    return float(F.kl_div(log_q, log_p, log_target=True, reduction="batchmean"))
 
 
 def _measure(source: str, path: Path, rec: dict, check_x: np.ndarray, fp32_logits: np.ndarray, s) -> dict:
