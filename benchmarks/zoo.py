@@ -103,6 +103,59 @@ def shapes32(domain: str):
     return shapes(domain, size=32, noise=0.25, contrast=0.4, scale=0.8)
 
 
+def _photographs() -> list[np.ndarray]:
+    """The real photographs a machine has without downloading anything: scikit-learn's two sample images
+    (a temple in China, a flower; 427x640) and matplotlib's portrait of Grace Hopper (600x512); (3, H, W)
+    floats in [0, 1]. Both packages are dependencies of dfkd-edge."""
+    import matplotlib
+    import matplotlib.image as mpimg
+    from sklearn.datasets import load_sample_images
+
+    imgs = list(load_sample_images().images)
+    imgs.append(mpimg.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")))
+    return [np.ascontiguousarray(np.asarray(i, np.float32).transpose(2, 0, 1) / 255) for i in imgs]
+
+
+#: the photographs' regions, one class each: (photograph, rows, columns) of a grid (temple 2x2, flower 2x2,
+#: portrait top and bottom)
+PHOTO_GRID = ((0, 2, 2), (1, 2, 2), (2, 2, 1))
+#: ImageNet's per-channel mean and std: the z-score most photograph models are trained with
+IMAGENET = (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32))
+
+
+def photos(domain: str, n: int = 6000, size: int = 32, seed: int = 0):
+    """Crops of real photographs, 10 classes: the region of a photograph a crop comes from (PHOTO_GRID).
+    A square window of 40-112 pixels at a random place inside the region, resized to ``size`` (antialiased),
+    mirrored half the time, its brightness x U(0.75, 1.25) and each channel x U(0.92, 1.08), pixel noise
+    0.02. Regions of one photograph share content (sky, foliage, petals), so the task is not trivial.
+    Domains: ``01`` [0, 1], ``pm1`` [-1, 1], ``255`` raw 0-255 bytes, ``z`` ImageNet's z-score."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    imgs = [torch.from_numpy(i) for i in _photographs()]
+    regions = []
+    for k, rows, cols in PHOTO_GRID:
+        h, w = imgs[k].shape[1:]
+        regions += [(k, i * h // rows, (i + 1) * h // rows, j * w // cols, (j + 1) * w // cols)
+                    for i in range(rows) for j in range(cols)]
+    y = rng.integers(0, len(regions), n)
+    x = np.empty((n, 3, size, size), np.float32)
+    for i in range(n):
+        k, y0, y1, x0, x1 = regions[y[i]]
+        side = min(int(rng.uniform(40, 112)), y1 - y0, x1 - x0)
+        top, left = rng.integers(y0, y1 - side + 1), rng.integers(x0, x1 - side + 1)
+        crop = F.interpolate(imgs[k][None, :, top:top + side, left:left + side], size=(size, size),
+                             mode="bilinear", antialias=True, align_corners=False)[0].numpy()
+        if rng.uniform() < 0.5:
+            crop = crop[:, :, ::-1]
+        gain = rng.uniform(0.75, 1.25) * rng.uniform(0.92, 1.08, 3)
+        x[i] = np.clip(crop * gain[:, None, None] + rng.normal(0, 0.02, crop.shape), 0, 1)
+    x = {"01": lambda v: v, "pm1": lambda v: 2 * v - 1, "255": lambda v: np.round(v * 255),
+         "z": lambda v: (v - IMAGENET[0][:, None, None]) / IMAGENET[1][:, None, None]}[domain](x)
+    x_tr, x_te, y_tr, y_te = _split(x.astype(np.float32), y.astype(np.int64))
+    return x_tr, y_tr, x_te, y_te
+
+
 def signal10(domain: str, n: int = 6000, length: int = 64, seed: int = 0):
     """10 classes of 1-D signal = 5 waveforms (sine, square, sawtooth, triangle, pulse train) x 2
     frequency bands (1-2.6 and 2.8-4.5 cycles), random amplitude, phase and drift, heavy noise.
@@ -208,10 +261,21 @@ DEEP = [
     Entry("shapes32b-res", (shapes32, "255"), lambda: zm.ResNet(2, 3, 6, width=32), "exported-program",
           "raw 0-255 RGB", "ResNet (residual adds), width 32, BN", epochs=15),
 ]
+# crops of real photographs (32x32 RGB, 10 classes) in the four usual normalisations, four architectures
+PHOTOS = [
+    Entry("photoz-res", (photos, "z"), lambda: zm.ResNet(2, 3, 10, width=16), "torchscript",
+          "ImageNet z-score RGB photographs", "ResNet (residual adds), widths 16/32/64, BN", epochs=20),
+    Entry("photo01-mbv2", (photos, "01"), lambda: zm.mobilenetv2_style(3, 10), "exported-program",
+          "[0, 1] RGB photographs", "MobileNetV2 inverted residuals, ReLU6, BN", epochs=20),
+    Entry("photopm1-seq", (photos, "pm1"), zm.photo_seq, "state-dict", "[-1, 1] RGB photographs",
+          "Sequential CNN + MaxPool, BN", epochs=20, factory="zoo_models:photo_seq"),
+    Entry("photo255-dw", (photos, "255"), lambda: zm.MobileNet(2, 3, 10, act=nn.Hardswish), "torchscript",
+          "raw 0-255 RGB photographs", "depthwise-separable, hard-swish, BN", epochs=20),
+]
 # (--factory applies to every teacher of a run, so the members are TorchScript or torch.export files)
 MULTI = {"digits01-trio": ["digits01-seq", "digits01-res", "digits01-dw"],
          "signal10z-trio": ["signal10z-cnn", "signal10z-res", "signal10z-dw"]}
-BY_NAME = {e.name: e for e in ENTRIES + EXTRA + DEEP}
+BY_NAME = {e.name: e for e in ENTRIES + PHOTOS + EXTRA + DEEP}
 
 
 # ----------------------------------------------------------------------------- training
@@ -254,20 +318,30 @@ def save(model: nn.Module, entry: Entry, path: Path, input_shape) -> None:
         torch.save(model.state_dict(), str(path))
 
 
+def _save_split(entry: Entry, paths: dict, x_tr, y_tr, x_te, y_te) -> None:
+    np.savez(paths["train"], x=x_tr, y=y_tr)
+    np.savez(paths["eval"], x=x_te, y=y_te)
+
+
 def build(entry: Entry, cache: Path = DEFAULT_CACHE) -> dict:
     """Train (or load from ``cache``) one teacher; returns its paths and figures."""
     cache.mkdir(parents=True, exist_ok=True)
     meta_file = cache / f"{entry.name}.json"
+    paths = {"teacher": str(cache / entry.file), "train": str(cache / f"{entry.name}.train.npz"),
+             "eval": str(cache / f"{entry.name}.test.npz")}
     if meta_file.exists() and (cache / entry.file).exists():
-        return json.loads(meta_file.read_text())
+        # a cache moved to another machine: its paths are this cache's, and the data (deterministic) is
+        # made again where it was left behind
+        if not (Path(paths["train"]).exists() and Path(paths["eval"]).exists()):
+            _save_split(entry, paths, *entry.data[0](entry.data[1]))
+        return {**json.loads(meta_file.read_text()), **paths}
     fn, arg = entry.data
     x_tr, y_tr, x_te, y_te = fn(arg)
     t0 = time.perf_counter()
     model = train(entry.build(), x_tr, y_tr, entry.epochs, entry.lr)
     acc = accuracy(model, x_te, y_te)
     save(model, entry, cache / entry.file, x_tr.shape[1:])
-    np.savez(cache / f"{entry.name}.train.npz", x=x_tr, y=y_tr)
-    np.savez(cache / f"{entry.name}.test.npz", x=x_te, y=y_te)
+    _save_split(entry, paths, x_tr, y_tr, x_te, y_te)
     meta = {"name": entry.name, "teacher": str(cache / entry.file), "format": entry.fmt, "factory": entry.factory,
             "input_shape": list(x_tr.shape[1:]), "classes": int(y_tr.max() + 1), "domain": entry.domain,
             "arch": entry.arch, "train": str(cache / f"{entry.name}.train.npz"),
@@ -284,7 +358,7 @@ def main(argv=None) -> None:
     ap.add_argument("--deep", action="store_true", help="also the deeper 32x32 image models (DEEP; about 15 minutes)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    entries = [BY_NAME[n] for n in a.only] if a.only else ENTRIES + EXTRA + (DEEP if a.deep else [])
+    entries = [BY_NAME[n] for n in a.only] if a.only else ENTRIES + PHOTOS + EXTRA + (DEEP if a.deep else [])
     print("| teacher | domain | architecture | format | input shape | classes | test accuracy |")
     print("|---|---|---|---|---|---|---|")
     for e in entries:

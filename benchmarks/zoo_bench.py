@@ -112,13 +112,12 @@ def prior_probes(meta: dict, student, teacher, domain, seed: int, n: int = 256) 
 
     shape = tuple(meta["input_shape"])
     gen = torch.Generator().manual_seed(1000 + seed)
-    mean, std = domain.tensors(shape)
     draws = {"noise": domain.noise(n, shape, gen)}
     if len(shape) == 3:
         draws["dead_leaves"] = dead_leaves(n, shape, gen)
     out = {}
     for k, u in draws.items():
-        x = domain.clamp(mean + std * u)
+        x = domain.to_input(u)
         out[k] = float((student(x.numpy()).argmax(1) == teacher.logits(x).numpy().argmax(1)).mean())
     te = np.load(meta["eval"])["x"].astype(np.float32)[:1000]
     out["real_test"] = float((student(te).argmax(1) == teacher.logits(torch.from_numpy(te)).numpy().argmax(1)).mean())

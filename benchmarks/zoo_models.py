@@ -165,5 +165,9 @@ def tab5_mixed_bnfirst():
     return bn_first_mlp(20, 5)
 
 
+def photo_seq():
+    return seq_cnn(2, 3, 10)
+
+
 def digits01_dw():
     return MobileNet(2, 1, 10, width=12, act=nn.Hardswish)

@@ -61,12 +61,20 @@ class InputDomain:
     #: given domains, a fit they did not improve)
     level_std: list[float] | None = None
     smooth_std: list[float] | None = None
+    #: images and signals of several channels: the correlation of the channels at one position (C x C, unit
+    #: diagonal); photographs' colour channels move together (0.8-0.95). None: independent channels
+    corr: list[list[float]] | None = None
+    #: ``teacher-bn``: the first BatchNorm's standardised mismatch (``standardised_mismatch``) on inputs drawn
+    #: from the fitted domain: how far the fit's family is from what the teacher saw (0: exact)
+    fit_mismatch: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("mean", "std", "level_std", "smooth_std"):
             if d[k] is not None:
                 d[k] = [round(float(v), 6) for v in d[k]]
+        if d["corr"] is not None:
+            d["corr"] = [[round(float(v), 6) for v in row] for row in d["corr"]]
         return d
 
     @classmethod
@@ -83,10 +91,11 @@ class InputDomain:
                 torch.tensor(self.std, dtype=torch.float32).view(shape))
 
     def noise(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """``u`` such that ``mean + std * u`` has the domain's spread inside a sample and, when the domain
+        """``u`` such that ``to_input(u)`` has the domain's spread inside a sample and, when the domain
         was read with its texture, each sample's own level: N(0, 1) per element plus one
         N(0, (level_std / std)^2) draw per sample and channel. (The smooth part is read so that it is
-        not mistaken for a level; starting from smooth noise measured no better, docs/benchmarks.md.)"""
+        not mistaken for a level; starting from smooth noise measured no better, docs/benchmarks.md.)
+        ``u``'s channels are independent; ``to_input`` correlates them (``corr``)."""
         u = torch.randn((n, *input_shape), generator=generator)
         if self.level_std is None or len(input_shape) < 2:
             return u
@@ -94,10 +103,35 @@ class InputDomain:
         level = torch.tensor(self.level_std, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
         return u + level.view(shape) * torch.randn((n, *shape[1:]), generator=generator)
 
+    def mixing(self) -> torch.Tensor | None:
+        """The lower-triangular C x C factor of ``corr`` (None: independent channels)."""
+        if self.corr is None:
+            return None
+        r = torch.tensor(self.corr, dtype=torch.float64)
+        return torch.linalg.cholesky(r + 1e-6 * torch.eye(len(r), dtype=torch.float64)).float()
+
+    def mix(self, u: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        """``u`` (N, C, ...) with its channels correlated as ``corr`` says: each position's channel vector
+        times the factor ``k`` (``mixing()``); ``u`` itself when the channels are independent."""
+        k = self.mixing() if k is None else k
+        return u if k is None else torch.einsum("cd,nd...->nc...", k.to(u.device, u.dtype), u)
+
+    def unmix(self, v: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        """The inverse of ``mix``."""
+        k = self.mixing() if k is None else k
+        if k is None:
+            return v
+        flat = v.movedim(1, -1).unsqueeze(-1)
+        return torch.linalg.solve_triangular(k.to(v.device, v.dtype), flat, upper=False).squeeze(-1).movedim(-1, 1)
+
+    def to_input(self, u: torch.Tensor) -> torch.Tensor:
+        """``mean + std * mix(u)``, kept inside the range when one is known: the inputs ``u`` stands for."""
+        m, s = (t.to(u.device) for t in self.tensors(tuple(u.shape[1:])))
+        return self.clamp(m + s * self.mix(u))
+
     def draw(self, n: int, input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """``n`` samples of mean + std * ``noise``, kept inside the range when one is known."""
-        m, s = self.tensors(input_shape)
-        return self.clamp(m + s * self.noise(n, input_shape, generator))
+        """``n`` samples of ``to_input(noise)``, kept inside the range when one is known."""
+        return self.to_input(self.noise(n, input_shape, generator))
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         if self.low is None and self.high is None:
@@ -112,7 +146,11 @@ class InputDomain:
         rng = f", range [{self.low:g}, {self.high:g}]" if self.low is not None else ""
         lvl = (f", per-sample level spread {fmt(self.level_std)}, smooth part {fmt(self.smooth_std)}"
                if self.level_std is not None else "")
-        return f"mean {fmt(self.mean)}, std {fmt(self.std)}{lvl}{rng} ({self.source})"
+        corr = ""
+        if self.corr is not None:
+            pairs = [self.corr[i][j] for i in range(len(self.corr)) for j in range(i)]
+            corr = f", channel correlation {fmt(pairs)}"
+        return f"mean {fmt(self.mean)}, std {fmt(self.std)}{lvl}{corr}{rng} ({self.source})"
 
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
@@ -260,6 +298,13 @@ def smooth_noise(z: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def _texture_fields(shape, white: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(smooth, level): unit-variance smooth noise like ``white``, and one draw per sample and channel."""
+    smooth = _standard_normal_like(smooth_noise(torch.randn(white.shape, generator=gen)))
+    v = _standard_normal((white.shape[0], shape[0], *([1] * (len(shape) - 1))), gen)
+    return smooth, v
+
+
 def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.Tensor, gen: torch.Generator,
                  steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """(mean, white_std, smooth_std, level_std, mismatch) for inputs ``mean + white_std * white +
@@ -268,8 +313,7 @@ def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.
     mismatch, which they can because the first layer's filters weigh the three parts differently."""
     c = shape[0]
     view = (1, c, *([1] * (len(shape) - 1)))
-    smooth = _standard_normal_like(smooth_noise(torch.randn(white.shape, generator=gen)))
-    v = _standard_normal((white.shape[0], c, *([1] * (len(shape) - 1))), gen)
+    smooth, v = _texture_fields(shape, white, gen)
     log_w, log_p, log_o = (t.clone().requires_grad_(True) for t in (s.log(), s.log() - 2, s.log() - 2))
     a = torch.zeros(c, requires_grad=True)
 
@@ -279,6 +323,45 @@ def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.
 
     (log_w, log_p, log_o, a), loss = _adam_fit(teacher, [log_w, log_p, log_o, a], make_x, steps)
     return m + s * a, log_w.exp(), log_p.exp(), log_o.exp(), loss
+
+
+def _unit_rows(b: torch.Tensor) -> torch.Tensor:
+    """``b``'s lower triangle, each row scaled to unit length: the factor of a correlation matrix."""
+    low = torch.tril(b)
+    return low / low.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tensor, o: torch.Tensor,
+                white: torch.Tensor, gen: torch.Generator, steps: int):
+    """(mean, white_std, smooth_std, level_std, correlation factor, mismatch) for inputs
+    ``mean + s * K(a * white + b * smooth + c * v)``: each channel's spread ``s``, the channels mixed by one
+    factor ``K`` (lower-triangular, unit rows: each channel keeps its spread, the channels correlate as
+    ``K K^T``) and one texture (``a^2 + b^2 + c^2 = 1``) shared by every channel, fitted jointly from the
+    texture fit's spreads and mean texture with independent channels.
+
+    A first convolution's filters weigh mixtures of channels (a luminance filter sums them, an opponent one
+    takes their differences), so the variances behind it say how the channels move together: a per-channel
+    fit cannot reproduce them on photographs. One texture for every channel (a photograph's colour and its
+    spatial structure vary apart) leaves the spreads no texture to trade against: with a texture per channel
+    the fit reached the same mismatch with a channel's spread 30-45% off (docs/benchmarks.md)."""
+    c = shape[0]
+    view = (1, c, *([1] * (len(shape) - 1)))
+    smooth, v = _texture_fields(shape, white, gen)
+    scale = (w.pow(2) + p.pow(2) + o.pow(2)).sqrt()
+    shares = torch.stack([w, p, o]).pow(2) / scale.pow(2)
+    q = shares.mean(1).clamp_min(1e-4).log().clone().requires_grad_(True)
+    log_s = scale.log().clone().requires_grad_(True)
+    a = torch.zeros(c, requires_grad=True)
+    b = torch.eye(c).requires_grad_(True)
+
+    def make_x():
+        f = torch.softmax(q, 0).sqrt()
+        z = f[0] * white + f[1] * smooth + f[2] * v
+        return (m + scale * a).view(view) + log_s.exp().view(view) * torch.einsum("cd,nd...->nc...", _unit_rows(b), z)
+
+    (q, log_s, a, b), loss = _adam_fit(teacher, [q, log_s, a, b], make_x, steps)
+    f, s = torch.softmax(q, 0).sqrt(), log_s.exp()
+    return m + scale * a, s * f[0], s * f[1], s * f[2], _unit_rows(b), loss
 
 
 def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) -> InputDomain | None:
@@ -306,16 +389,24 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) 
     (log_s, a), loss = _adam_fit(teacher, [log_s, a],
                                  lambda: (m0 + log_s.exp() * a).view(view) + log_s.exp().view(view) * noise, steps)
     s = log_s.exp()
-    m, level, smooth = m0 + s * a, None, None
+    m, level, smooth, corr = m0 + s * a, None, None, None
     detail = f"fitted to the running statistics of the first BatchNorm layer (standardised mismatch {loss:.3g}"
+    fit = (m, s, s * 0, s * 0)  # mean, white, smooth, level
     if len(shape) > 1:
         m2, w2, p2, o2, loss2 = _fit_texture(teacher, shape, m, s, noise, gen, 3 * steps)
         if loss2 < loss:
             detail += f"; {loss2:.3g} with each sample's level and smooth variation"
-            m, s = m2, (w2.pow(2) + p2.pow(2)).sqrt()
+            m, s, loss, fit = m2, (w2.pow(2) + p2.pow(2)).sqrt(), loss2, (m2, w2, p2, o2)
             level, smooth = [float(v) for v in o2], [float(v) for v in p2]
+    if len(shape) > 1 and c > 1:
+        m3, w3, p3, o3, k, loss3 = _fit_colour(teacher, shape, *fit, noise, gen, 3 * steps)
+        if loss3 < loss:
+            detail += f"; {loss3:.3g} with the channels correlated"
+            m, s, loss = m3, (w3.pow(2) + p3.pow(2)).sqrt(), loss3
+            level, smooth = [float(v) for v in o3], [float(v) for v in p3]
+            corr = [[float(v) for v in row] for row in (k @ k.T).detach()]
     return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn", detail=detail + ")",
-                       level_std=level, smooth_std=smooth)
+                       level_std=level, smooth_std=smooth, corr=corr, fit_mismatch=round(float(loss), 4))
 
 
 def standardised_mismatch(r) -> torch.Tensor:
@@ -345,10 +436,14 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
 
         mean = [sum(v) / len(fits) for v in zip(*(d.mean for d in fits))]
         textured = all(d.level_std is not None for d in fits)
+        corr = None
+        if all(d.corr is not None for d in fits):
+            corr = (sum(torch.tensor(d.corr) for d in fits) / len(fits)).tolist()
         return InputDomain(mean, geo(d.std for d in fits), source="teacher-bn",
                            detail=f"fitted to the first BatchNorm layer of {len(fits)} of {len(members)} teachers",
                            level_std=geo(d.level_std for d in fits) if textured else None,
-                           smooth_std=geo(d.smooth_std for d in fits) if textured else None)
+                           smooth_std=geo(d.smooth_std for d in fits) if textured else None, corr=corr,
+                           fit_mismatch=max(d.fit_mismatch for d in fits))
     c = teacher.spec.input_shape[0]
     log.warning("the teacher has no BatchNorm layer that can be observed: its input domain cannot be read and "
                 "N(0, 1) inputs are assumed; give --input-range LO,HI or --input-mean/--input-std if you know it")

@@ -286,8 +286,8 @@ class Synthesizer:
 class InputOptimizer(Synthesizer):
     """Methods that optimise a batch of inputs directly (DeepInversion, soft-target).
 
-    ``sample()`` optimises ``u`` with ``x = mean + std * u`` (the teacher's input domain,
-    dfkd_edge.domain): ``u`` starts at ``start_points`` (dead leaves for images, the domain's noise
+    ``sample()`` optimises ``u`` with ``x = mean + std * mix(u)`` (the teacher's input domain,
+    dfkd_edge.domain; ``mix`` correlates the channels where the domain says they move together): ``u`` starts at ``start_points`` (dead leaves for images, the domain's noise
     otherwise; dfkd_edge.synthesis.start) and takes ``iterations`` Adam steps (betas 0.5/0.99,
     cosine decay from ``lr``) on ``loss(x, rec, ctx)`` plus the shared smoothness and L2 priors on
     ``u`` (scale-free: the same on every input domain), where
@@ -329,6 +329,8 @@ class InputOptimizer(Synthesizer):
             ctx = ctx.to(compute.torch_device)
         domain = self.domain
         mean, std = (compute.to(t) for t in domain.tensors(self.input_shape))
+        k = domain.mixing()  # correlated channels (a photograph's colours): x = mean + std * mix(u)
+        k = None if k is None else compute.to(k)
         # u is optimised, x = mean + std * u is what the teacher sees: the step size, the start and the
         # priors are in units of the input's own scale, the same on [0, 1], 0-255 or z-scored inputs.
         # u is drawn on the CPU from the method's generator: the same start on every device; images
@@ -338,7 +340,7 @@ class InputOptimizer(Synthesizer):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
         scaler = compute.grad_scaler()
         for step in range(self.iterations):
-            x = mean + std * u
+            x = mean + std * domain.mix(u, k)
             seen = shift_samples(x, self.generator) if self.jitter else x
             with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(seen)
@@ -351,12 +353,12 @@ class InputOptimizer(Synthesizer):
             sched.step()
             if domain.low is not None:  # a known range: project back into it
                 with torch.no_grad():
-                    u.copy_((domain.clamp(mean + std * u) - mean) / std)
+                    u.copy_(domain.unmix((domain.clamp(mean + std * domain.mix(u, k)) - mean) / std, k))
             if task is not None:  # the loss read back every 10 steps only (a device sync)
                 show = step % 10 == 9 or step == self.iterations - 1
                 task.advance(1, samples=getattr(self, "samples_done", 0),
                              **({k: float(v.detach()) for k, v in fields.items()} if show else {}))
-        return (mean + std * u).detach().cpu().contiguous()
+        return (mean + std * domain.mix(u, k)).detach().cpu().contiguous()
 
 
 def teacher_domain(teacher):
