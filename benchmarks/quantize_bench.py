@@ -73,7 +73,7 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
                             "kl": c.get("output_kl_to_fp32"),
                             "float_layers": len(c["float_layers"]), "held": c["guardrail_held"]}
                         for k, c in sources.items()},
-            "verdict": r["quality"]["verdict"], "reasons": r["quality"]["reasons"],
+            "verdict": r["quality"]["verdict"], "reasons": r["quality"]["reasons"], "signals": r["quality"]["signals"],
             "p50_ms_b1": {"fp32": host.get(("fp32", 1)), "int8": host.get(("int8", 1))},
             "recommended_host": next(x["file"] for x in r["recommended"] if x["target"] == "host-cpu")}
 
@@ -125,15 +125,16 @@ def main(argv=None) -> None:
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--onnx", action="store_true", help="give each model as its ONNX export alone (no --source)")
     ap.add_argument("--table", action="store_true", help="only print the table from --results")
+    ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
     a = ap.parse_args(argv)
-    results = Path(a.results)
+    results, cache = Path(a.results), Path(a.cache)
     if a.table:
         print_table(load(results))
         return
     torch.set_num_threads(a.threads)
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's per-weight warnings
-    names = a.models or [e.name for e in zoo.ENTRIES + zoo.EXTRA + zoo.DEEP
-                         if (zoo.DEFAULT_CACHE / f"{e.name}.json").exists()]
+    names = a.models or [e.name for e in zoo.ENTRIES + zoo.PHOTOS + zoo.EXTRA + zoo.DEEP
+                         if (cache / f"{e.name}.json").exists()]
     variant = "onnx" if a.onnx else "pytorch"
     from dfkd_edge.cli_options import quantize_defaults
 
@@ -142,7 +143,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))
     try:
         for name in names:
-            meta = zoo.build(zoo.BY_NAME[name])
+            meta = zoo.build(zoo.BY_NAME[name], cache)
             for seed in a.seeds:
                 if (name, variant, seed, steps) in done:
                     continue

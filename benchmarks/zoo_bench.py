@@ -82,6 +82,12 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
            "samples": report["synthesis"]["train"], "kd_epochs": cfg.kd.epochs,
            "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
            "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
+    from domain_fit import channel_stats
+
+    if (out / "transfer_set.npz").exists():  # the synthesized inputs' colour against the real inputs'
+        with np.load(out / "transfer_set.npz") as z:
+            row["channels"] = {"synthetic": channel_stats(z["x"][:2048]),
+                               "real": channel_stats(np.load(meta["train"])["x"][:2048])}
     if "multi_teacher" in report:
         row["multi"] = {k: report["multi_teacher"][k] for k in ("teachers", "ensemble")}
     else:
@@ -124,7 +130,8 @@ def prior_probes(meta: dict, student, teacher, domain, seed: int, n: int = 256) 
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, epochs: int | None = None):
+def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, epochs: int | None = None,
+                    compute=None):
     """(student, teacher): the same student and KD recipe as convert's defaults, trained on the real
     training split. With several ``teachers`` (a multi-teacher set): the student convert builds for
     them, distilled from their ensemble."""
@@ -145,19 +152,22 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, e
     student, _ = create_student("auto", teacher.spec.input_shape, teacher.spec.num_classes, params, domain=domain)
     x = np.load(meta["train"])["x"].astype(np.float32)
     distill(student, x, teacher.logits(torch.from_numpy(x)).numpy(), KDConfig(seed=seed, epochs=epochs or KDConfig.epochs),
-            teacher=teacher)
+            teacher=teacher, compute=compute)
     return student.eval(), teacher
 
 
-def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None, epochs: int) -> dict:
-    """Real-data KD's test accuracy after ``epochs`` (the upper bound of the zoo tables)."""
+def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None, epochs: int, compute=None) -> dict:
+    """Real-data KD's test accuracy after ``epochs`` (the upper bound of the zoo tables); ``compute``
+    (dfkd_edge.compute.Compute): where it trains, the CPU by default."""
     t0 = time.perf_counter()
-    student, teacher = real_kd_student(meta, seed, teachers, epochs)
+    student, teacher = real_kd_student(meta, seed, teachers, epochs, compute)
     te = np.load(meta["eval"])
     with torch.no_grad():
         acc = float((student(torch.from_numpy(te["x"])).argmax(1).numpy() == te["y"]).mean())
     row = {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None, "kd_epochs": epochs,
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": round(time.perf_counter() - t0, 1),
+           "compute": {"device": compute.device if compute else "cpu", "precision": compute.precision if compute
+                       else "fp32", "applies_to": "distillation"}}
     if not teachers:
         def run(x):
             with torch.no_grad():
@@ -324,7 +334,7 @@ def _spearman(a, b) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Methods x zoo teachers (see the module docstring).")
-    ap.add_argument("--teachers", nargs="*", default=[e.name for e in zoo.ENTRIES])
+    ap.add_argument("--teachers", nargs="*", default=[e.name for e in zoo.ENTRIES + zoo.PHOTOS])
     ap.add_argument("--methods", nargs="*", default=["auto"], choices=list(METHOD_ARGS) + ["real-kd"],
                     help="convert methods; real-kd: only the real-data KD baseline (with --no-baselines)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
@@ -340,6 +350,7 @@ def main(argv=None) -> None:
                     help="real-data KD's epochs (default: KD's default; the table compares runs of the same)")
     ap.add_argument("--device", default="auto", help="convert's --device (auto: CUDA where PyTorch sees a GPU)")
     ap.add_argument("--precision", default="auto", help="convert's --precision")
+    ap.add_argument("--compile", default="auto", help="convert's --compile (auto: on a GPU)")
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.table:  # every results*.jsonl beside --results (runs split over processes write one each), or the
@@ -355,7 +366,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)
     work = Path(a.cache) / "runs"
-    compute = {"device": a.device, "precision": a.precision, "threads": a.threads}
+    compute = {"device": a.device, "precision": a.precision, "threads": a.threads, "compile": a.compile}
+    from dfkd_edge.compute import resolve as resolve_compute
+
+    real_compute = resolve_compute(a.device, a.precision, "auto", a.compile)
     done = {(r["teacher"], label(r), r["seed"]) for r in load_results(results)}
     from dfkd_edge.config import ConvertConfig
     from dfkd_edge.distill import KDConfig
@@ -384,7 +398,7 @@ def main(argv=None) -> None:
             for seed in a.seeds:
                 for m in ([] if a.no_baselines else ["real-kd"]) + a.methods:
                     if (name, planned(m), seed) not in done:
-                        record(run_real_kd(meta, seed, metas, real_epochs) if m == "real-kd"
+                        record(run_real_kd(meta, seed, metas, real_epochs, real_compute) if m == "real-kd"
                                else run_convert(meta, m, seed, work, teachers=metas, **compute))
         return
     plan = [(t, m, s) for t in a.teachers for s in a.seeds
@@ -393,7 +407,8 @@ def main(argv=None) -> None:
         if (t, planned(m), s) in done:
             continue
         meta = zoo.build(zoo.BY_NAME[t], Path(a.cache))
-        record(run_real_kd(meta, s, None, real_epochs) if m == "real-kd" else run_convert(meta, m, s, work, **compute))
+        record(run_real_kd(meta, s, None, real_epochs, real_compute) if m == "real-kd"
+               else run_convert(meta, m, s, work, **compute))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class ConvertConfig:
     iterations: int = 200
     synth_start: str = "auto"  # where input optimisers start (dfkd_edge.synthesis.start.STARTS)
     synth_jitter: bool = False  # input optimisers: the teacher sees each step's batch moved (KD's moves)
-    synth_bn_units: str = "raw"  # input optimisers' BN-statistics distance: raw | standardised (each layer's units)
+    synth_bn_units: str = "auto"  # input optimisers' BN-statistics distance (dfkd_edge.synthesis.base.BN_UNITS)
     student: str = "auto"
     width: int | None = None
     kd: KDConfig = field(default_factory=KDConfig)

@@ -10,7 +10,9 @@ zero-centred or unit-scale inputs. The domain is a per-channel (images, signals)
 Where it comes from, in this order (``InputDomain.source``):
 
 * ``user``: ``--input-mean/--input-std`` and/or ``--input-range LO,HI`` (a range alone gives
-  mean (LO+HI)/2 and std (HI-LO)/4, and samples are kept inside it).
+  mean (LO+HI)/2 and std (HI-LO)/4, and samples are kept inside it). With a mean and std given for
+  images of several channels, the channels' correlation and the texture are still read from the
+  first BatchNorm (``read_colour``), the given mean and spreads fixed.
 * ``teacher-bn``: read from the teacher's first BatchNorm layer (in execution order). The
   mean and std per input channel are fitted so that this layer's input, on inputs
   ``mean + std * noise``, has the layer's running mean and variance. When that BatchNorm sits on
@@ -27,6 +29,12 @@ Where it comes from, in this order (``InputDomain.source``):
   channel): without the levels a colour-invariant teacher was inverted into samples that all share one
   colour, and its student never learnt the invariance (docs/benchmarks.md). The smooth part is read so
   that it is not mistaken for a level (a level-only fit took a digit's strokes for one).
+  Images of several channels then get the channels' correlation (``corr``, ``_fit_colour``): one
+  mixing of the channels and one texture for all of them, kept when it lowers the mismatch. On
+  photographs (colour channels correlated 0.8-0.95) the per-channel fit left a mismatch of 0.4-0.65
+  and read a channel's spread at a third of the real one; with the correlation 0.006-0.02, every
+  channel's spread within 5% and each correlation within 0.05 (docs/benchmarks.md). What the fit
+  leaves is ``fit_mismatch``, a signal of the run's verdict (dfkd_edge.quality).
 * ``assumed``: the teacher has no BatchNorm that can be observed and nobody said: N(0, 1) per
   channel. Synthesis on such a teacher is flagged in the report's quality verdict.
 """
@@ -102,6 +110,17 @@ class InputDomain:
         shape = self._shape(input_shape)
         level = torch.tensor(self.level_std, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
         return u + level.view(shape) * torch.randn((n, *shape[1:]), generator=generator)
+
+    def start_scale(self, input_shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Per channel, shaped to broadcast: the whole spread (each sample's level included) over ``std``, for
+        starts that carry their own levels (dead leaves: a background and flat shapes); None where the start
+        keeps ``std``. Only for domains read with their colours: a photograph's spread is mostly each crop's own
+        colour (level 3x the rest on the zoo's photographs), and dead leaves at ``std`` started the inversion at
+        a third of it, where a teacher whose first BatchNorm weighs little in the loss left it."""
+        if self.corr is None or self.level_std is None:
+            return None
+        ratio = torch.tensor(self.level_std, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
+        return (1 + ratio.pow(2)).sqrt().view(self._shape(input_shape))
 
     def mixing(self) -> torch.Tensor | None:
         """The lower-triangular C x C factor of ``corr`` (None: independent channels)."""
@@ -195,7 +214,35 @@ def user_domain(input_shape: tuple[int, ...], mean: str | None = None, std: str 
     s = s * channels if len(s) == 1 else s
     if r is not None and any(not low <= v <= high for v in m):
         raise UserError(f"--input-mean {mean} lies outside --input-range {input_range}")
-    return InputDomain(m, s, low, high, "user", "given on the command line")
+    return InputDomain(m, s, low, high, "user", GIVEN_SPREAD if mean is not None and std is not None
+                       else "given on the command line")
+
+
+#: ``InputDomain.detail`` of a user's domain given with its spread (``--input-mean`` and ``--input-std``)
+GIVEN_SPREAD = "mean and std given on the command line"
+
+
+def read_colour(teacher, user: InputDomain, seed: int = 0, steps: int = 300) -> InputDomain:
+    """``user``'s mean and spread, with the channels' correlation and the texture read from the teacher's first
+    BatchNorm (``_fit_colour`` with the spreads fixed): images of several channels whose teacher has an
+    observable BatchNorm; ``user`` unchanged otherwise. A photograph's mean and std per channel say nothing of
+    how its colours move together, and inputs with independent colour channels are not photographs."""
+    members = [t for t in (getattr(teacher, "members", None) or [teacher]) if t.spec.taps and t.spec.bn_layers]
+    shape = tuple(teacher.spec.input_shape)
+    if not members or len(shape) < 2 or shape[0] < 2:
+        return user
+    gen = torch.Generator().manual_seed(seed)
+    white = _standard_normal((128, *shape), gen)
+    s = torch.tensor(user.std, dtype=torch.float32)
+    third = s / math.sqrt(3)
+    _, w, p, o, k, loss = _fit_colour(members[0], shape, torch.tensor(user.mean, dtype=torch.float32), third, third,
+                                      third, white, gen, steps, fixed=True)
+    corr = [[float(v) for v in row] for row in (k @ k.T).detach()]
+    w, p, o = (t.detach() for t in (w, p, o))
+    return InputDomain(user.mean, [float(v) for v in (w.pow(2) + p.pow(2)).sqrt()], user.low, user.high, "user",
+                       user.detail + f"; the channels' correlation and texture read from the first BatchNorm layer "
+                       f"(standardised mismatch {loss:.3g})", level_std=[float(v) for v in o],
+                       smooth_std=[float(v) for v in p], corr=corr, fit_mismatch=round(float(loss), 4))
 
 
 def _first_bn(teacher, x: torch.Tensor):
@@ -332,7 +379,7 @@ def _unit_rows(b: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tensor, o: torch.Tensor,
-                white: torch.Tensor, gen: torch.Generator, steps: int):
+                white: torch.Tensor, gen: torch.Generator, steps: int, fixed: bool = False):
     """(mean, white_std, smooth_std, level_std, correlation factor, mismatch) for inputs
     ``mean + s * K(a * white + b * smooth + c * v)``: each channel's spread ``s``, the channels mixed by one
     factor ``K`` (lower-triangular, unit rows: each channel keeps its spread, the channels correlate as
@@ -343,7 +390,10 @@ def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tenso
     takes their differences), so the variances behind it say how the channels move together: a per-channel
     fit cannot reproduce them on photographs. One texture for every channel (a photograph's colour and its
     spatial structure vary apart) leaves the spreads no texture to trade against: with a texture per channel
-    the fit reached the same mismatch with a channel's spread 30-45% off (docs/benchmarks.md)."""
+    the fit reached the same mismatch with a channel's spread 30-45% off (docs/benchmarks.md).
+
+    ``fixed``: the mean and the spreads stay as given (a user's ``--input-mean/--input-std``); only the
+    correlation and the texture are read."""
     c = shape[0]
     view = (1, c, *([1] * (len(shape) - 1)))
     smooth, v = _texture_fields(shape, white, gen)
@@ -359,9 +409,13 @@ def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tenso
         z = f[0] * white + f[1] * smooth + f[2] * v
         return (m + scale * a).view(view) + log_s.exp().view(view) * torch.einsum("cd,nd...->nc...", _unit_rows(b), z)
 
-    (q, log_s, a, b), loss = _adam_fit(teacher, [q, log_s, a, b], make_x, steps)
-    f, s = torch.softmax(q, 0).sqrt(), log_s.exp()
-    return m + scale * a, s * f[0], s * f[1], s * f[2], _unit_rows(b), loss
+    best, loss = _adam_fit(teacher, [q, b] if fixed else [q, log_s, a, b], make_x, steps)
+    q, b = best[0], best[-1]
+    if not fixed:
+        log_s, a = best[1], best[2]
+    with torch.no_grad():
+        f, s = torch.softmax(q, 0).sqrt(), log_s.exp()
+        return m + scale * a, s * f[0], s * f[1], s * f[2], _unit_rows(b), loss
 
 
 def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) -> InputDomain | None:
@@ -425,7 +479,7 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
     ``teacher`` may be an Ensemble (several teachers): each member with a BatchNorm is fitted and
     the means averaged, the stds (and level and smooth spreads, when every fit has them) combined geometrically."""
     if user is not None:
-        return user
+        return read_colour(teacher, user, seed) if user.detail == GIVEN_SPREAD else user
     members = getattr(teacher, "members", None) or [teacher]
     fits = [d for d in (fit_to_first_bn(t, seed=seed) for t in members) if d is not None]
     if fits:
@@ -451,4 +505,5 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
                        detail="no observable BatchNorm layer and nothing given: N(0, 1) assumed")
 
 
-__all__ = ["InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "standardised_mismatch", "user_domain"]
+__all__ = ["GIVEN_SPREAD", "InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "read_colour",
+           "standardised_mismatch", "user_domain"]

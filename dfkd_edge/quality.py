@@ -35,6 +35,11 @@ from its training points; each is in units that mean the same on every teacher.
   8.7 points under real-data KD passed every other signal). None without a baseline.
 * ``domain_source``: where the input domain came from (dfkd_edge.domain); ``assumed`` means it could
   not be read and nobody gave it.
+* ``domain_fit``: the first BatchNorm's standardised mismatch left by the domain read from the teacher
+  (``InputDomain.fit_mismatch``; None when none was read, or the user gave a range alone): how far the
+  inputs synthesis starts from are from those the teacher saw. Read with one colour for every channel,
+  photograph teachers left 0.38-0.77 there and their students were far under real-data KD; the zoo's
+  teachers whose students came within 1 point left 0-0.21 (docs/benchmarks.md).
 
 Each signal has a *weak* and a *broken* bound (``BOUNDS``), fixed in these units and the same for
 every teacher: any broken signal makes the verdict ``unreliable``, any weak one ``doubtful``,
@@ -59,6 +64,7 @@ BOUNDS = {
     "fidelity_fp32": (0.7, 0.5, "min"),
     "fidelity_int8": (0.7, 0.5, "min"),
     "baseline_gap": (0.05, 0.15, "max"),
+    "domain_fit": (0.3, 1.0, "max"),
 }
 
 _WORDS = {
@@ -72,6 +78,9 @@ _WORDS = {
     "probe_agreement": "the student agrees with the teacher on only {v:.0%} of probe samples between classes",
     "baseline_gap": "a plain-KD student of the same transfer set agrees with the teacher on {v:.0%} more of the "
                     "probe samples than this one (convert with --distill kd)",
+    "domain_fit": "the input domain (read from the teacher or given) leaves a mismatch of {v:.2f} standard units "
+                  "at the teacher's first BatchNorm: the synthetic samples start unlike its training inputs (give "
+                  "--input-mean/--input-std if you know them)",
     "int8_agreement": "the int8 model answers as the fp32 model on only {v:.1%} of held-out synthetic samples",
     "int8_agreement_real": "the int8 model answers as the fp32 model on only {v:.1%} of the eval inputs",
 }
@@ -159,7 +168,7 @@ def verdict(signals: dict, bounds: dict | None = None) -> tuple[str, list[str]]:
 
 
 def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold: np.ndarray, l_hold: np.ndarray,
-           fidelity: dict, domain_source: str, seed: int = 0, baseline: torch.nn.Module | None = None) -> dict:
+           fidelity: dict, domain, seed: int = 0, baseline: torch.nn.Module | None = None) -> dict:
     """report.json's ``quality``: {verdict, signals, reasons}; ``baseline``: the plain-KD student of the
     same transfer set, where one was trained for comparison."""
     coverage, seen = class_coverage(x_train_logits)
@@ -177,7 +186,7 @@ def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold
         "teacher_agreement": _round(teacher_agreement(teacher, x_hold)),
         "fidelity_fp32": fidelity["student_fp32"], "fidelity_int8": fidelity["student_int8"],
         "probe_agreement": round(probe_agree, 4), "baseline_gap": _round(gap),
-        "domain_source": domain_source,
+        **domain_signals(domain),
     }
     v, reasons = verdict(signals)
     return {"verdict": v, "signals": signals, "reasons": reasons,
@@ -189,13 +198,18 @@ def calibration_bounds(min_agreement: float) -> dict:
     """quantize's bounds: the calibration set's own signals as above; the int8 model's top-1 agreement
     with the model is weak below the guardrail's threshold (CalibConfig.min_agreement, 0.99) and broken
     below 0.9 (one input in ten answered differently)."""
-    keep = ("class_coverage", "classes_seen", "bn_mismatch")
+    keep = ("class_coverage", "classes_seen", "bn_mismatch", "domain_fit")
     return {**{k: BOUNDS[k] for k in keep}, "int8_agreement": (min_agreement, 0.9, "min"),
             "int8_agreement_real": (min_agreement, 0.9, "min")}
 
 
+def domain_signals(domain) -> dict:
+    """``domain_source`` and ``domain_fit`` of an InputDomain (dfkd_edge.domain)."""
+    return {"domain_source": domain.source, "domain_fit": _round(getattr(domain, "fit_mismatch", None))}
+
+
 def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, agreement_synthetic: float,
-                       agreement_real: float | None, domain_source: str, min_agreement: float) -> dict:
+                       agreement_real: float | None, domain, min_agreement: float) -> dict:
     """report.json's ``quality`` for ``dfkd-edge quantize``: can the int8 model be vouched for without
     real data? The synthesized calibration set must look like the model's training inputs through the
     model's own eyes (class coverage, BatchNorm statistics: activation ranges calibrated on inputs
@@ -208,7 +222,7 @@ def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, agre
     signals = {"classes": int(logits_train.shape[1]), "class_coverage": round(coverage, 4),
                "classes_seen": round(seen, 4), "teacher_confidence": round(float(probs.max(1).values.mean()), 4),
                "bn_mismatch": _round(bn_mismatch(model, x_hold)), "int8_agreement": round(agreement_synthetic, 4),
-               "int8_agreement_real": _round(agreement_real), "domain_source": domain_source}
+               "int8_agreement_real": _round(agreement_real), **domain_signals(domain)}
     bounds = calibration_bounds(min_agreement)
     if agreement_real is not None:  # real inputs judge it; held-out inverted samples sit near decision boundaries
         bounds.pop("int8_agreement")

@@ -230,3 +230,92 @@ def test_the_report_leads_with_the_verdict_and_warns(cli, tmp_path, digits_teach
 def test_bad_input_range_is_exit_2(cli, tmp_path, digits_teacher):
     code, _, err = cli("convert", digits_teacher, *FAST, "--input-range", "1,0", "--out", tmp_path / "o")
     assert code == 2 and "LO < HI" in err and "Traceback" not in err
+
+
+def _photo_crops(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Crops of scikit-learn's two sample photographs (a temple, a flower), [0, 1], (n, 3, size, size):
+    colour channels correlated as in any photograph."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    imgs = [torch.from_numpy(i.astype(np.float32) / 255).permute(2, 0, 1) for i in load_sample_images().images]
+    out = torch.empty(n, 3, size, size)
+    for i in range(n):
+        img = imgs[i % 2]
+        side = int(rng.integers(size, 4 * size))
+        top, left = rng.integers(0, img.shape[1] - side), rng.integers(0, img.shape[2] - side)
+        out[i] = nn.functional.interpolate(img[None, :, top:top + side, left:left + side], size=(size, size),
+                                           mode="bilinear", antialias=True, align_corners=False)[0]
+    return out
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double().numpy()
+    return flat.std(1), np.corrcoef(flat)[np.triu_indices(x.shape[1], 1)]
+
+
+@pytest.fixture(scope="module")
+def photo_teacher(tmp_path_factory):
+    """Conv then BatchNorm on crops of real photographs, ImageNet's z-score."""
+    torch.manual_seed(0)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (_photo_crops(2048) - mean) / std
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                      nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    path = tmp_path_factory.mktemp("photo") / "photo.pt"
+    return _save(_with_running_stats(m, x), path, (3, 16, 16)), x
+
+
+def test_a_photograph_teacher_gives_its_colours_spread_and_correlation(photo_teacher):
+    """The first BatchNorm behind a convolution constrains mixtures of the colour channels: the fit reads
+    how they move together, and with it each channel's spread (the per-channel fit left a larger mismatch)."""
+    teacher, x = photo_teacher
+    d = infer_domain(teacher)
+    assert d.corr is not None and "with the channels correlated" in d.detail, d.detail
+    real_std, real_corr = _channel_stats(x)
+    drawn_std, drawn_corr = _channel_stats(d.draw(2048, (3, 16, 16), torch.Generator().manual_seed(0)))
+    assert np.all(np.abs(drawn_std / real_std - 1) < 0.25), (drawn_std, real_std)
+    assert np.all(np.abs(drawn_corr - real_corr) < 0.15), (drawn_corr, real_corr)
+    assert real_corr.min() > 0.7  # photographs: the test means something
+    before = [float(v) for v in d.detail.replace(")", "").split("mismatch ")[1].split(";")[0:1]]
+    assert d.fit_mismatch < 0.5 * before[0], d.detail
+
+
+def test_independent_channels_are_not_read_as_correlated(raw_pixel_teacher):
+    teacher, x = raw_pixel_teacher
+    d = infer_domain(teacher)
+    if d.corr is not None:
+        assert abs(d.corr[0][1]) < 0.3, d.corr
+
+
+def test_a_given_mean_and_std_fix_the_domain_and_the_correlation_is_still_read(photo_teacher):
+    teacher, x = photo_teacher
+    real_std, real_corr = _channel_stats(x)
+    mean = [round(float(v), 2) for v in x.mean((0, 2, 3))]
+    user = user_domain((3, 16, 16), ",".join(map(str, mean)), ",".join(f"{v:.2f}" for v in real_std))
+    d = infer_domain(teacher, user)
+    assert d.source == "user" and d.mean == mean and d.corr is not None
+    whole = np.sqrt(np.array(d.std) ** 2 + np.array(d.level_std) ** 2)
+    np.testing.assert_allclose(whole, np.round(real_std, 2), rtol=1e-4)
+    read = np.array([d.corr[0][1], d.corr[0][2], d.corr[1][2]])
+    assert np.all(np.abs(read - real_corr) < 0.15), (read, real_corr)
+    assert infer_domain(teacher, user_domain((3, 16, 16), None, None, "-3,3")).corr is None  # a range says no spread
+
+
+def test_mixing_roundtrip_and_correlated_draws():
+    d = InputDomain([0.0, 1.0, 2.0], [1.0, 2.0, 3.0], corr=[[1, 0.9, 0.8], [0.9, 1, 0.9], [0.8, 0.9, 1]])
+    u = torch.randn(512, 3, 4, 4)
+    torch.testing.assert_close(d.unmix(d.mix(u)), u, atol=1e-4, rtol=1e-4)
+    std, corr = _channel_stats(d.draw(4096, (3, 4, 4), torch.Generator().manual_seed(0)))
+    np.testing.assert_allclose(std, [1, 2, 3], rtol=0.05)
+    np.testing.assert_allclose(corr, [0.9, 0.8, 0.9], atol=0.03)
+    assert InputDomain.from_dict(json.loads(json.dumps(d.to_dict()))).corr == d.corr
+
+
+def test_the_domain_fit_residual_makes_the_verdict_doubtful():
+    base = {"classes": 10, "class_coverage": 0.99, "classes_seen": 1.0, "bn_mismatch": 0.1, "fidelity_fp32": 0.9,
+            "fidelity_int8": 0.9, "domain_source": "teacher-bn"}
+    assert verdict({**base, "domain_fit": 0.05})[0] == "ok"
+    v, reasons = verdict({**base, "domain_fit": 0.48})
+    assert v == "doubtful" and any("first BatchNorm" in r and "0.48" in r for r in reasons)
+    assert verdict({**base, "domain_fit": 1.2})[0] == "unreliable"

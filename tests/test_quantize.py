@@ -256,7 +256,10 @@ def test_quantize_verdict_speaks_of_the_model_and_its_calibration_set(tmp_path):
     model = load_teacher(tmp_path / "m.pt", (1, 8, 8))
     logits = np.zeros((32, 10), np.float32)
     logits[:, 0] = 1.0  # one class only: uneven coverage, nine classes never predicted
-    q = assess_calibration(model, logits, np.zeros((8, 1, 8, 8), np.float32), 0.95, None, "assumed", 0.99)
+    from dfkd_edge.domain import InputDomain
+
+    assumed = InputDomain([0.0], [1.0], source="assumed")
+    q = assess_calibration(model, logits, np.zeros((8, 1, 8, 8), np.float32), 0.95, None, assumed, 0.99)
     assert q["verdict"] == "unreliable" and len(q["reasons"]) >= 4
     assert not any("teacher" in r or "transfer set" in r for r in q["reasons"]), q["reasons"]
     assert any("calibration set" in r for r in q["reasons"]) and any("the model's input domain" in r for r in q["reasons"])

@@ -36,7 +36,7 @@ class Evaluate(Stage):
         s.distillation = distillation_summary(run, s.student, s.x_hold, s.l_hold, s.eval_xy, s.uses_vkd,
                                               s.method if s.synth.needs_student else None, baseline)
         quality["quality"] = assess(s.teacher, s.student, np.asarray(s.l_train), s.x_hold, s.l_hold,
-                                    quality["fidelity"], s.teacher.domain.source, cfg.seed, baseline)
+                                    quality["fidelity"], s.teacher.domain, cfg.seed, baseline)
         s.quality = quality
         s.multi_teacher = (multi_teacher_summary(s.teacher, s.student, s.x_hold, s.l_hold, s.eval_xy, s.aggregation)
                            if s.multi else None)

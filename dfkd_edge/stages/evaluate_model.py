@@ -25,7 +25,7 @@ class EvaluateModel(Stage):
                              s.l_hold, s.eval_xy, s.threads)
         doc["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
         doc["quality"] = assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"]["model_int8"],
-                                            doc["fidelity"].get("model_int8_eval_inputs"), s.teacher.domain.source,
+                                            doc["fidelity"].get("model_int8_eval_inputs"), s.teacher.domain,
                                             cfg.calib.min_agreement)
         s.quality = doc
 

@@ -295,12 +295,13 @@ class InputOptimizer(Synthesizer):
     for the batch (its labels or soft targets)."""
 
     def __init__(self, teacher: Teacher, iterations: int = 200, lr: float = 0.1, tv_weight: float = 1e-2,
-                 l2_weight: float = 1e-4, start: str = "auto", jitter: bool = False, bn_units: str = "raw",
+                 l2_weight: float = 1e-4, start: str = "auto", jitter: bool = False, bn_units: str = "auto",
                  **kw) -> None:
         super().__init__(teacher, **kw)
-        if bn_units not in ("raw", "standardised"):
-            raise UserError(f"bn_units must be raw or standardised, got {bn_units!r}")
-        self.standardised_bn = bn_units == "standardised"
+        if bn_units not in BN_UNITS:
+            raise UserError(f"bn_units must be one of {', '.join(BN_UNITS)}, got {bn_units!r}")
+        self.bn_units = resolve_bn_units(teacher) if bn_units == "auto" else bn_units
+        self.standardised_bn = self.bn_units == "standardised"
         self.jitter = bool(jitter) and len(self.input_shape) >= 2
         self.start = resolve_start(start, self.input_shape)
         self.iterations, self.lr = int(iterations), lr
@@ -359,6 +360,32 @@ class InputOptimizer(Synthesizer):
                 task.advance(1, samples=getattr(self, "samples_done", 0),
                              **({k: float(v.detach()) for k, v in fields.items()} if show else {}))
         return (mean + std * domain.mix(u, k)).detach().cpu().contiguous()
+
+
+#: the input optimisers' BatchNorm distance: ``raw`` (DeepInversion's, in each layer's own squared units),
+#: ``standardised`` (each layer in its running units) or ``auto`` (``resolve_bn_units``)
+BN_UNITS = ("auto", "raw", "standardised")
+#: ``auto`` measures each layer in its own units when the first BatchNorm's mean running variance is more
+#: than this many times the other layers' median: its raw term, in squared input units, then rules the sum
+#: (raw 0-255 pixels: 3,000-30,000 times, unscaled tabular features more; every other zoo teacher 0.05-2.3)
+#: and the label term is left behind (docs/benchmarks.md)
+RAW_BN_DOMINANCE = 100.0
+
+
+def resolve_bn_units(teacher) -> str:
+    """``raw`` or ``standardised`` for ``teacher`` (``RAW_BN_DOMINANCE``), read from its BatchNorm running
+    variances on one forward pass of two draws from its domain; ``raw`` without BatchNorm."""
+    members = getattr(teacher, "members", None) or [teacher]
+    for t in members:
+        if not t.spec.taps or not t.spec.bn_layers:
+            continue
+        x = teacher_domain(teacher).draw(2, t.spec.input_shape, torch.Generator().manual_seed(0))
+        with torch.no_grad(), t.taps() as rec:
+            t(x.to(t.device))
+        scales = [float(r.running_var.float().mean()) for r in rec.bn_inputs()]
+        if len(scales) > 1 and scales[0] > RAW_BN_DOMINANCE * float(np.median(scales[1:])):
+            return "standardised"
+    return "raw"
 
 
 def teacher_domain(teacher):

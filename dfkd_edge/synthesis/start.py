@@ -57,10 +57,16 @@ def start_points(domain, n: int, input_shape: tuple[int, ...], generator: torch.
     kind = resolve_start(kind, input_shape)
     if kind == "noise":
         return domain.noise(n, input_shape, generator)
+    scale = domain.start_scale(input_shape)  # dead leaves at the domain's whole spread, where it says so
+
+    def leaves(k: int) -> torch.Tensor:
+        u = dead_leaves(k, input_shape, generator)
+        return u if scale is None else u * scale
+
     if kind == "half":  # the first half of each batch dead leaves, the rest noise
         k = n // 2
-        return torch.cat([dead_leaves(k, input_shape, generator), domain.noise(n - k, input_shape, generator)])
-    return dead_leaves(n, input_shape, generator)
+        return torch.cat([leaves(k), domain.noise(n - k, input_shape, generator)])
+    return leaves(n)
 
 
 def _uniform(shape, generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
