@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -213,7 +214,10 @@ class Entry:
 
     @property
     def file(self) -> str:
-        return self.name + {"torchscript": ".pt", "exported-program": ".pt2", "state-dict": ".state.pt"}[self.fmt]
+        fmt = self.fmt
+        if fmt == "exported-program" and os.environ.get("ZOO_PT2_AS") == "torchscript":
+            fmt = "torchscript"  # a torch older than the one that saved the cache cannot read its .pt2 files
+        return self.name + {"torchscript": ".pt", "exported-program": ".pt2", "state-dict": ".state.pt"}[fmt]
 
 
 ENTRIES = [
