@@ -280,6 +280,31 @@ def print_multi(rows: list[dict]) -> None:
               f"{_ms(singles[best]) + ' (' + best + ')' if best else '-'} | " + " | ".join(cells) + " |")
 
 
+def colour_table(rows: list[dict]) -> None:
+    """Runs that recorded the colour of their transfer set (images of several channels): each channel's
+    spread and the channels' correlation, synthesized against real, and the first BatchNorm's mismatch the
+    input domain left (``fit_mismatch``; for runs before it was recorded, the last figure of the domain's
+    detail)."""
+    from domain_fit import colour_gap
+
+    runs = [r for r in rows if (r.get("channels") or {}).get("synthetic")]
+    if not runs:
+        return
+    print("\nThe transfer set's colour against the real inputs' (per seed: largest error of a channel's spread, "
+          "relative; largest error of a channel correlation; the domain fit's mismatch)")
+    print("| teacher | run | seed | spread, synthetic / real | correlation, synthetic / real | spread error | "
+          "correlation error | domain fit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in sorted(runs, key=lambda r: (r["teacher"], r["method"], r["seed"])):
+        c = r["channels"]
+        rel, corr = colour_gap(c["synthetic"], c["real"])
+        fit = (r.get("domain") or {}).get("fit_mismatch")
+        print(f"| {r['teacher']} | {r['method']} | {r['seed']} | "
+              f"{'/'.join(f'{v:.3g}' for v in c['synthetic']['std'])} / {'/'.join(f'{v:.3g}' for v in c['real']['std'])} | "
+              f"{'/'.join(f'{v:.2f}' for v in c['synthetic']['corr'])} / {'/'.join(f'{v:.2f}' for v in c['real']['corr'])} | "
+              f"{100 * rel:.1f}% | {corr:.3f} | {fit} |")
+
+
 def _verdict_counts(rows: list[dict]) -> str:
     """The runs' verdicts counted, e.g. ``d1,o2``."""
     verdicts = [_verdict(r) for r in rows]
@@ -364,6 +389,7 @@ def main(argv=None) -> None:
             rows[(r["teacher"], label(r), r["seed"])] = r
         print_tables(list(rows.values()))
         print_multi(list(rows.values()))
+        colour_table([{**r, "method": label(r)} for r in rows.values()])
         return
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -193,6 +193,7 @@ _SIGNAL_TEXT = {
     "int8_agreement": "int8 model's top-1 agreement with the model (held-out synthetic)",
     "int8_agreement_real": "int8 model's top-1 agreement with the model (eval inputs)",
     "domain_source": "where the input domain came from",
+    "domain_fit": "first BatchNorm's mismatch left by the input domain (standard units)",
 }
 
 
@@ -244,7 +245,10 @@ def _domain_text(t: dict) -> str:
     rng = f", range [{d['low']:g}, {d['high']:g}]" if d.get("low") is not None else ""
     tex = (f", each sample's level spread ({fmt(d['level_std'])}), smooth part of the std ({fmt(d['smooth_std'])})"
            if d.get("level_std") is not None else "")
-    return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){tex}{rng}; {d['source']}: "
+    corr = d.get("corr")
+    colour = (", channel correlation (" + fmt([corr[i][j] for i in range(len(corr)) for j in range(i)]) + ")"
+              if corr else "")
+    return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){tex}{colour}{rng}; {d['source']}: "
             f"{d['detail']}.")
 
 
