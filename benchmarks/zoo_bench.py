@@ -223,7 +223,7 @@ def label(row: dict) -> str:
             + _where(row))
 
 
-def print_tables(rows: list[dict]) -> None:
+def print_tables(rows: list[dict], verdict_runs: list[str] | None = None) -> None:
     rows = [{**r, "method": label(r)} for r in rows if r["teacher"] not in zoo.MULTI]  # print_multi's
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     methods = [m for m in METHOD_ARGS if any(r["method"] == m for r in rows)]
@@ -245,7 +245,7 @@ def print_tables(rows: list[dict]) -> None:
                          f"({statistics.mean(r['seconds'] for r in rs):.0f} s)")
         real = [r["fp32"] for r in mine if r["method"].startswith("real-kd") and "KD epochs" not in r["method"]]
         print(f"| {t} | {_ms([tacc]) if tacc is not None else '-'} | {_ms(real)} | " + " | ".join(cells) + " |")
-    verdict_table(rows)
+    verdict_table(rows, verdict_runs)
 
 
 def print_multi(rows: list[dict]) -> None:
@@ -316,19 +316,35 @@ def _verdict(row: dict) -> str:
     from dfkd_edge.quality import verdict
 
     q = row.get("quality")
-    return verdict(q["signals"])[0] if q else "?"
+    return verdict(signals(row))[0] if q else "?"
 
 
-def verdict_table(rows: list[dict]) -> None:
-    """The verdict against "student within 2 points of real-data KD" (int8), and rank correlations."""
+def signals(row: dict) -> dict:
+    """A run's stored verdict signals; ``domain_fit`` for runs from before it was recorded: the last
+    mismatch figure of the domain's detail (the read that was kept), None without one."""
+    import re
+
+    s = dict(row["quality"]["signals"])
+    if "domain_fit" not in s:
+        found = re.findall(r"mismatch ([0-9.e-]+)|; ([0-9.e-]+) with", (row.get("domain") or {}).get("detail", ""))
+        s["domain_fit"] = float(found[-1][0] or found[-1][1]) if found else None
+    return s
+
+
+def verdict_table(rows: list[dict], labels: list[str] | None = None) -> None:
+    """The verdict against the int8 student's gap to real-data KD, and rank correlations; ``labels``: only
+    the runs of those columns. Runs more than 5 points under that the verdict calls ok, and runs within 1
+    point it does not, are listed."""
     real = {}
     for r in rows:  # real-data KD at the default epochs, on the CPU or a GPU
         if r["method"].startswith("real-kd") and "KD epochs" not in r["method"]:
             real.setdefault(r["teacher"], []).append(r["fp32"])
-    runs = [r for r in rows if r.get("quality") and r["teacher"] in real and r.get("int8") is not None]
+    runs = [r for r in rows if r.get("quality") and r["teacher"] in real and r.get("int8") is not None
+            and (labels is None or r["method"] in labels)]
     if not runs:
         return
-    print("\nVerdict vs. real accuracy (int8 student vs. the mean real-data KD of its teacher)")
+    print(f"\nVerdict vs. real accuracy (int8 student vs. the mean real-data KD of its teacher), {len(runs)} runs"
+          + (f" of {'; '.join(labels)}" if labels else ""))
     print("| verdict | within 1 pt | 1-2 pts below | 2-5 pts below | more than 5 pts below |")
     print("|---|---|---|---|---|")
     for v in ("ok", "doubtful", "unreliable"):
@@ -336,15 +352,22 @@ def verdict_table(rows: list[dict]) -> None:
         cells = [sum(g <= 0.01 for g in gaps), sum(0.01 < g <= 0.02 for g in gaps), sum(0.02 < g <= 0.05 for g in gaps),
                  sum(g > 0.05 for g in gaps)]
         print(f"| {v} | " + " | ".join(map(str, cells)) + " |")
-    sigs = sorted({k for r in runs for k, v in r["quality"]["signals"].items()
+    from dfkd_edge.quality import verdict
+
+    for r in runs:
+        gap, v = statistics.mean(real[r["teacher"]]) - r["int8"], _verdict(r)
+        if (gap > 0.05 and v == "ok") or (gap <= 0.01 and v != "ok"):
+            print(f"- {r['teacher']} {r['method']} seed {r['seed']}: {100 * gap:.1f} points under, {v}: "
+                  + "; ".join(verdict(signals(r))[1]))
+    sigs = sorted({k for r in runs for k, v in signals(r).items()
                    if isinstance(v, (int, float)) and k != "classes"})
     print("\nSpearman rank correlation of each signal with the int8 gap to real-data KD (negative: a higher "
           "signal, a smaller gap)")
     print("| signal | runs | rho |")
     print("|---|---|---|")
     for s in sigs:
-        pairs = [(r["quality"]["signals"][s], statistics.mean(real[r["teacher"]]) - r["int8"]) for r in runs
-                 if isinstance(r["quality"]["signals"].get(s), (int, float))]
+        pairs = [(signals(r)[s], statistics.mean(real[r["teacher"]]) - r["int8"]) for r in runs
+                 if isinstance(signals(r).get(s), (int, float))]
         if len(pairs) >= 4:
             print(f"| {s} | {len(pairs)} | {_spearman(*zip(*pairs)):+.2f} |")
 
@@ -370,6 +393,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sets", nargs="*", default=list(zoo.MULTI), help="with --multi: which sets")
     ap.add_argument("--no-baselines", action="store_true", help="skip real-data KD and noise KD")
     ap.add_argument("--table", action="store_true", help="only print the tables of --results")
+    ap.add_argument("--verdict-runs", default=None,
+                    help="with --table: the verdict table over these columns only, separated by ';' "
+                         "(e.g. 'auto;auto (bf16, GPU)')")
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
     ap.add_argument("--threads", type=int, default=2)
@@ -387,7 +413,7 @@ def main(argv=None) -> None:
         found = [r for f in sorted(results.parent.glob(pattern)) for r in load_results(f)]
         for r in sorted(found, key=lambda r: r.get("when", "")):
             rows[(r["teacher"], label(r), r["seed"])] = r
-        print_tables(list(rows.values()))
+        print_tables(list(rows.values()), a.verdict_runs.split(";") if a.verdict_runs else None)
         print_multi(list(rows.values()))
         colour_table([{**r, "method": label(r)} for r in rows.values()])
         return

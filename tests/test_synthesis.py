@@ -241,3 +241,36 @@ def test_jitter_shows_the_teacher_moved_copies_of_images_and_signals(kind, digit
     assert not torch.equal(plain, jittered)
     assert all(_is_moved_copy(m, x) for m, x in zip(jittered, plain))
     assert sum(not torch.equal(m, x) for m, x in zip(jittered, plain)) >= 12  # most samples did move
+
+
+def test_auto_bn_units_measure_each_layer_in_its_own_units_where_the_first_rules_the_raw_distance(tmp_path):
+    """``bn_units="auto"``: the twin on 255x inputs has a first BatchNorm 65,000x the other layers' in raw
+    units: standardised there, raw on the [0, 1]-scale network (every zoo teacher but the raw 0-255 and
+    unscaled tabular ones is 0.05-2.3x)."""
+    from dfkd_edge.domain import InputDomain
+    from dfkd_edge.synthesis.base import resolve_bn_units
+
+    (net, twin), _ = _scaled_twins(tmp_path, 255.0)
+    net.domain = InputDomain([0.4], [0.3], source="user")
+    twin.domain = InputDomain([0.4 * 255], [0.3 * 255], source="user")
+    assert resolve_bn_units(net) == "raw" and resolve_bn_units(twin) == "standardised"
+    assert create_synthesizer("deepinversion", twin, iterations=1).bn_units == "standardised"
+    assert create_synthesizer("deepinversion", twin, iterations=1, bn_units="raw").bn_units == "raw"
+
+
+def test_dead_leaves_start_at_a_colour_domain_s_whole_spread():
+    """A domain read with its colours: dead leaves take the whole spread (each sample's level included) and
+    their colours are correlated as the domain says once mixed; other domains keep the plain dead leaves."""
+    from dfkd_edge.domain import InputDomain
+    from dfkd_edge.synthesis.start import start_points
+
+    corr = [[1.0, 0.9, 0.8], [0.9, 1.0, 0.9], [0.8, 0.9, 1.0]]
+    colour = InputDomain([0.0] * 3, [1.0] * 3, level_std=[3.0] * 3, smooth_std=[0.5] * 3, corr=corr)
+    plain = InputDomain([0.0] * 3, [1.0] * 3, level_std=[3.0] * 3, smooth_std=[0.5] * 3)
+    u_plain = start_points(plain, 512, (3, 16, 16), torch.Generator().manual_seed(0))
+    u_colour = start_points(colour, 512, (3, 16, 16), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(u_colour, u_plain * 10 ** 0.5)  # sqrt(1 + 3^2)
+    x = colour.to_input(u_colour)
+    flat = x.transpose(0, 1).reshape(3, -1)
+    r = torch.corrcoef(flat)
+    assert float(r[0, 1]) > 0.8 and float(r[1, 2]) > 0.8  # the leaves' colours move together
