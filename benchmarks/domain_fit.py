@@ -66,8 +66,9 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     print("| teacher | input | mean read / real | std inside a sample read / real | level spread read / real "
-          "| per-channel spread, drawn / real | channel correlation, drawn / real | fit mismatch | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| per-channel spread, drawn / real | channel correlation, drawn / real | fit mismatch | seconds | each read's "
+          "mismatch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in a.teachers:
         meta = zoo.build(zoo.BY_NAME[name], Path(a.cache))
         teacher = load_teacher(meta["teacher"], tuple(meta["input_shape"]), meta.get("factory"))
@@ -85,8 +86,9 @@ def main(argv=None) -> None:
         drawn_c = channel_stats(d.draw(2048, tuple(meta["input_shape"]), torch.Generator().manual_seed(0)).numpy())
         colour = (f"{_fmt(drawn_c['std'])} / {_fmt(real_c['std'])} | {_fmt(drawn_c['corr'])} / {_fmt(real_c['corr'])}"
                   if real_c else "- | -")
+        steps = d.detail.split("(", 1)[-1].rstrip(")")
         print(f"| {name} | {meta['domain']} | {np.mean(d.mean):.3g} / {m:.3g} | {np.mean(d.std):.3g} / {s:.3g} "
-              f"| {read_lv} / {real_lv} | {colour} | {d.fit_mismatch} | {secs:.1f} |", flush=True)
+              f"| {read_lv} / {real_lv} | {colour} | {d.fit_mismatch} | {secs:.1f} | {steps} |", flush=True)
 
 
 if __name__ == "__main__":
