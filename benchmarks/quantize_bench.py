@@ -75,7 +75,8 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
                         for k, c in sources.items()},
             "verdict": r["quality"]["verdict"], "reasons": r["quality"]["reasons"], "signals": r["quality"]["signals"],
             "p50_ms_b1": {"fp32": host.get(("fp32", 1)), "int8": host.get(("int8", 1))},
-            "recommended_host": next(x["file"] for x in r["recommended"] if x["target"] == "host-cpu")}
+            "recommended_host": next(x["file"] for x in r["recommended"] if x["target"] == "host-cpu"),
+            "commit": zoo.code_commit(), "config": cfg.to_dict()}
 
 
 def load(path: Path) -> list[dict]:

@@ -282,6 +282,24 @@ MULTI = {"digits01-trio": ["digits01-seq", "digits01-res", "digits01-dw"],
 BY_NAME = {e.name: e for e in ENTRIES + PHOTOS + EXTRA + DEEP}
 
 
+def code_commit() -> str:
+    """The commit of the dfkd_edge package that runs (``+dirty`` when it differs from that commit), for every
+    result row; "unknown" outside a git checkout."""
+    import subprocess
+
+    import dfkd_edge
+
+    root = Path(dfkd_edge.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dfkd_edge"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 # ----------------------------------------------------------------------------- training
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int = 0) -> nn.Module:

@@ -81,7 +81,8 @@ def run_convert(meta: dict, method: str, seed: int, work: Path, teachers=None, *
            "teacher_acc": report["accuracy"]["teacher"], "quality": report.get("quality"),
            "samples": report["synthesis"]["train"], "kd_epochs": cfg.kd.epochs,
            "domain": report.get("teacher", {}).get("input_domain"), "auto": report["synthesis"].get("auto"),
-           "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")}}
+           "compute": {k: report.get("compute", {}).get(k) for k in ("device", "precision", "applies_to")},
+           "config": cfg.to_dict()}
     from domain_fit import channel_stats
 
     if (out / "transfer_set.npz").exists():  # the synthesized inputs' colour against the real inputs'
@@ -436,7 +437,7 @@ def main(argv=None) -> None:
         return label({"method": m, "samples": args.get("samples", ConvertConfig.samples), "kd_epochs": epochs})
 
     def record(row):
-        row = {**row, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        row = {**row, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": zoo.code_commit()}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.add((row["teacher"], label(row), row["seed"]))
