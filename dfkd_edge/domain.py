@@ -32,8 +32,9 @@ Where it comes from, in this order (``InputDomain.source``):
   Images of several channels then get the channels' correlation (``corr``, ``_fit_colour``): one
   mixing of the channels and one texture for all of them, kept when it lowers the mismatch. On
   photographs (colour channels correlated 0.8-0.95) the per-channel fit left a mismatch of 0.4-0.65
-  and, on a photograph teacher trained elsewhere, read green and blue at a tenth of their real spread; with the correlation 0.006-0.02, every
-  channel's spread within 8% and each correlation within 0.05 (docs/benchmarks.md). What the fit
+  and, on a photograph teacher trained elsewhere, read green and blue at a tenth of their real spread;
+  with the correlation 0.006-0.02, every channel's spread within 8% and each correlation within 0.05
+  (docs/benchmarks.md). What the fit
   leaves is ``fit_mismatch``, a signal of the run's verdict (dfkd_edge.quality).
 * ``assumed``: the teacher has no BatchNorm that can be observed and nobody said: N(0, 1) per
   channel. Synthesis on such a teacher is flagged in the report's quality verdict.
