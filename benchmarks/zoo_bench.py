@@ -224,6 +224,11 @@ def label(row: dict) -> str:
             + _where(row))
 
 
+def _real_kd(column: str) -> bool:
+    """A real-data KD column at the default KD epochs, on the CPU or a GPU."""
+    return column.startswith("real-kd") and "KD epochs" not in column
+
+
 def print_tables(rows: list[dict], verdict_runs: list[str] | None = None) -> None:
     rows = [{**r, "method": label(r)} for r in rows if r["teacher"] not in zoo.MULTI]  # print_multi's
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
@@ -244,7 +249,7 @@ def print_tables(rows: list[dict], verdict_runs: list[str] | None = None) -> Non
                 continue
             cells.append(f"{_ms([r['fp32'] for r in rs])} / {_ms([r['int8'] for r in rs])} [{_verdict_counts(rs)}] "
                          f"({statistics.mean(r['seconds'] for r in rs):.0f} s)")
-        real = [r["fp32"] for r in mine if r["method"].startswith("real-kd") and "KD epochs" not in r["method"]]
+        real = [r["fp32"] for r in mine if _real_kd(r["method"])]
         print(f"| {t} | {_ms([tacc]) if tacc is not None else '-'} | {_ms(real)} | " + " | ".join(cells) + " |")
     verdict_table(rows, verdict_runs)
 
@@ -337,8 +342,8 @@ def verdict_table(rows: list[dict], labels: list[str] | None = None) -> None:
     the runs of those columns. Runs more than 5 points under that the verdict calls ok, and runs within 1
     point it does not, are listed."""
     real = {}
-    for r in rows:  # real-data KD at the default epochs, on the CPU or a GPU
-        if r["method"].startswith("real-kd") and "KD epochs" not in r["method"]:
+    for r in rows:
+        if _real_kd(r["method"]):
             real.setdefault(r["teacher"], []).append(r["fp32"])
     runs = [r for r in rows if r.get("quality") and r["teacher"] in real and r.get("int8") is not None
             and (labels is None or r["method"] in labels)]

@@ -134,7 +134,7 @@ class InputDomain:
         """``u`` (N, C, ...) with its channels correlated as ``corr`` says: each position's channel vector
         times the factor ``k`` (``mixing()``); ``u`` itself when the channels are independent."""
         k = self.mixing() if k is None else k
-        return u if k is None else torch.einsum("cd,nd...->nc...", k.to(u.device, u.dtype), u)
+        return u if k is None else mix_channels(k.to(u.device, u.dtype), u)
 
     def unmix(self, v: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
         """The inverse of ``mix``."""
@@ -166,11 +166,24 @@ class InputDomain:
         rng = f", range [{self.low:g}, {self.high:g}]" if self.low is not None else ""
         lvl = (f", per-sample level spread {fmt(self.level_std)}, smooth part {fmt(self.smooth_std)}"
                if self.level_std is not None else "")
-        corr = ""
-        if self.corr is not None:
-            pairs = [self.corr[i][j] for i in range(len(self.corr)) for j in range(i)]
-            corr = f", channel correlation {fmt(pairs)}"
+        corr = f", channel correlation {fmt(corr_pairs(self.corr))}" if self.corr is not None else ""
         return f"mean {fmt(self.mean)}, std {fmt(self.std)}{lvl}{corr}{rng} ({self.source})"
+
+
+def mix_channels(k: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Each position's channel vector of ``u`` (N, C, ...) times the C x C matrix ``k``."""
+    return torch.einsum("cd,nd...->nc...", k, u)
+
+
+def corr_pairs(corr: list[list[float]]) -> list[float]:
+    """The correlations of each pair of channels, (1, 0), (2, 0), (2, 1), ...: R-G, R-B, G-B for colour."""
+    return [corr[i][j] for i in range(len(corr)) for j in range(i)]
+
+
+def _colour_parts(w: torch.Tensor, p: torch.Tensor, o: torch.Tensor, k: torch.Tensor) -> dict:
+    """InputDomain's ``std``, ``level_std``, ``smooth_std`` and ``corr`` of a colour fit's parts."""
+    return {"std": [float(v) for v in (w.pow(2) + p.pow(2)).sqrt()], "level_std": [float(v) for v in o],
+            "smooth_std": [float(v) for v in p], "corr": [[float(v) for v in row] for row in k @ k.T]}
 
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
@@ -238,12 +251,10 @@ def read_colour(teacher, user: InputDomain, seed: int = 0, steps: int = 300) -> 
     third = s / math.sqrt(3)
     _, w, p, o, k, loss = _fit_colour(members[0], shape, torch.tensor(user.mean, dtype=torch.float32), third, third,
                                       third, white, gen, steps, fixed=True)
-    corr = [[float(v) for v in row] for row in (k @ k.T).detach()]
-    w, p, o = (t.detach() for t in (w, p, o))
-    return InputDomain(user.mean, [float(v) for v in (w.pow(2) + p.pow(2)).sqrt()], user.low, user.high, "user",
+    parts = _colour_parts(w, p, o, k)
+    return InputDomain(user.mean, parts.pop("std"), user.low, user.high, "user",
                        user.detail + f"; the channels' correlation and texture read from the first BatchNorm layer "
-                       f"(standardised mismatch {loss:.3g})", level_std=[float(v) for v in o],
-                       smooth_std=[float(v) for v in p], corr=corr, fit_mismatch=round(float(loss), 4))
+                       f"(standardised mismatch {loss:.3g})", **parts, fit_mismatch=round(float(loss), 4))
 
 
 def _first_bn(teacher, x: torch.Tensor):
@@ -408,7 +419,7 @@ def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tenso
     def make_x():
         f = torch.softmax(q, 0).sqrt()
         z = f[0] * white + f[1] * smooth + f[2] * v
-        return (m + scale * a).view(view) + log_s.exp().view(view) * torch.einsum("cd,nd...->nc...", _unit_rows(b), z)
+        return (m + scale * a).view(view) + log_s.exp().view(view) * mix_channels(_unit_rows(b), z)
 
     best, loss = _adam_fit(teacher, [q, b] if fixed else [q, log_s, a, b], make_x, steps)
     q, b = best[0], best[-1]
@@ -457,9 +468,9 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) 
         m3, w3, p3, o3, k, loss3 = _fit_colour(teacher, shape, *fit, noise, gen, 3 * steps)
         if loss3 < loss:
             detail += f"; {loss3:.3g} with the channels correlated"
-            m, s, loss = m3, (w3.pow(2) + p3.pow(2)).sqrt(), loss3
-            level, smooth = [float(v) for v in o3], [float(v) for v in p3]
-            corr = [[float(v) for v in row] for row in (k @ k.T).detach()]
+            parts = _colour_parts(w3, p3, o3, k)
+            m, s, loss = m3, torch.tensor(parts["std"]), loss3
+            level, smooth, corr = parts["level_std"], parts["smooth_std"], parts["corr"]
     return InputDomain([float(v) for v in m], [float(v) for v in s], source="teacher-bn", detail=detail + ")",
                        level_std=level, smooth_std=smooth, corr=corr, fit_mismatch=round(float(loss), 4))
 
@@ -506,5 +517,5 @@ def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> Inp
                        detail="no observable BatchNorm layer and nothing given: N(0, 1) assumed")
 
 
-__all__ = ["GIVEN_SPREAD", "InputDomain", "SOURCES", "fit_to_first_bn", "infer_domain", "read_colour",
-           "standardised_mismatch", "user_domain"]
+__all__ = ["GIVEN_SPREAD", "InputDomain", "SOURCES", "corr_pairs", "fit_to_first_bn", "infer_domain", "mix_channels",
+           "read_colour", "standardised_mismatch", "user_domain"]

@@ -205,7 +205,7 @@ def calibration_bounds(min_agreement: float) -> dict:
 
 def domain_signals(domain) -> dict:
     """``domain_source`` and ``domain_fit`` of an InputDomain (dfkd_edge.domain)."""
-    return {"domain_source": domain.source, "domain_fit": _round(getattr(domain, "fit_mismatch", None))}
+    return {"domain_source": domain.source, "domain_fit": _round(domain.fit_mismatch)}
 
 
 def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, agreement_synthetic: float,

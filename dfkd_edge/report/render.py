@@ -245,9 +245,9 @@ def _domain_text(t: dict) -> str:
     rng = f", range [{d['low']:g}, {d['high']:g}]" if d.get("low") is not None else ""
     tex = (f", each sample's level spread ({fmt(d['level_std'])}), smooth part of the std ({fmt(d['smooth_std'])})"
            if d.get("level_std") is not None else "")
-    corr = d.get("corr")
-    colour = (", channel correlation (" + fmt([corr[i][j] for i in range(len(corr)) for j in range(i)]) + ")"
-              if corr else "")
+    from dfkd_edge.domain import corr_pairs
+
+    colour = f", channel correlation ({fmt(corr_pairs(d['corr']))})" if d.get("corr") else ""
     return (f" Input domain: mean ({fmt(d['mean'])}), std ({fmt(d['std'])}){tex}{colour}{rng}; {d['source']}: "
             f"{d['detail']}.")
 

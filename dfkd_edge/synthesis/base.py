@@ -340,8 +340,11 @@ class InputOptimizer(Synthesizer):
         opt = torch.optim.Adam([u], lr=self.lr, betas=(0.5, 0.99))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.iterations)
         scaler = compute.grad_scaler()
+        def inputs(u):  # what the teacher sees for ``u``
+            return mean + std * domain.mix(u, k)
+
         for step in range(self.iterations):
-            x = mean + std * domain.mix(u, k)
+            x = inputs(u)
             seen = shift_samples(x, self.generator) if self.jitter else x
             with self.teacher.taps() as rec, compute.autocast():
                 logits = self.teacher(seen)
@@ -354,12 +357,12 @@ class InputOptimizer(Synthesizer):
             sched.step()
             if domain.low is not None:  # a known range: project back into it
                 with torch.no_grad():
-                    u.copy_(domain.unmix((domain.clamp(mean + std * domain.mix(u, k)) - mean) / std, k))
+                    u.copy_(domain.unmix((domain.clamp(inputs(u)) - mean) / std, k))
             if task is not None:  # the loss read back every 10 steps only (a device sync)
                 show = step % 10 == 9 or step == self.iterations - 1
                 task.advance(1, samples=getattr(self, "samples_done", 0),
                              **({k: float(v.detach()) for k, v in fields.items()} if show else {}))
-        return (mean + std * domain.mix(u, k)).detach().cpu().contiguous()
+        return inputs(u).detach().cpu().contiguous()
 
 
 #: the input optimisers' BatchNorm distance: ``raw`` (DeepInversion's, in each layer's own squared units),
