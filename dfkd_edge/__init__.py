@@ -6,7 +6,7 @@ stage as ``dfkd_edge.api.distill | export | calibrate | build | report`` (``dfkd
 ``.export`` and ``.report`` are the packages that implement them). Each returns a ``Result``.
 """
 
-__version__ = "0.1.0"
+from dfkd_edge.version import __version__  # noqa: F401
 
 _API = ("convert", "quantize", "synthesize", "Result")
 

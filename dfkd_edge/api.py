@@ -22,7 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge import cli_options as opt
+from dfkd_edge.cli import cli
+from dfkd_edge.cli_options import config_from_options, convert_defaults, quantize_config, quantize_defaults
+from dfkd_edge.errors import UserError
+from dfkd_edge.flows import convert as run_convert, load_run_config, quantize as run_quantize, run_command
+from dfkd_edge.io import atomic_path
+from dfkd_edge.progress import NullProgress, Progress, RichProgress
+from dfkd_edge.teacher import parse_input_shape, save_torchscript
 
 MODULE_FILE = "teacher_module.pt"
 
@@ -41,8 +48,6 @@ class Result:
 
 
 def _defaults() -> dict:
-    from dfkd_edge.cli_options import convert_defaults
-
     return convert_defaults()
 
 
@@ -72,10 +77,6 @@ def _teacher_paths(teacher, out: str | Path, input_shape) -> list[str]:
     paths = []
     for i, t in enumerate(teachers):
         if isinstance(t, torch.nn.Module):
-            from dfkd_edge.errors import UserError
-            from dfkd_edge.io import atomic_path
-            from dfkd_edge.teacher import parse_input_shape, save_torchscript
-
             shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
             if not shape:
                 raise UserError("a teacher given as an nn.Module needs input_shape=(C, H, W) (without the batch)")
@@ -95,8 +96,6 @@ def _progress(progress) -> Progress:
     if progress is True:
         from rich.console import Console
 
-        from dfkd_edge.progress import RichProgress
-
         return RichProgress(Console(stderr=True))
     return progress or NullProgress()
 
@@ -110,9 +109,6 @@ def _result(out: str | Path, report: dict | None = None) -> Result:
 def convert(teacher, out: str | Path, progress=None, **options) -> Result:
     """Every stage, as ``dfkd-edge convert``: ``teacher`` a path, an ``nn.Module`` (with
     ``input_shape=``), or a list of them (several teachers)."""
-    from dfkd_edge.cli_options import config_from_options
-    from dfkd_edge.flows import convert as run_convert
-
     o = {**_defaults(), **_options(options), "out": str(out)}
     cfg = config_from_options(_teacher_paths(teacher, out, o.get("input_shape")), **o)
     return _result(out, run_convert(cfg, _progress(progress)))
@@ -121,9 +117,6 @@ def convert(teacher, out: str | Path, progress=None, **options) -> Result:
 def quantize(model, out: str | Path, progress=None, **options) -> Result:
     """The user's own ``model`` (a path, or an ``nn.Module`` with ``input_shape=``) in int8, calibrated
     on samples synthesized from it, as ``dfkd-edge quantize``."""
-    from dfkd_edge.cli_options import quantize_defaults, quantize_config
-    from dfkd_edge.flows import quantize as run_quantize
-
     defaults = quantize_defaults()
     o = {**defaults, **_options(options, set(defaults) - {"out"}), "out": str(out)}
     cfg = quantize_config(_teacher_paths(model, out, o.get("input_shape"))[0], **o)
@@ -132,9 +125,6 @@ def quantize(model, out: str | Path, progress=None, **options) -> Result:
 
 def synthesize(teacher, out: str | Path, progress=None, **options) -> Result:
     """Start a run in ``out``: inspect and synthesize (``dfkd-edge synthesize``)."""
-    from dfkd_edge.cli_options import config_from_options
-    from dfkd_edge.flows import run_command
-
     o = {**_defaults(), **_options(options), "out": str(out)}
     cfg = config_from_options(_teacher_paths(teacher, out, o.get("input_shape")), **o)
     run_command("synthesize", cfg, _progress(progress))
@@ -142,10 +132,6 @@ def synthesize(teacher, out: str | Path, progress=None, **options) -> Result:
 
 
 def _stage(command: str, out: str | Path, progress, options: dict) -> Result:
-    from dfkd_edge import cli_options as opt
-    from dfkd_edge.cli import cli
-    from dfkd_edge.flows import load_run_config, run_command
-
     allowed = {p.name for p in cli.commands[command].params} - {"run_dir"}
     given = _options(options, allowed)  # an unknown option before anything else
     cfg = opt.overlay(load_run_config(out), given)

@@ -19,7 +19,20 @@ from pathlib import Path
 import click
 
 from dfkd_edge import cli_options as opt
+from dfkd_edge import cli_stages  # noqa: F401  (registers the stage commands)
+from dfkd_edge.cli_common import _lead_or_follow, _show_report, cli
+from dfkd_edge.cli_options import config_from_options
+from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
+from dfkd_edge.distill.vkd import SelfDistillConfig
+from dfkd_edge.domain import infer_domain
 from dfkd_edge.errors import PipelineError, UserError, require_positive
+from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
+from dfkd_edge.profile_flow import profile_command
+from dfkd_edge.progress import RichProgress
+from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
+from dfkd_edge.targets import list_profiles
+from dfkd_edge.targets.profile import load_profile, profile_text
+from dfkd_edge.teacher import load_teacher, parse_input_shape
 
 _DEBUG = False
 _OOM = ("a batch does not fit in memory; lower --synth-batch (synthesis) or --batch-size (distillation) "
@@ -71,69 +84,20 @@ def main(argv=None) -> None:
                  "(re-run with --debug for the traceback)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
-@click.version_option(package_name="dfkd-edge")
-def cli(debug: bool) -> None:
-    """Turn a trained PyTorch classifier into a small int8 engine without its training data."""
-
 
 def _config(teachers, **o):
-    from dfkd_edge.cli_options import config_from_options
-
     return config_from_options(teachers, **o)
-
-
-def _lead_or_follow(cfg, lead):
-    """Run ``lead(progress, dist)`` here; under torchrun (WORLD_SIZE > 1) join the job: rank 0 leads
-    and prints, the other ranks follow it (dfkd_edge.distributed) and print nothing (None)."""
-    from rich.console import Console
-
-    from dfkd_edge import distributed
-    from dfkd_edge.flows import follow
-    from dfkd_edge.progress import RichProgress
-
-    dist = distributed.from_env()
-    if dist.enabled:
-        distributed.init(dist, cuda=cfg.compute(dist).is_cuda)
-        if not dist.is_leader:
-            logging.getLogger("dfkd_edge").setLevel(logging.WARNING)
-            try:
-                follow(cfg, dist)
-            finally:
-                distributed.shutdown(dist)
-            return None
-    try:
-        return lead(RichProgress(Console(stderr=True)), dist)
-    finally:
-        distributed.shutdown(dist)
 
 
 def _run_and_show(cfg) -> dict | None:
     """convert, then the report on stdout and the verdict's warning on stderr."""
-    from dfkd_edge.flows import convert
-
-    report = _lead_or_follow(cfg, lambda progress, dist: convert(cfg, progress=progress, dist=dist))
+    report = _lead_or_follow(cfg, lambda progress, dist: run_convert(cfg, progress=progress, dist=dist))
     if report is None:
         return None
     _show_report(cfg.out, report)
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, ONNX models, "
                "per-target build scripts, transfer set, student)")
     return report
-
-
-def _show_report(out: str, report: dict, subject: str = "the student") -> None:
-    click.echo((Path(out) / "report.md").read_text())
-    _warn_verdict(report, subject)
-
-
-def _warn_verdict(report: dict, subject: str = "the student") -> None:
-    """One warning line on stderr when the data-free verdict is not ok."""
-    q = report.get("quality") or {}
-    if q.get("verdict", "ok") != "ok":
-        first = q["reasons"][0] if q.get("reasons") else "see report.md"
-        click.echo(f"warning: data-free verdict {q['verdict'].upper()}: {first}; check {subject} on labelled "
-                   "data before shipping it (report.md, Quality)", err=True)
 
 
 @cli.command()
@@ -157,9 +121,6 @@ def quantize(model: str, **o) -> None:
     latency, and the same model calibrated on Gaussian noise (and on --calib-data) side by side."""
     from rich.console import Console
 
-    from dfkd_edge.flows import quantize as run_quantize
-    from dfkd_edge.progress import RichProgress
-
     cfg = opt.quantize_config(model, **o)
     report = run_quantize(cfg, RichProgress(Console(stderr=True)))
     _show_report(cfg.out, report, "the int8 model")
@@ -182,8 +143,6 @@ def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: 
     """Run convert on the built-in digits teacher and evaluate on the digits test split.
 
     It synthesizes 2,048 inputs, half convert's default, to finish in under 3 minutes on 2 cores."""
-    from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
-
     with tempfile.TemporaryDirectory(prefix="dfkd-digits-") as tmp:
         test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
         args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
@@ -224,11 +183,6 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
     the data's shape) or a model file (TorchScript, or a state_dict with --factory)."""
     from rich.console import Console
 
-    from dfkd_edge.distill.vkd import SelfDistillConfig
-    from dfkd_edge.progress import RichProgress
-    from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
-    from dfkd_edge.teacher import parse_input_shape
-
     require_positive((("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--temperature", temperature)))
     if vkd_weight < 0:
         raise UserError(f"--vkd-weight must not be negative, got {vkd_weight}")
@@ -253,9 +207,6 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
 @click.option("--factory", help="package.module:function, when TEACHER is a state_dict.")
 def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
     """Print what dfkd-edge sees in TEACHER (TeacherSpec and its input domain, as JSON)."""
-    from dfkd_edge.domain import infer_domain
-    from dfkd_edge.teacher import load_teacher, parse_input_shape
-
     t = load_teacher(teacher, parse_input_shape(input_shape), factory)
     click.echo(json.dumps({**t.spec.to_dict(), "input_domain": infer_domain(t).to_dict()}, indent=2))
 
@@ -268,8 +219,6 @@ def targets() -> None:
 @targets.command("list")
 def targets_list() -> None:
     """The profiles shipped with dfkd-edge."""
-    from dfkd_edge.targets import list_profiles
-
     rows = [("name", "kind", "runtime", "precisions", "int8 peak", "memory")]
     for p in list_profiles():
         runtime = (f"TensorRT {p.tensorrt[0]}" + (f"-{p.tensorrt[1]}" if p.tensorrt[1] != p.tensorrt[0] else "")
@@ -290,8 +239,6 @@ def targets_list() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The parsed profile as JSON instead of its TOML.")
 def targets_show(name: str, as_json: bool) -> None:
     """One profile (NAME, or the path of a .toml): its TOML with the sources of every figure."""
-    from dfkd_edge.targets.profile import load_profile, profile_text
-
     p = load_profile(name)  # validates, UserError on anything wrong
     click.echo(json.dumps(p.to_dict(), indent=2) if as_json else profile_text(name).rstrip())
 
@@ -320,8 +267,6 @@ def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bi
             input_shape, batches, budget, threads, report_dir) -> None:
     """Measure the latency of MODEL (.onnx, or a TensorRT .engine/.plan) for a target: here, or on the
     device with --remote, or from captured trtexec logs (--trtexec-log)."""
-    from dfkd_edge.targets.profiling import profile_command
-
     rows = profile_command(model, target, remote=remote, ssh_config=ssh_config, remote_python=remote_python,
                            runner=runner, trtexec_bin=trtexec_bin, trtexec_logs=list(trtexec_log),
                            precision=precision, input_shape=input_shape, batches=tuple(batches), budget_s=budget,
@@ -329,9 +274,6 @@ def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bi
     click.echo(json.dumps(rows, indent=2))
 
 
-from dfkd_edge import cli_stages  # noqa: E402,F401  (registers the stage commands)
 
-if __name__ == "__main__":  # python -m dfkd_edge.cli: the module's own copy, where the stage commands live
-    from dfkd_edge.cli import main as _main
-
-    _main()
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,11 @@ import click
 
 from dfkd_edge.config import ConvertConfig
 from dfkd_edge.distill import KDConfig
-from dfkd_edge.export.quantize import CANDIDATES
+from dfkd_edge.distill.vkd import VKDConfig
+from dfkd_edge.errors import UserError
+from dfkd_edge.export.onnx_model import is_onnx
+from dfkd_edge.export.quantize import CANDIDATES, CalibConfig
+from dfkd_edge.teacher import parse_input_shape
 
 OUT = [
     click.option("--out", "out", required=True, type=click.Path(file_okay=True), help="Output directory."),
@@ -168,8 +172,6 @@ def convert_defaults() -> dict:
 
 
 def _calib(o: dict):
-    from dfkd_edge.export.quantize import CalibConfig
-
     calib = CalibConfig(samples=o["calib_samples"], method=o["calib_method"])
     if o.get("int8_format", "auto") != "auto":
         calib.formats = (o["int8_format"],)
@@ -178,9 +180,6 @@ def _calib(o: dict):
 
 def config_from_options(teachers, **o) -> ConvertConfig:
     """A ConvertConfig from convert's options (every one given, as click passes them)."""
-    from dfkd_edge.distill.vkd import VKDConfig
-    from dfkd_edge.teacher import parse_input_shape
-
     kd = KDConfig(epochs=o["epochs"], batch_size=o["batch_size"], temperature=o["temperature"], mixup=o["mixup"],
                   shift=o.get("shift", True), mode=o["distill_mode"], vkd_weight=o["vkd_weight"])
     calib = _calib(o)
@@ -207,10 +206,6 @@ def quantize_defaults() -> dict:
 def quantize_config(model: str, **o) -> ConvertConfig:
     """A ConvertConfig for ``dfkd-edge quantize`` (its options, as click passes them): the synthesized set
     is the calibration set, ``--calib-samples`` of it."""
-    from dfkd_edge.errors import UserError
-    from dfkd_edge.export.onnx_model import is_onnx
-    from dfkd_edge.teacher import parse_input_shape
-
     calib = _calib(o)
     onnx_model = None
     if is_onnx(model):  # calibrated as it is; synthesized from --source, else from the graph run in PyTorch
@@ -238,8 +233,6 @@ _NESTED = {"epochs": ("kd", "epochs"), "batch_size": ("kd", "batch_size"), "temp
 def overlay(cfg: ConvertConfig, given_opts: dict) -> ConvertConfig:
     """``cfg`` (a run's recorded config) with the options a stage command was given on top."""
     import copy
-
-    from dfkd_edge.teacher import parse_input_shape
 
     c = copy.deepcopy(cfg)
     for k, v in given_opts.items():

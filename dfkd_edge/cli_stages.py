@@ -17,7 +17,8 @@ from __future__ import annotations
 import click
 
 from dfkd_edge import cli_options as opt
-from dfkd_edge.cli import _lead_or_follow, _show_report, cli
+from dfkd_edge.cli_common import _lead_or_follow, _show_report, cli
+from dfkd_edge.flows import load_run_config, run_command
 
 _NEXT = {"synthesize": "distill", "distill": "export", "export": "calibrate", "calibrate": "report",
          "build": "report"}
@@ -28,8 +29,6 @@ def _announce(stage, ran: bool) -> None:
 
 
 def _run(command: str, cfg) -> None:
-    from dfkd_edge.flows import run_command
-
     s = _lead_or_follow(cfg, lambda progress, dist: run_command(command, cfg, progress, dist, _announce))
     if s is None:
         return
@@ -47,8 +46,6 @@ def _stage_command(command: str, help_text: str):
     @opt.apply(opt.STAGE_OPTIONS[command])
     @click.pass_context
     def cmd(ctx: click.Context, run_dir: str, **params) -> None:
-        from dfkd_edge.flows import load_run_config
-
         cfg = opt.overlay(load_run_config(run_dir), opt.given(ctx, params))
         _run(command, cfg)
     return cmd

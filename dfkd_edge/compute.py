@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from dfkd_edge.errors import UserError
+from dfkd_edge.targets.host import host_info
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ class Compute:
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    from dfkd_edge.targets.host import host_info
 
     return host_info(1)["cpu"]
 

@@ -17,6 +17,8 @@ from dfkd_edge.distill.vkd import VKD_TRANSFERS, VKDConfig
 from dfkd_edge.distributed import Dist
 from dfkd_edge.errors import UserError, require_positive
 from dfkd_edge.export.quantize import CalibConfig
+from dfkd_edge.synthesis import METHODS, resolve_method
+from dfkd_edge.synthesis.base import AUTO_METHOD, MULTI_METHOD
 from dfkd_edge.synthesis.start import check_start
 from dfkd_edge.targets import HOST_TARGET, load_profile
 
@@ -112,8 +114,6 @@ def settle(cfg: ConvertConfig) -> None:
 
 def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
     """Checks that need no teacher: fail before minutes of work, with exit code 2."""
-    from dfkd_edge.synthesis import resolve_method
-
     method = resolve_method(cfg.method)  # UserError on an unknown name
     check_start(cfg.synth_start)
     check_mode(cfg.kd)
@@ -121,9 +121,6 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
         raise UserError(f"--vkd-transfer must be one of {', '.join(VKD_TRANSFERS)}, got {cfg.vkd.transfer!r}")
     cfg.compute(dist or Dist())  # UserError for a device or precision this machine cannot give
     if dist is not None and dist.enabled:
-        from dfkd_edge.synthesis import METHODS
-        from dfkd_edge.synthesis.base import MULTI_METHOD
-
         if cfg.more_teachers and (method == MULTI_METHOD or cfg.few_shot_data):
             raise UserError("CDFKD-MFS (several teachers with --method cdfkd-mfs or --few-shot-data) trains the student "
                             "during synthesis, which runs in one process; start it without torchrun (several teachers "
@@ -141,8 +138,6 @@ def validate_config(cfg: ConvertConfig, dist: Dist | None = None) -> None:
 
 
 def _check_teachers(cfg: ConvertConfig) -> None:
-    from dfkd_edge.synthesis.base import AUTO_METHOD, MULTI_METHOD
-
     several = ("auto", AUTO_METHOD, MULTI_METHOD)  # the ensemble route (dfkd_edge.ensemble) and CDFKD-MFS
     if cfg.more_teachers:
         if cfg.method not in several:

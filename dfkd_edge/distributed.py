@@ -42,6 +42,7 @@ import torch
 import torch.distributed as tdist
 
 from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.transfer_store import TransferSetFile, take, write_transfer_set
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,6 @@ class Dist:
     def share_rows(self, x, logits: np.ndarray, digest: str, workdir: Path | None):
         """Leader: send (x, logits) to followers unless they already hold ``digest``. Follower: receive
         them into a private file under ``workdir`` (kept for the same digest); returns (rows, logits)."""
-        from dfkd_edge.distill.common import take
-
         if not self.enabled:
             return x, logits
         box = [(digest, len(logits), logits.shape[1], tuple(x.shape[1:]), digest in self.shared)
@@ -168,7 +167,6 @@ class Dist:
                 tdist.broadcast(_f32(logits), src=0, group=self.group)
                 self.shared.add(digest)
             return x, logits
-        from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
 
         path = workdir / f"rows-{digest[:16]}.npz"
         if not held:

@@ -27,24 +27,29 @@ from pathlib import Path
 import torch
 
 from dfkd_edge.config import ConvertConfig, settle, validate_config
-from dfkd_edge.distributed import Dist
+from dfkd_edge.distill import KDConfig, distill
+from dfkd_edge.distill.vkd import load_virtual_generator
+from dfkd_edge.distributed import Dist, Workdir
 from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.progress import Progress
+from dfkd_edge.runfiles import MANIFEST, MODEL_FILES, STUDENT_FILES, VIRTUAL_PT, Artifacts
 from dfkd_edge.runner import Run, State, clean_temporaries, prepare_out_dir, run_stages
 from dfkd_edge.stages.aggregate import Aggregate
 from dfkd_edge.stages.build import Build, tensorrt_profiles
 from dfkd_edge.stages.calibrate import Calibrate
+from dfkd_edge.stages.common import seed_all
 from dfkd_edge.stages.distill import Distill, DistillKDBaseline
 from dfkd_edge.stages.evaluate import Evaluate
 from dfkd_edge.stages.evaluate_model import EvaluateModel
 from dfkd_edge.stages.export import Export, ExportModel
-from dfkd_edge.stages.files import MANIFEST, MODEL_FILES, STUDENT_FILES, VIRTUAL_PT, Artifacts
 from dfkd_edge.stages.inspect import Inspect, InspectModel, load_teachers, set_domain
 from dfkd_edge.stages.profile import Profile
 from dfkd_edge.stages.report import Report, ReportModel
 from dfkd_edge.stages.sources import CalibrationSources
 from dfkd_edge.stages.synthesize import Synthesize
 from dfkd_edge.stages.virtual import Virtual, VirtualSet
+from dfkd_edge.synthesis import METHODS, create_synthesizer, resolve_method
 
 CONVERT = [Inspect(), Synthesize(), Aggregate(), Virtual(), VirtualSet(), Distill(), DistillKDBaseline(), Export(), Calibrate(),
            Build(), Profile(), Evaluate(), Report()]
@@ -114,8 +119,6 @@ def quantize(cfg: ConvertConfig, progress: Progress | None = None) -> dict:
 
 def validate_quantize(cfg: ConvertConfig) -> None:
     """convert's checks, and what quantize adds: one model, a method that makes a calibration set."""
-    from dfkd_edge.synthesis import METHODS, resolve_method
-
     validate_config(cfg)
     if cfg.more_teachers:
         raise UserError("quantize takes one model; give several teachers to `dfkd-edge convert`")
@@ -182,6 +185,7 @@ def _command(command: str, cfg: ConvertConfig, progress, dist: Dist, announce) -
     settle(cfg)
     run = Run(cfg, progress, previous=command != "synthesize" or cfg.resume)
     run.manifest["stages"] = dict(run.previous)  # later stages' records stay (and can go stale)
+    run.hold()  # refused (a stage before this command's is missing or stale): nothing on disk changes
     s = _state(cfg, run, dist)
     torch.set_num_threads(cfg.train_threads(dist))
     last = max(i for i, st in enumerate(CONVERT) if st.command == command)
@@ -197,8 +201,6 @@ def _command(command: str, cfg: ConvertConfig, progress, dist: Dist, announce) -
 def follow(cfg: ConvertConfig, dist: Dist) -> None:
     """A follower rank under torchrun: load the teacher, then do the leader's commands (synthesize,
     distill) until it says done. Writes nothing into --out but its own synthesis checkpoints."""
-    from dfkd_edge.distributed import Workdir
-
     try:
         validate_config(cfg, dist)
         settle(cfg)
@@ -222,12 +224,6 @@ def follow(cfg: ConvertConfig, dist: Dist) -> None:
 
 def _obey(cfg: ConvertConfig, dist: Dist, teacher, compute, work, checkpoints: list) -> bool:
     """Carry out the leader's next command; True when the followers' part is over."""
-    from dfkd_edge.distill import KDConfig, distill
-    from dfkd_edge.distill.vkd import load_virtual_generator
-    from dfkd_edge.models.students import build_from_recipe
-    from dfkd_edge.stages.common import seed_all
-    from dfkd_edge.synthesis import create_synthesizer
-
     name, p = dist.next_command()
     if name == "synthesize":
         synth = create_synthesizer(p["method"], teacher, **p["kwargs"])

@@ -27,14 +27,15 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-import dfkd_edge
+from dfkd_edge.compute import Compute
 from dfkd_edge.config import ConvertConfig
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_write_json, sha256
 from dfkd_edge.killpoint import instant
 from dfkd_edge.progress import NullProgress, Progress
-from dfkd_edge.stages.files import MANIFEST, PARTIAL
+from dfkd_edge.runfiles import MANIFEST, PARTIAL
 from dfkd_edge.targets import host_info
+from dfkd_edge.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def versions() -> dict:
     import onnx
     import onnxruntime
 
-    return {"dfkd_edge": dfkd_edge.__version__, "python": platform.python_version(), "torch": torch.__version__,
+    return {"dfkd_edge": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
 
 
@@ -107,6 +108,8 @@ class Run:
         self.manifest = {"schema": 1, "tool": "dfkd-edge", "config": cfg.to_dict(), "versions": versions(),
                          "host": host_info(cfg.resolved_threads()), "stages": {}, "complete": False}
         self.previous: dict = {}
+        self.held = False  # manifest writes wait for release() (a stage command until it is not refused)
+        self._pending = False
         self._digests: dict[str, tuple[int, int, str]] = {}
         if (cfg.resume if previous is None else previous) and (self.out / MANIFEST).exists():
             try:
@@ -152,7 +155,21 @@ class Run:
                                          "files": {f: self.digest(f) for f in files}, **(extra or {})}
         self.write_manifest()
 
+    def hold(self) -> None:
+        """Keep manifest writes in memory until ``release``: a command refused before any stage runs
+        leaves the run directory as it was."""
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        if self._pending:
+            self._pending = False
+            self.write_manifest()
+
     def write_manifest(self) -> None:
+        if self.held:
+            self._pending = True
+            return
         instant()
         atomic_write_json(self.out / MANIFEST, self.manifest)
         instant()
@@ -226,6 +243,7 @@ def run_stages(run: Run, s: State, stages: list[Stage], require: set[str] = froz
         st.prepare(s)
         t0 = time.perf_counter()
         if st.always:
+            run.release()
             st.run(s)
             if st.record:
                 run.stage(st.name, time.perf_counter() - t0, st.writes(s), reads=st.reads(s))
@@ -238,6 +256,7 @@ def run_stages(run: Run, s: State, stages: list[Stage], require: set[str] = froz
                 raise UserError(_missing(run, st))
             if not done:
                 s.stage_key = key
+                run.release()
                 st.run(s)
                 run.stage(st.name, time.perf_counter() - t0, st.writes(s), key, st.reads(s), st.extra(s))
                 mark_stale(run, st.name)
@@ -246,6 +265,7 @@ def run_stages(run: Run, s: State, stages: list[Stage], require: set[str] = froz
                 announce(st, not done)
         st.load(s)
         _after(run, s, st, stages)
+    run.release()
     partial = run.path(PARTIAL)
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
@@ -258,8 +278,6 @@ def _after(run: Run, s: State, st: Stage, stages: list[Stage]) -> None:
     rest = stages[stages.index(st) + 1:]
     if st.distributed and not any(o.distributed and o.applies(s) for o in rest):
         if getattr(s, "scaled", False):
-            from dfkd_edge.compute import Compute
-
             s.teacher.to(Compute())  # back on the CPU: evaluation and the teacher's latency rows run there
         s.dist.command("done")
         torch.set_num_threads(s.threads)

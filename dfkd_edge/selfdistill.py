@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from dfkd_edge.data.evaldata import load_eval_data
-from dfkd_edge.distill.vkd import (SelfDistillConfig, generator_fidelity, save_virtual_generator, self_distill,
-                                   train_ce)
+from dfkd_edge.distill.vkd import SelfDistillConfig, generator_fidelity, save_virtual_generator, self_distill, train_ce
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.models import create_model
 from dfkd_edge.models.students import STUDENT_FAMILIES, count_params
 from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.runner import prepare_out_dir
 from dfkd_edge.teacher import load_teacher, save_torchscript
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,6 @@ def _logits(m: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def run_selfdistill(job: SelfDistillJob, progress: Progress | None = None) -> dict:
-    from dfkd_edge.runner import prepare_out_dir
-
     progress = progress or NullProgress()
     out = Path(job.out)
     prepare_out_dir(out, job.force, marker=RESULT_JSON)

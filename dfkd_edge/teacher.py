@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from dfkd_edge.errors import UserError
+from dfkd_edge.export.onnx_model import is_onnx
+from dfkd_edge.export.onnx_torch import load_onnx_module
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +276,6 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _is_onnx(path: Path) -> bool:
-    from dfkd_edge.export.onnx_model import is_onnx
-
     return is_onnx(path)
 
 
@@ -323,7 +323,6 @@ def load_teacher(path: str | Path, input_shape: tuple[int, ...] | None = None,
             module, shape_in_file, static_batch = _load_exported(path)
             fmt, runtime, backend = "exported-program", None, "torch-eager"
         elif kind == "not-zip" and _is_onnx(path):  # an ONNX classifier, run by PyTorch operations
-            from dfkd_edge.export.onnx_torch import load_onnx_module
 
             module, shape_in_file = load_onnx_module(path)
             fmt, runtime, backend = "onnx", module, "torch-eager"

@@ -180,7 +180,7 @@ def test_an_int8_model_left_wholly_in_float_is_not_recommended_as_int8():
     rows = [{"model": "model", "batch": 1, "backend": "onnxruntime-cpu", "device": host.name, "kind": "measured",
              "precision": p, "p50_ms": ms} for p, ms in (("fp32", 1.0), ("int8", 0.9))]
     quality = {"accuracy": {"model_fp32": 0.9, "model_int8": 0.9}, "fidelity": {}}
-    from dfkd_edge.stages.files import MODEL_FILES
+    from dfkd_edge.runfiles import MODEL_FILES
 
     usable = recommend(host, rows, quality, {}, MODEL_FILES, {"guardrail": {"int8_usable": True}})
     all_float = recommend(host, rows, quality, {}, MODEL_FILES, {"guardrail": {"int8_usable": False}})

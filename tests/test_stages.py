@@ -111,6 +111,42 @@ def test_stage_refuses_without_its_inputs(cli, tmp_path, request, command, befor
     assert code == 2 and f"run `dfkd-edge {first} {out}` first" in err, err
 
 
+def _tree(root) -> dict:
+    """Every file under ``root`` and its bytes' sha256."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command, before, options", [
+    ("export", "synthesized", ["--threads", "2"]),
+    ("calibrate", "distilled", ["--calib-samples", "8", "--eval-data", "EVAL"]),
+    ("build", "exported", ["--target", "jetson-orin-nano"]),
+    ("report", "exported", ["--eval-data", "EVAL", "--latency-budget", "0.05"])])
+def test_a_refused_command_changes_nothing_on_disk(cli, tmp_path, request, toy_teachers, command, before, options):
+    out = tmp_path / "run"
+    shutil.copytree(request.getfixturevalue(before), out)
+    options = [toy_teachers["signal"]["eval"] if o == "EVAL" else o for o in options]
+    was = _tree(out)
+    code, _, err = cli(command, out, *options)
+    assert code == 2 and "first" in err, err
+    assert _tree(out) == was
+
+
+def test_report_with_eval_data_evaluates_without_re_keying_calibration(cli, tmp_path, calibrated, toy_teachers):
+    """The README's stage sequence ends with `report RUN --eval-data test.npz`: the eval data is read by the
+    report, not by calibration (its check set is the held-out synthetic samples)."""
+    out = tmp_path / "run"
+    shutil.copytree(calibrated, out)
+    other = tmp_path / "test.npz"
+    shutil.copy(toy_teachers["signal"]["eval"], other)
+    code, _, err = cli("report", out, "--eval-data", other, "--latency-budget", "0.05")
+    assert code == 0, err
+    stages = read_json(out / "manifest.json")["stages"]
+    assert stages["calibrate"].get("resumed") and read_json(out / "report.json")["accuracy"]["student_int8"] is not None
+
+
 def test_build_without_a_tensorrt_target_says_so(cli, calibrated):
     code, _, err = cli("build", calibrated)
     assert code == 2 and "have none: give one with --target" in err

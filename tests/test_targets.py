@@ -16,8 +16,9 @@ from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.export.quantize import CalibConfig, quantize_one
 from dfkd_edge.export.tensorrt import build_engine, tensorrt_status
-from dfkd_edge.export.tensorrt_qdq import (calibration_cache_text, parse_calibration_cache, quantize_for_tensorrt,
-                                           tensor_amax, tensorrt_qdq_violations, trt_version_tag)
+from dfkd_edge.export.tensorrt_qdq import (all_float_violations, calibration_cache_text, parse_calibration_cache,
+                                           quantize_for_tensorrt, tensor_amax, tensorrt_qdq_violations,
+                                           trt_version_tag)
 from dfkd_edge.export.trt_script import write_build_script
 from dfkd_edge.models import create_student
 from dfkd_edge.targets.estimate import estimate_ms, estimate_rows, layer_costs
@@ -104,6 +105,21 @@ def test_tensorrt_qdq_model_follows_the_placement_rules(student_onnx, tmp_path):
     quantize_one(fp32, u8, x, "qdq-u8s8", CalibConfig())
     bad = tensorrt_qdq_violations(u8)
     assert any("zero point" in v for v in bad)
+
+
+def test_every_layer_left_in_float_by_the_guardrail_is_an_outcome_not_an_error(student_onnx, tmp_path):
+    """The guardrail leaving every layer in float (how often depends on the numerics, the thread count among
+    them) gives a model without Q/DQ nodes: TensorRT then gets fp16, the run goes on."""
+    fp32, x = student_onnx
+    every = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    q = quantize_for_tensorrt(fp32, tmp_path / "q.onnx", x, exclude=every)
+    found = tensorrt_qdq_violations(q)
+    assert found and all_float_violations(found, guard_triggered=True) == ([], True)
+    assert all_float_violations(found, guard_triggered=False) == (found, False)  # not the guardrail's: an error
+    u8 = tmp_path / "u8.onnx"
+    quantize_one(fp32, u8, x, "qdq-u8s8", CalibConfig())
+    bad = tensorrt_qdq_violations(u8)
+    assert all_float_violations(bad, guard_triggered=True) == (bad, False)  # a real placement error stays one
 
 
 def test_layers_left_in_float_are_allowed_half_quantized_layers_are_not(student_onnx, tmp_path):

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfkd_edge.models.teachers import DigitsCNN
+from dfkd_edge.teacher import save_torchscript
+
 log = logging.getLogger(__name__)
 
 INPUT_SHAPE = (1, 8, 8)
@@ -62,8 +65,6 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_teacher(epochs: int = 60, seed: int = 0, width: int = 32, model: nn.Module | None = None
                   ) -> tuple[nn.Module, float]:
     """Train the demo DigitsCNN (or ``model``) on the train split; returns (model, test accuracy)."""
-    from dfkd_edge.models.teachers import DigitsCNN
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_tr, y_tr, x_te, y_te = load_split()
@@ -89,8 +90,6 @@ def train_teacher(epochs: int = 60, seed: int = 0, width: int = 32, model: nn.Mo
 
 
 def main(argv=None) -> None:
-    from dfkd_edge.teacher import save_torchscript
-
     ap = argparse.ArgumentParser(description="Train and save the built-in digits teacher (TorchScript).")
     ap.add_argument("--out", default=str(Path(__file__).with_name(TEACHER_FILE)))
     ap.add_argument("--epochs", type=int, default=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,11 +30,6 @@ def soft_kl(student_logits: torch.Tensor, target_logp: torch.Tensor, temperature
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, 1), target_logp, reduction="batchmean",
                     log_target=True) * t * t
-
-
-def take(x, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of an array, or of a row source read from disk (``synthesis.store.Rows``)."""
-    return x.take(idx) if hasattr(x, "store") else x[idx]
 
 
 def mix_inputs(x: torch.Tensor, lam: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:

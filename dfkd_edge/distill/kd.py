@@ -25,9 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfkd_edge.compute import Compute, maybe_compile
-from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl
+from dfkd_edge.transfer_store import take
 from dfkd_edge.distill.vkd import VirtualGenerator
+from dfkd_edge.distributed import Dist, rank_seed
 from dfkd_edge.errors import UserError
+from dfkd_edge.io import atomic_path
 from dfkd_edge.moves import shift_samples
 from dfkd_edge.progress import NullProgress, Progress
 
@@ -83,7 +86,6 @@ class _Checkpoint:
     def save(self, epoch: int, history: list) -> None:
         if self.file is None:
             return
-        from dfkd_edge.io import atomic_path
 
         state = {"epoch": epoch, "history": list(history), "student": self.student.state_dict(),
                  "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
@@ -129,8 +131,6 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     ``checkpoint_dir`` (one process): the whole training state is saved there after every epoch
     (weights, optimizer, schedule, every random stream), and a call that finds it continues from
     the next epoch, with the same result as an uninterrupted run."""
-    from dfkd_edge.distributed import Dist, rank_seed
-
     check_mode(cfg)
     dist = dist or Dist()
     compute = compute or Compute()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import UserError
 from dfkd_edge.models import create_model
+from dfkd_edge.models.students import MIN_WIDTH, _WIDTHS, count_params
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.adversarial import GeneratorSynthesizer, class_imbalance
 from dfkd_edge.synthesis.base import TransferSet
@@ -196,8 +197,6 @@ def train_attention(student, x: np.ndarray, y: np.ndarray, epochs: int = 200, lr
 def multi_student_width(input_shape, num_classes: int, teacher_params: list[int], headers: int,
                         family: str | None = None) -> int:
     """The widest width whose multi-header student stays within 1/4 of the largest teacher (>= 8)."""
-    from dfkd_edge.models.students import MIN_WIDTH, _WIDTHS, count_params
-
     budget = max(teacher_params) / 4
     best = MIN_WIDTH
     for w in _WIDTHS:

@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl, take
+from dfkd_edge.distill.common import TrainConfig, make_optimizer, mix_inputs, soft_kl
+from dfkd_edge.transfer_store import take
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_path
 from dfkd_edge.progress import NullProgress, Progress

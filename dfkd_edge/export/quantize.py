@@ -22,6 +22,7 @@ import numpy as np
 
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.transfer_store import take
 from dfkd_edge.errors import UserError
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.targets.host import time_runner
@@ -78,8 +79,6 @@ class _Reader:
 
 def calibration_subset(x, n: int, seed: int) -> np.ndarray:
     """A seeded subset of ``x`` (an array or a row source on disk), in file order."""
-    from dfkd_edge.distill.common import take
-
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
     return np.ascontiguousarray(take(x, np.sort(idx)), dtype=np.float32)
@@ -311,13 +310,12 @@ def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_top1, heldout_x
 
 
 def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, heldout_x: np.ndarray,
-              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None,
-              extra_check_x: np.ndarray | None = None) -> dict:
+              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None) -> dict:
     """Build each candidate int8 model, measure it, keep the best at ``out_path``; returns a record.
 
     A candidate is within tolerance when its top-1 agreement with the fp32 model, on the held-out
-    synthetic samples (and ``extra_check_x``, the eval inputs, when given), is at least
-    ``min_agreement``; the fastest such candidate at batch 1 is kept. When none is, the guardrail
+    synthetic samples, is at least ``min_agreement`` (labelled eval data never chooses the model it then
+    evaluates); the fastest such candidate at batch 1 is kept. When none is, the guardrail
     leaves the most sensitive nodes of the most faithful candidate in float (see ``guardrail``)."""
     progress = progress or NullProgress()
     if cfg.method not in CALIBRATION_METHODS:
@@ -333,7 +331,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         pre = work / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         teacher_top1 = heldout_teacher.argmax(1)
-        check_x = heldout_x if extra_check_x is None else np.concatenate([heldout_x, extra_check_x])
+        check_x = heldout_x
         x1 = heldout_x[:1]
         fp32_top1 = _top1(fp32_path, check_x, cfg.threads, "fp32")
         fp32 = {"fidelity": float((fp32_top1[:len(heldout_x)] == teacher_top1).mean()),

@@ -25,6 +25,7 @@ import numpy as np
 
 from dfkd_edge.backends.base import Runner
 from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.targets.host import measure_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class TensorRTRunner(Runner):
 def time_engine(engine_path: str | Path, precision: str, input_shape: tuple[int, ...], batches=(1, 32),
                 budget_s: float = 1.0, device: str = "gpu") -> list:
     """Latency rows (kind ``measured``) of a built engine on this machine's GPU."""
-    from dfkd_edge.targets.host import measure_interleaved
-
     rng = np.random.default_rng(0)
     rows = []
     for b in batches:

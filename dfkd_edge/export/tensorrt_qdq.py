@@ -21,19 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from dfkd_edge.export.quantize import _Reader, input_name, range_cache
 from dfkd_edge.io import atomic_path, atomic_write_text
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CALIBRATOR_TAG = "EntropyCalibration2"
-
+#: the two rule violations of a model whose every layer is in float
+NOT_QUANTIZED, NOTHING_INT8 = "the model is not explicitly quantized", "nothing runs in int8"
 
 def quantize_for_tensorrt(pre_path: Path, out_path: Path, calib_x: np.ndarray, method: str = "minmax",
                           exclude: list[str] | None = None, ranges: Path | None = None) -> Path:
     """S8S8 symmetric Q/DQ ONNX for TensorRT from a (pre-processed) fp32 ONNX; ``ranges``: the calibration
     cache of these samples (dfkd_edge.export.quantize.range_cache)."""
     import onnxruntime.quantization as q
-
-    from dfkd_edge.export.quantize import _Reader, input_name, range_cache
 
     cm = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
           "percentile": q.CalibrationMethod.Percentile}[method]
@@ -87,11 +87,22 @@ def tensorrt_qdq_violations(path: str | Path) -> list[str]:
     producer = {o: n for n in g.node for o in n.output}
     weight_dq, float_layers = _check_layers(g, producer, out)
     if not any(n.op_type == "QuantizeLinear" for n in g.node):
-        out.append("no QuantizeLinear/DequantizeLinear nodes: the model is not explicitly quantized")
+        out.append(f"no QuantizeLinear/DequantizeLinear nodes: {NOT_QUANTIZED}")
     if float_layers and len(float_layers) == sum(n.op_type in QUANTIZABLE for n in g.node):
-        out.append("no Conv/Gemm/MatMul reads its inputs through DequantizeLinear: nothing runs in int8")
+        out.append(f"no Conv/Gemm/MatMul reads its inputs through DequantizeLinear: {NOTHING_INT8}")
     _check_qdq_nodes(g, producer, weight_dq, out)
     return out
+
+
+def all_float_violations(violations: list[str], guard_triggered: bool) -> tuple[list[str], bool]:
+    """(the placement-rule violations that are errors, whether every layer stayed in float). When the
+    guardrail had to leave every layer in float, a model without Q/DQ nodes, or with no layer reading int8,
+    is its expected outcome, not a placement error: int8 buys nothing for TensorRT there, and the
+    recommendation takes fp16 or fp32."""
+    if not guard_triggered:
+        return violations, False
+    rest = [v for v in violations if NOT_QUANTIZED not in v and NOTHING_INT8 not in v]
+    return rest, len(rest) < len(violations)
 
 
 def _check_layers(g, producer: dict, out: list[str]) -> tuple[dict[str, int], list[str]]:

@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from dfkd_edge.errors import UserError
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -16,8 +18,6 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def create_model(name: str, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
-        from dfkd_edge.errors import UserError
-
         raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dfkd_edge.io import atomic_write_json, atomic_write_text
-from dfkd_edge.report.render import render_html, render_markdown
+from dfkd_edge.report.document import render_html, render_markdown
+from dfkd_edge.report.plots import accuracy_latency_plot, latency_plot
 
 SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "report.md", "report.html", "latency.png", "accuracy_latency.png")
@@ -13,8 +14,6 @@ REPORT_FILES = ("report.json", "report.md", "report.html", "latency.png", "accur
 
 def write_report(out: Path, report: dict) -> list[str]:
     """report.json, the plots, report.md and report.html into ``out``; returns the file names."""
-    from dfkd_edge.report.plots import accuracy_latency_plot, latency_plot
-
     out = Path(out)
     atomic_write_json(out / "report.json", report)
     latency_plot(report, out / "latency.png")

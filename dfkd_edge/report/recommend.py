@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dfkd_edge.stages.files import STUDENT_FILES, Artifacts, build_script_name
+from dfkd_edge.runfiles import STUDENT_FILES, Artifacts, build_script_name
 from dfkd_edge.targets import TargetProfile
 
 

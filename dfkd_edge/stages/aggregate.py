@@ -7,12 +7,13 @@ import json
 
 import torch
 
+from dfkd_edge.distill.multi import train_attention
 from dfkd_edge.errors import PipelineError
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models.students import build_from_recipe
+from dfkd_edge.runfiles import AGGREGATION_JSON, HEADERS_JSON, HEADERS_PT, STUDENT_JSON, STUDENT_PT
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student
-from dfkd_edge.stages.files import AGGREGATION_JSON, HEADERS_JSON, HEADERS_PT, STUDENT_JSON, STUDENT_PT
 
 
 class Aggregate(Stage):
@@ -43,8 +44,6 @@ class Aggregate(Stage):
 def aggregate_headers(run, few_shot, seed: int) -> dict:
     """Writes the final student (student.pt/.json): the multi-header student with the mean of its
     headers, or with attention trained on ``few_shot`` (x, y), the rest frozen."""
-    from dfkd_edge.distill.multi import train_attention
-
     recipe = {k: v for k, v in json.loads(run.path(HEADERS_JSON).read_text()).items()
               if k not in ("num_params", "final_kd_loss")}
     state = torch.load(run.path(HEADERS_PT), map_location="cpu", weights_only=True)

@@ -14,11 +14,14 @@ from pathlib import Path
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, calibration_subset
+from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, calibration_subset, guardrail, input_name
+from dfkd_edge.export.tensorrt_qdq import (all_float_violations, quantize_for_tensorrt, tensorrt_qdq_violations,
+                                          write_calibration_cache)
+from dfkd_edge.export.trt_script import write_build_script
 from dfkd_edge.io import atomic_path, atomic_write_json
+from dfkd_edge.runfiles import TARGETS_JSON, TRANSFER_SET, Artifacts, build_script_name
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
-from dfkd_edge.stages.files import TARGETS_JSON, TRANSFER_SET, Artifacts, build_script_name
 from dfkd_edge.targets import load_profile
 
 log = logging.getLogger(__name__)
@@ -58,10 +61,6 @@ def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, 
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from dfkd_edge.export.quantize import input_name
-    from dfkd_edge.export.tensorrt_qdq import write_calibration_cache
-    from dfkd_edge.export.trt_script import write_build_script
-
     doc = _qdq_model(run, calib_x, x_hold, threads, names)
     with atomic_path(run.path(names.onnx_fp16)) as tmp:
         onnx.save(convert_float_to_float16(onnx.load(str(run.path(names.onnx_fp32))), keep_io_types=True), str(tmp))
@@ -89,8 +88,6 @@ def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
     """The S8S8 Q/DQ model, the guardrail run on it when it disagrees with fp32, the rules checked."""
     from onnxruntime.quantization import quant_pre_process
 
-    from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt, tensorrt_qdq_violations
-
     work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
     try:
         pre = work / "pre.onnx"
@@ -99,11 +96,9 @@ def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
         agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads, names)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    violations = tensorrt_qdq_violations(run.path(names.onnx_trt_qdq))
-    if guard["triggered"] and any("nothing runs in int8" in v for v in violations):
-        # the guardrail had to leave every layer in float: int8 buys nothing for TensorRT here (expected, not a
-        # placement error); the recommendation then takes fp16 or fp32
-        violations = [v for v in violations if "nothing runs in int8" not in v]
+    violations, all_float = all_float_violations(tensorrt_qdq_violations(run.path(names.onnx_trt_qdq)),
+                                                 guard["triggered"])
+    if all_float:
         guard["int8_usable"] = False
         log.warning("TensorRT int8: every layer had to stay in float to agree with fp32; the TensorRT targets "
                     "get fp16 or fp32")
@@ -117,9 +112,6 @@ def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
 def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Artifacts) -> tuple[float, dict]:
     """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
     are left in float (TensorRT runs them in fp16/fp32)."""
-    from dfkd_edge.export.quantize import guardrail
-    from dfkd_edge.export.tensorrt_qdq import quantize_for_tensorrt
-
     with OrtRunner(run.path(names.onnx_fp32), threads) as r32:
         fp32_top1 = predict(r32, x_hold).argmax(1)
     with OrtRunner(run.path(names.onnx_trt_qdq), threads, "int8") as rq:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from dfkd_edge.export.quantize import calibrate, calibration_subset
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
-from dfkd_edge.stages.files import CALIBRATION_JSON, TRANSFER_SET
+from dfkd_edge.runfiles import CALIBRATION_JSON, TRANSFER_SET
 
 
 def calib_params(cfg) -> dict:
@@ -27,9 +27,6 @@ class Calibrate(Stage):
     def reads(self, s) -> list[str]:
         return [s.files.onnx_fp32, TRANSFER_SET]
 
-    def external(self, s) -> list[str]:
-        return [s.cfg.eval_data] if s.cfg.eval_data else []
-
     def writes(self, s) -> list[str]:
         return [s.files.onnx_int8, CALIBRATION_JSON]
 
@@ -37,5 +34,5 @@ class Calibrate(Stage):
         cfg = s.cfg
         calib_x = calibration_subset(s.x_train, cfg.calib.samples, cfg.seed)
         calib = calibrate(s.run.path(s.files.onnx_fp32), s.run.path(s.files.onnx_int8), calib_x, s.x_hold, s.l_hold, cfg.calib,
-                          progress=s.run.progress, extra_check_x=s.eval_xy[0] if s.eval_xy is not None else None)
+                          progress=s.run.progress)
         atomic_write_json(s.run.path(CALIBRATION_JSON), calib)

@@ -10,7 +10,7 @@ import torch
 
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.models.students import build_from_recipe, count_params
-from dfkd_edge.stages.files import STUDENT_JSON, STUDENT_PT
+from dfkd_edge.runfiles import STUDENT_JSON, STUDENT_PT
 
 
 def seed_all(seed: int) -> None:

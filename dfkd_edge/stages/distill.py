@@ -17,7 +17,7 @@ from dfkd_edge.io import atomic_path
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
-from dfkd_edge.stages.files import (KD_BASELINE_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TRANSFER_SET, VIRTUAL_PT,
+from dfkd_edge.runfiles import (KD_BASELINE_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TRANSFER_SET, VIRTUAL_PT,
                                     VIRTUAL_SET)
 
 

@@ -17,9 +17,9 @@ from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.quality import assess
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
-from dfkd_edge.stages.files import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
+from dfkd_edge.runfiles import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
                                     VIRTUAL_PT, VIRTUAL_SET)
-from dfkd_edge.synthesis.store import TransferSetFile
+from dfkd_edge.transfer_store import TransferSetFile
 
 
 class Evaluate(Stage):

@@ -14,7 +14,7 @@ from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
 from dfkd_edge.errors import PipelineError, UserError
-from dfkd_edge.stages.files import ONNX_FP32, PARITY_JSON, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
+from dfkd_edge.runfiles import ONNX_FP32, PARITY_JSON, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 
 
 class Export(Stage):

@@ -7,12 +7,19 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict
 
-from dfkd_edge.errors import UserError
+from dfkd_edge.data.evaldata import load_eval_data, load_inputs
+from dfkd_edge.distill.multi import multi_student_width
+from dfkd_edge.domain import InputDomain, infer_domain, user_domain
+from dfkd_edge.ensemble import Ensemble
+from dfkd_edge.errors import PipelineError, UserError
+from dfkd_edge.export.onnx_export import check_parity
+from dfkd_edge.export.onnx_model import check_onnx_model
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models import create_student
+from dfkd_edge.runfiles import TEACHER_JSON
 from dfkd_edge.runner import Stage
-from dfkd_edge.stages.files import TEACHER_JSON
-from dfkd_edge.synthesis import resolve_method
+from dfkd_edge.stages.export import shipped_module
+from dfkd_edge.synthesis import METHODS, resolve_method
 from dfkd_edge.synthesis.base import MULTI_METHOD, choose_auto
 from dfkd_edge.teacher import load_teacher
 
@@ -27,7 +34,6 @@ class Inspect(Stage):
         with _agreeing(s.dist):
             s.teacher, s.eval_xy = load_teachers(s.cfg), None
             if s.cfg.eval_data:  # before the domain fit: a file that does not fit is refused at once
-                from dfkd_edge.data.evaldata import load_eval_data
 
                 s.eval_xy = load_eval_data(s.cfg.eval_data, s.teacher.spec.input_shape, s.teacher.spec.num_classes)
         s.spec = s.teacher.spec
@@ -57,7 +63,6 @@ class Inspect(Stage):
         cfg = s.cfg
         with _agreeing(s.dist):
             if s.teacher.domain is None:  # skipped: the domain its finished run fitted
-                from dfkd_edge.domain import InputDomain
 
                 _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
             s.method, s.auto_why = resolve_method(cfg.method), None
@@ -73,8 +78,6 @@ class Inspect(Stage):
             if s.multihead:
                 s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
                 if cfg.few_shot_data:
-                    from dfkd_edge.data.evaldata import load_eval_data
-
                     s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
         s.dist.agree(None)
 
@@ -90,21 +93,15 @@ class InspectModel(Inspect):
                             "its ONNX and int8 models need a dynamic batch: export it with dynamic_shapes="
                             "({0: torch.export.Dim('batch')},)")
         if s.cfg.onnx_model:  # before minutes of synthesis: an ONNX file the int8 path cannot take
-            from dfkd_edge.export.onnx_model import check_onnx_model
 
             check_onnx_model(s.cfg.onnx_model, s.spec.input_shape, s.spec.num_classes)
         s.calib_real = None
         if s.cfg.calib_data:  # before minutes of synthesis: a file that does not fit is refused at once
-            from dfkd_edge.data.evaldata import load_inputs
 
             s.calib_real = load_inputs(s.cfg.calib_data, s.spec.input_shape)
 
     def load(self, s) -> None:
-        from dfkd_edge.synthesis import METHODS
-
         if s.teacher.domain is None:
-            from dfkd_edge.domain import InputDomain
-
             _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
         s.method, s.auto_why = resolve_method(s.cfg.method), None
         if s.cfg.method == "auto":
@@ -122,10 +119,6 @@ def _same_network(s) -> None:
     """An ONNX MODEL and its --source must compute the same logits: checked on the input domain's noise
     before minutes of synthesis (export checks it again on held-out synthetic samples)."""
     import torch
-
-    from dfkd_edge.errors import PipelineError
-    from dfkd_edge.export.onnx_export import check_parity
-    from dfkd_edge.stages.export import shipped_module
 
     x = s.teacher.domain.draw(32, s.spec.input_shape, torch.Generator().manual_seed(s.cfg.seed)).numpy()
     try:
@@ -148,8 +141,6 @@ def _agreeing(dist):
 def load_teachers(cfg):
     """The teacher, or the ensemble of several; its input domain set (dfkd_edge.domain)."""
     if cfg.more_teachers:
-        from dfkd_edge.ensemble import Ensemble
-
         return Ensemble([load_teacher(p, cfg.input_shape, cfg.factory) for p in cfg.teacher_paths])
     return load_teacher(cfg.teacher, cfg.input_shape, cfg.factory)
 
@@ -157,8 +148,6 @@ def load_teachers(cfg):
 def set_domain(teacher, cfg) -> None:
     """The input domain every method synthesizes in (dfkd_edge.domain): the user's, else read from the
     teacher; set on the teacher (and on each member of several)."""
-    from dfkd_edge.domain import infer_domain, user_domain
-
     user = user_domain(teacher.spec.input_shape, cfg.input_mean, cfg.input_std, cfg.input_range)
     _put_domain(teacher, infer_domain(teacher, user, seed=cfg.seed))
 
@@ -172,8 +161,6 @@ def _put_domain(teacher, domain) -> None:
 def multi_recipe(single: dict, ensemble, cfg) -> dict:
     """The multi-header student for these teachers: the family ``--student`` chose, one header per
     teacher, the widest width within 1/4 of the largest teacher's parameters (or ``--width``)."""
-    from dfkd_edge.distill.multi import multi_student_width
-
     spec = ensemble.spec
     n = len(ensemble.members)
     width = cfg.width or multi_student_width(spec.input_shape, spec.num_classes,

@@ -14,7 +14,7 @@ from dfkd_edge.backends.torch_eager import TorchRunner
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
-from dfkd_edge.stages.files import LATENCY_JSON, STUDENT_PT, TEACHER_JSON
+from dfkd_edge.runfiles import LATENCY_JSON, STUDENT_PT, TEACHER_JSON
 from dfkd_edge.targets import load_profile, measure_interleaved
 from dfkd_edge.targets.estimate import estimate_rows
 

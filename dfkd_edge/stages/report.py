@@ -13,7 +13,7 @@ from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.report.recommend import recommend, with_verdict
 from dfkd_edge.runner import Stage
 from dfkd_edge.synthesis.base import start_of
-from dfkd_edge.stages.files import (CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, LATENCY_JSON, MANIFEST, PARITY_JSON,
+from dfkd_edge.runfiles import (CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, LATENCY_JSON, MANIFEST, PARITY_JSON,
                                     STUDENT_PT, TARGETS_JSON, TRANSFER_SET)
 
 

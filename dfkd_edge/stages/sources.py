@@ -20,7 +20,7 @@ from dfkd_edge.export.quantize import calibrate, calibration_subset
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
-from dfkd_edge.stages.files import CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, TRANSFER_SET
+from dfkd_edge.runfiles import CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, TRANSFER_SET
 
 #: where each source's samples come from, in words (report.json and the report)
 SOURCES = {"synthetic": "synthesized from the model (what ships)",
@@ -61,8 +61,7 @@ class CalibrationSources(Stage):
             with s.run.progress.task("calibration sources", total=len(others)) as task:
                 for source, x in others:
                     path = work / f"{source}.onnx"
-                    rec = calibrate(fp32, path, np.asarray(x, np.float32), s.x_hold, s.l_hold, cfg,
-                                    extra_check_x=s.eval_xy[0] if s.eval_xy is not None else None)
+                    rec = calibrate(fp32, path, np.asarray(x, np.float32), s.x_hold, s.l_hold, cfg)
                     rows.append(measure(source, path, rec))
                     task.advance(1)
         finally:

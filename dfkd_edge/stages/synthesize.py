@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import shutil
 
+from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
+from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
-from dfkd_edge.stages.files import (HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON,
-                                    TRANSFER_SET)
 from dfkd_edge.synthesis import create_synthesizer
-from dfkd_edge.synthesis.store import TransferSetFile
+from dfkd_edge.transfer_store import TransferSetFile
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,6 @@ class Synthesize(Stage):
 def _synthesizer(s):
     cfg = s.cfg
     if s.multihead:
-        from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
-
         return MultiTeacherSynthesizer(s.teacher, MultiTeacherConfig(iterations=cfg.iterations,
                                                                      batch_size=cfg.synth_batch, seed=cfg.seed))
     return create_synthesizer(s.method, s.teacher, **_synth_kwargs(cfg))

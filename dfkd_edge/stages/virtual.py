@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import time
 
-from dfkd_edge.distill.vkd import fit_virtual_generator, generator_fidelity, load_virtual_generator, \
-    save_virtual_generator
+from dfkd_edge.distill.vkd import (fit_virtual_generator, generator_fidelity, load_virtual_generator,
+                                   save_virtual_generator)
 from dfkd_edge.io import atomic_write_json
+from dfkd_edge.runfiles import PARTIAL, TEACHER_JSON, TRANSFER_SET, VIRTUAL_JSON, VIRTUAL_PT, VIRTUAL_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import scale_key, seed_all
-from dfkd_edge.stages.files import PARTIAL, TEACHER_JSON, TRANSFER_SET, VIRTUAL_JSON, VIRTUAL_PT, VIRTUAL_SET
-from dfkd_edge.synthesis.store import TransferSetFile
+from dfkd_edge.transfer_store import TransferSetFile
+from dfkd_edge.synthesis.virtual_target import VirtualTargetSynthesizer
 
 
 class Virtual(Stage):
@@ -68,8 +69,6 @@ class VirtualSet(Stage):
         return [VIRTUAL_SET]
 
     def run(self, s) -> None:
-        from dfkd_edge.synthesis.virtual_target import VirtualTargetSynthesizer
-
         cfg, run = s.cfg, s.run
         seed_all(cfg.seed)
         synth = VirtualTargetSynthesizer(s.teacher, load_virtual_generator(run.path(VIRTUAL_PT)),

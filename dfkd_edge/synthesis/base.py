@@ -16,10 +16,14 @@ import numpy as np
 import torch
 
 from dfkd_edge.compute import Compute
+from dfkd_edge.distributed import Dist, rank_seed
+from dfkd_edge.domain import InputDomain
 from dfkd_edge.errors import UserError
+from dfkd_edge.io import atomic_savez
 from dfkd_edge.moves import shift_samples
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.start import resolve_start, start_points
+from dfkd_edge.transfer_store import TransferSetFile, write_transfer_set
 from dfkd_edge.teacher import Teacher
 
 if TYPE_CHECKING:
@@ -96,8 +100,6 @@ class TransferSet:
     method: str
 
     def save(self, path: str | Path) -> None:
-        from dfkd_edge.io import atomic_savez
-
         atomic_savez(path, x=self.x, logits=self.logits, holdout=self.holdout, method=np.array(self.method))
 
     @classmethod
@@ -192,8 +194,6 @@ class Synthesizer:
         that rank's random stream, checkpointed under ``checkpoint_dir/rank-R``, and gathered in
         order by the leader, which labels and writes the set; a follower returns None.
         ``compute`` says where the optimisation runs (dfkd_edge.compute; the CPU by default)."""
-        from dfkd_edge.distributed import Dist, rank_seed
-
         dist = dist or Dist()
         self.compute = compute or Compute()
         progress = progress or NullProgress()
@@ -227,8 +227,6 @@ class Synthesizer:
                 x = self.sample(batches[i], task=task).detach().cpu()
                 self.samples_done += batches[i]
                 if checkpoint_dir is not None:
-                    from dfkd_edge.io import atomic_savez
-
                     atomic_savez(self._checkpoint(checkpoint_dir, i), x=x.numpy(),
                                  rng=self.generator.get_state().numpy())
                 if xs is not None:
@@ -269,8 +267,6 @@ class Synthesizer:
 
     def _stream(self, out_path, ordered, total: int, mask: np.ndarray):
         """Write the set from ``ordered`` (its input batches in order), labelling each as it passes."""
-        from dfkd_edge.synthesis.store import TransferSetFile, write_transfer_set
-
         logits: list[np.ndarray] = []  # N x classes: small, kept; x is not
 
         def labelled_batches():
@@ -393,8 +389,6 @@ def resolve_bn_units(teacher) -> str:
 
 def teacher_domain(teacher):
     """``teacher.domain``, or N(0, 1) per channel when nobody set one (library use without the pipeline)."""
-    from dfkd_edge.domain import InputDomain
-
     d = getattr(teacher, "domain", None)
     if d is None:
         c = teacher.spec.input_shape[0]

@@ -127,3 +127,8 @@ class Rows:
 
     def take(self, positions) -> np.ndarray:
         return self.store.rows(self.idx[np.asarray(positions, dtype=np.int64)])
+
+
+def take(x, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of an array, or of a row source read from disk (``Rows``)."""
+    return x.take(idx) if hasattr(x, "store") else x[idx]

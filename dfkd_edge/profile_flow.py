@@ -19,10 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.errors import UserError
-from dfkd_edge.targets.host import HOST_TARGET, measure_interleaved
+from dfkd_edge.export.tensorrt import tensorrt_status, time_engine
+from dfkd_edge.report import write_report
+from dfkd_edge.report.recommend import recommend, with_verdict
+from dfkd_edge.runfiles import MODEL_FILES, STUDENT_FILES
+from dfkd_edge.targets.host import HOST_TARGET, LatencyRow, measure_interleaved
 from dfkd_edge.targets.profile import TargetProfile, load_profile
+from dfkd_edge.targets.remote import Remote, profile_remote
 from dfkd_edge.targets.trtexec import TrtexecParseError, batch_from_shapes, latency_from_trtexec, parse_trtexec
+from dfkd_edge.teacher import parse_input_shape
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
@@ -50,8 +57,6 @@ def rows_from_trtexec_logs(logs: list[str], profile: TargetProfile, precision: s
                            batches: tuple[int, ...]) -> list[dict]:
     """Rows from captured trtexec output; precision from the option, else from each log's name
     (the build script names them ``student_int8_qdq.engine.b1.log``, ``student_fp16.engine.b32.log``)."""
-    from dfkd_edge.targets.host import LatencyRow
-
     rows = []
     for f in logs:
         p = Path(f)
@@ -75,12 +80,8 @@ def rows_from_trtexec_logs(logs: list[str], profile: TargetProfile, precision: s
 
 
 def _local_rows(model: Path, precision: str, input_shape, batches, budget_s: float, threads: int) -> list[dict]:
-    from dfkd_edge.backends.onnxruntime import OrtRunner
-
     rng = np.random.default_rng(0)
     if model.suffix in (".engine", ".plan"):
-        from dfkd_edge.export.tensorrt import tensorrt_status, time_engine
-
         st = tensorrt_status()
         return [r.to_dict() for r in time_engine(model, precision, input_shape, batches, budget_s,
                                                  device=st["gpu"] or "gpu")]
@@ -101,10 +102,6 @@ def _local_rows(model: Path, precision: str, input_shape, batches, budget_s: flo
 def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile) -> None:
     """``rows`` into a convert or quantize run's report, the target's recommendation made again (and
     marked with the run's verdict), the report re-rendered."""
-    from dfkd_edge.report import write_report
-    from dfkd_edge.report.recommend import recommend, with_verdict
-    from dfkd_edge.stages.files import MODEL_FILES, STUDENT_FILES
-
     d = Path(report_dir)
     if not (d / "report.json").is_file():
         raise UserError(f"--report {report_dir}: no report.json there (give a convert or quantize output directory)")
@@ -131,8 +128,6 @@ def profile_command(model: str | None, target: str, *, remote: str | None = None
                     trtexec_logs: list[str] | None = None, precision: str | None = None,
                     input_shape: str | None = None, batches: tuple[int, ...] = (1, 32), budget_s: float = 1.0,
                     threads: int = 0, report_dir: str | None = None) -> list[dict]:
-    from dfkd_edge.teacher import parse_input_shape
-
     profile = load_profile(target)
     if any(b <= 0 for b in batches) or budget_s <= 0:
         raise UserError("--batch and --budget must be positive")
@@ -157,8 +152,6 @@ def profile_command(model: str | None, target: str, *, remote: str | None = None
         if shape is None:
             raise UserError(f"{model}: pass --input-shape (it cannot be read from the file)")
         if remote:
-            from dfkd_edge.targets.remote import Remote, profile_remote
-
             rows = profile_remote(path, profile, Remote(remote, ssh_config), precision, name, shape, batches,
                                   budget_s, python=remote_python, runner=runner, trtexec=trtexec_bin)
         else:
