@@ -48,10 +48,10 @@ def onnx_export(meta: dict, work: Path) -> Path:
 
 
 def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: Path, variant: str = "pytorch") -> dict:
-    from dfkd_edge.cli_options import quantize_config, quantize_defaults
     from dfkd_edge.flows import quantize
+    from dfkd_edge.options import config as options_config
 
-    o = {**quantize_defaults(), "out": str(work / f"{meta['name']}-{seed}"), "force": True, "seed": seed,
+    o = {"out": str(work / f"{meta['name']}-{seed}"), "force": True, "seed": seed,
          "threads": threads, "input_shape": ",".join(map(str, meta["input_shape"])), "factory": meta.get("factory"),
          "eval_data": meta["eval"], "calib_data": meta["train"]}
     model = meta["teacher"]
@@ -59,7 +59,7 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
         model, o["factory"], o["input_shape"] = str(onnx_export(meta, work)), None, None
     if iterations:
         o["iterations"] = iterations
-    cfg = quantize_config(model, **o)
+    cfg = options_config("quantize", model, o)
     t0 = time.perf_counter()
     r = quantize(cfg)
     sources = {c["source"]: c for c in r["calibration_sources"]}
@@ -137,9 +137,9 @@ def main(argv=None) -> None:
     names = a.models or [e.name for e in zoo.ENTRIES + zoo.PHOTOS + zoo.EXTRA + zoo.DEEP
                          if (cache / f"{e.name}.json").exists()]
     variant = "onnx" if a.onnx else "pytorch"
-    from dfkd_edge.cli_options import quantize_defaults
+    from dfkd_edge.options import defaults as options_defaults
 
-    steps = a.iterations or quantize_defaults()["iterations"]
+    steps = a.iterations or options_defaults("quantize")["iterations"]
     done = {(r["model"], r.get("variant", "pytorch"), r["seed"], r["iterations"]) for r in load(results)}
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))
     try:

@@ -11,20 +11,21 @@
     r = api.report("run/")
 
 Options are the CLI's long names with underscores (``--synth-batch`` -> ``synth_batch``,
-``--distill`` -> ``distill_mode``, ``--target`` -> ``targets``, a list); they are checked where the
-CLI's are (dfkd_edge.config.validate_config): a bad value raises ``dfkd_edge.errors.UserError``
-with the same one line, an unknown name ``TypeError``. A teacher given as an ``nn.Module`` (with
+``--distill`` -> ``distill_mode``, ``--target`` -> ``targets``, a list), with the same defaults: both are
+made from dfkd_edge.options, which reads them from the stages' dataclasses. They are checked where the
+CLI's are (dfkd_edge.config.validate_config): a bad value raises ``dfkd_edge.errors.UserError`` with the
+CLI's line in Python's words (``epochs must be positive``, not ``--epochs``), an unknown name ``TypeError``.
+A teacher given as an ``nn.Module`` (with
 ``input_shape``) is saved as TorchScript to ``OUT/teacher_module.pt`` and used from there.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfkd_edge import cli_options as opt
-from dfkd_edge.cli import cli
-from dfkd_edge.cli_options import config_from_options, convert_defaults, quantize_config, quantize_defaults
+from dfkd_edge import options as opts
 from dfkd_edge.errors import UserError
 from dfkd_edge.flows import convert as run_convert, load_run_config, quantize as run_quantize, run_command
 from dfkd_edge.io import atomic_path
@@ -47,25 +48,26 @@ class Result:
         return (self.report or {}).get("quality", {}).get("verdict")
 
 
-def _defaults() -> dict:
-    return convert_defaults()
+def _in_python_words(f):
+    """A UserError raised inside ``f`` names keyword arguments, not the CLI's flags."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except UserError as e:
+            raise UserError(opts.in_python_words(str(e))) from e
+    return wrapper
 
 
-def _options(given: dict, allowed: set[str] | None = None) -> dict:
-    """The CLI's option dict from Python keywords (unknown ones: TypeError)."""
-    names = set(_defaults())
+def _options(command: str, given: dict) -> dict:
+    """``command``'s options from Python keywords (an unknown one: TypeError)."""
     given = dict(given)
-    if "target" in given:  # one target as a string
+    if "target" in given:  # one target, by the CLI's name
         given["targets"] = given.pop("target")
-    if isinstance(given.get("targets"), str):
-        given["targets"] = (given["targets"],)
-    if given.get("input_shape") is not None and not isinstance(given["input_shape"], str):
-        given["input_shape"] = ",".join(str(int(d)) for d in given["input_shape"])
-    if "compile" in given:
-        given["compile_"] = given.pop("compile")
-    unknown = sorted(set(given) - (allowed if allowed is not None else names - {"out"}))
+    known = set(opts.COMMANDS[command]) - {"out"}
+    unknown = sorted(set(given) - known)
     if unknown:
-        raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed or names))}")
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return given
 
 
@@ -106,35 +108,37 @@ def _result(out: str | Path, report: dict | None = None) -> Result:
     return Result(out=out, report=report, artifacts=files)
 
 
+@_in_python_words
 def convert(teacher, out: str | Path, progress=None, **options) -> Result:
     """Every stage, as ``dfkd-edge convert``: ``teacher`` a path, an ``nn.Module`` (with
     ``input_shape=``), or a list of them (several teachers)."""
-    o = {**_defaults(), **_options(options), "out": str(out)}
-    cfg = config_from_options(_teacher_paths(teacher, out, o.get("input_shape")), **o)
+    o = _options("convert", options)
+    cfg = opts.config("convert", _teacher_paths(teacher, out, o.get("input_shape")), {**o, "out": str(out)})
     return _result(out, run_convert(cfg, _progress(progress)))
 
 
+@_in_python_words
 def quantize(model, out: str | Path, progress=None, **options) -> Result:
     """The user's own ``model`` (a path, or an ``nn.Module`` with ``input_shape=``) in int8, calibrated
     on samples synthesized from it, as ``dfkd-edge quantize``."""
-    defaults = quantize_defaults()
-    o = {**defaults, **_options(options, set(defaults) - {"out"}), "out": str(out)}
-    cfg = quantize_config(_teacher_paths(model, out, o.get("input_shape"))[0], **o)
+    o = _options("quantize", options)
+    cfg = opts.config("quantize", _teacher_paths(model, out, o.get("input_shape"))[0], {**o, "out": str(out)})
     return _result(out, run_quantize(cfg, _progress(progress)))
 
 
+@_in_python_words
 def synthesize(teacher, out: str | Path, progress=None, **options) -> Result:
     """Start a run in ``out``: inspect and synthesize (``dfkd-edge synthesize``)."""
-    o = {**_defaults(), **_options(options), "out": str(out)}
-    cfg = config_from_options(_teacher_paths(teacher, out, o.get("input_shape")), **o)
+    o = _options("synthesize", options)
+    cfg = opts.config("synthesize", _teacher_paths(teacher, out, o.get("input_shape")), {**o, "out": str(out)})
     run_command("synthesize", cfg, _progress(progress))
     return _result(out)
 
 
+@_in_python_words
 def _stage(command: str, out: str | Path, progress, options: dict) -> Result:
-    allowed = {p.name for p in cli.commands[command].params} - {"run_dir"}
-    given = _options(options, allowed)  # an unknown option before anything else
-    cfg = opt.overlay(load_run_config(out), given)
+    given = _options(command, options)  # an unknown option before anything else
+    cfg = opts.overlay(load_run_config(out), given)
     s = run_command(command, cfg, _progress(progress))
     return _result(out, getattr(s, "report", None) if command == "report" else None)
 

@@ -14,14 +14,15 @@ import sys
 import tempfile
 import traceback
 import warnings
+from inspect import signature
 from pathlib import Path
 
 import click
 
-from dfkd_edge import cli_options as opt
 from dfkd_edge import cli_stages  # noqa: F401  (registers the stage commands)
+from dfkd_edge import options
 from dfkd_edge.cli_common import _lead_or_follow, _show_report, cli
-from dfkd_edge.cli_options import config_from_options
+from dfkd_edge.cli_options import for_command
 from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
 from dfkd_edge.distill.vkd import SelfDistillConfig
 from dfkd_edge.domain import infer_domain
@@ -30,7 +31,7 @@ from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
 from dfkd_edge.profile_flow import profile_command
 from dfkd_edge.progress import RichProgress
 from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
-from dfkd_edge.targets import list_profiles
+from dfkd_edge.targets import HOST_TARGET, list_profiles
 from dfkd_edge.targets.profile import load_profile, profile_text
 from dfkd_edge.teacher import load_teacher, parse_input_shape
 
@@ -85,10 +86,6 @@ def main(argv=None) -> None:
 
 
 
-def _config(teachers, **o):
-    return config_from_options(teachers, **o)
-
-
 def _run_and_show(cfg) -> dict | None:
     """convert, then the report on stdout and the verdict's warning on stderr."""
     report = _lead_or_follow(cfg, lambda progress, dist: run_convert(cfg, progress=progress, dist=dist))
@@ -102,59 +99,57 @@ def _run_and_show(cfg) -> dict | None:
 
 @cli.command()
 @click.argument("teachers", nargs=-1, required=True, type=click.Path())
-@opt.apply(opt.CONVERT)
+@for_command("convert")
 def convert(teachers: tuple[str, ...], **o) -> None:
     """Synthesize a transfer set from TEACHER, distill a student, export fp32/int8 ONNX and profile it.
 
     Several TEACHERS (same input shape and classes) are distilled together into one student: by
     default inverted as an ensemble and distilled from its mean logits; with --method cdfkd-mfs (or
     --few-shot-data) into one multi-header student (CDFKD-MFS), exported as one model."""
-    _run_and_show(_config(teachers, **o))
+    _run_and_show(options.config("convert", teachers, o))
 
 
 @cli.command()
 @click.argument("model", type=click.Path())
-@opt.apply(opt.QUANTIZE)
+@for_command("quantize")
 def quantize(model: str, **o) -> None:
     """Your own MODEL in int8, calibrated without your data: a calibration set synthesized from MODEL
     itself, ONNX fp32 and int8 (checked against MODEL), the TensorRT artifacts of TensorRT targets,
     latency, and the same model calibrated on Gaussian noise (and on --calib-data) side by side."""
     from rich.console import Console
 
-    cfg = opt.quantize_config(model, **o)
+    cfg = options.config("quantize", model, o)
     report = run_quantize(cfg, RichProgress(Console(stderr=True)))
     _show_report(cfg.out, report, "the int8 model")
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, model_fp32.onnx, "
                "model_int8.onnx, per-target build scripts, calibration set)")
 
 
-DEMO_SAMPLES = 2048  # convert's default before session 10; the demo's run stays under 3 minutes with it
+_CONVERT = options.defaults("convert")
 
 
 @cli.command()
 @click.option("--out", required=True, type=click.Path(), help="Output directory.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--threads", default=0, show_default=True, help="0: min(4, cores).")
+@click.option("--seed", default=_CONVERT["seed"], show_default=True, help=options.OPTIONS["seed"].help)
+@click.option("--threads", default=_CONVERT["threads"], show_default=True, help=options.OPTIONS["threads"].help)
 @click.option("--force", is_flag=True, help="Overwrite an earlier run in --out.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted demo in --out.")
-@click.option("--target", "targets", multiple=True, default=("host-cpu", "jetson-orin-nano"), show_default=True,
+@click.option("--target", "targets", multiple=True, default=options.DEMO["targets"], show_default=True,
               help="Target profiles (repeatable).")
 def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: tuple[str, ...]) -> None:
     """Run convert on the built-in digits teacher and evaluate on the digits test split.
 
-    It synthesizes 2,048 inputs, half convert's default, to finish in under 3 minutes on 2 cores."""
+    It synthesizes half convert's default number of inputs, to finish in under 3 minutes on 2 cores."""
     with tempfile.TemporaryDirectory(prefix="dfkd-digits-") as tmp:
         test_npz = write_test_npz(Path(tmp) / "digits_test.npz")
-        args = [str(builtin_teacher_path()), "--out", out, "--seed", str(seed), "--threads", str(threads),
-                "--eval-data", str(test_npz), "--samples", str(DEMO_SAMPLES)]
-        args += (["--force"] if force else []) + (["--resume"] if resume else [])
-        args += [a for t in targets for a in ("--target", t)]
-        with convert.make_context("convert", args) as ctx:
-            opts = dict(ctx.params)
-        opts.pop("teachers")
-        cfg = _config(str(builtin_teacher_path()), **opts)
+        given = {**options.DEMO, "out": out, "seed": seed, "threads": threads, "force": force, "resume": resume,
+                 "targets": targets, "eval_data": str(test_npz)}
+        cfg = options.config("convert", str(builtin_teacher_path()), given)
         cfg.eval_name = "sklearn-digits test split (450)"
         _run_and_show(cfg)
+
+
+_SD_JOB, _SD_TRAIN = SelfDistillJob(model="", data="", out=""), SelfDistillConfig()
 
 
 @cli.command()
@@ -165,16 +160,16 @@ def demo(out: str, seed: int, threads: int, force: bool, resume: bool, targets: 
 @click.option("--input-shape", help="Input shape without the batch dimension (when MODEL does not record it).")
 @click.option("--width", type=int, help="Width of a zoo MODEL (auto, conv2d, conv1d, mlp).")
 @click.option("--eval-data", type=click.Path(), help="Labelled .npz to validate on (default: hold out --val-fraction).")
-@click.option("--val-fraction", default=0.1, show_default=True, help="Share of DATA held out for validation.")
-@click.option("--epochs", default=100, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--lr", default=5e-3, show_default=True, help="Peak learning rate (AdamW, one-cycle).")
-@click.option("--temperature", default=4.0, show_default=True)
-@click.option("--vkd-weight", default=1.0, show_default=True, help="Weight of the VKD term next to cross-entropy.")
-@click.option("--compare-ce/--no-compare-ce", default=True, show_default=True,
+@click.option("--val-fraction", default=_SD_JOB.val_fraction, show_default=True, help="Share of DATA held out for validation.")
+@click.option("--epochs", default=_SD_TRAIN.epochs, show_default=True)
+@click.option("--batch-size", default=_SD_TRAIN.batch_size, show_default=True)
+@click.option("--lr", default=_SD_TRAIN.lr, show_default=True, help="Peak learning rate (AdamW, one-cycle).")
+@click.option("--temperature", default=_SD_TRAIN.temperature, show_default=True)
+@click.option("--vkd-weight", default=_SD_TRAIN.vkd_weight, show_default=True, help="Weight of the VKD term next to cross-entropy.")
+@click.option("--compare-ce/--no-compare-ce", default=_SD_JOB.compare_ce, show_default=True,
               help="Also train the same model with cross-entropy alone and report both.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--threads", default=0, show_default=True, help="0: PyTorch's default.")
+@click.option("--seed", default=_SD_TRAIN.seed, show_default=True)
+@click.option("--threads", default=_SD_JOB.threads, show_default=True, help="0: PyTorch's default.")
 @click.option("--force", is_flag=True, help="Overwrite an earlier selfdistill run in --out.")
 def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fraction, epochs, batch_size, lr,
                 temperature, vkd_weight, compare_ce, seed, threads, force) -> None:
@@ -243,24 +238,27 @@ def targets_show(name: str, as_json: bool) -> None:
     click.echo(json.dumps(p.to_dict(), indent=2) if as_json else profile_text(name).rstrip())
 
 
+_PROFILE = {k: p.default for k, p in signature(profile_command).parameters.items()}
+
+
 @cli.command()
 @click.argument("model", type=click.Path(), required=False)
-@click.option("--target", "target", default="host-cpu", show_default=True, help="Target profile name or .toml path.")
+@click.option("--target", "target", default=HOST_TARGET, show_default=True, help="Target profile name or .toml path.")
 @click.option("--remote", help="[user@]host (or a Host alias of your ssh config) to measure on, over SSH.")
 @click.option("--ssh-config", type=click.Path(), help="ssh config file passed as `ssh -F` (default: ~/.ssh/config).")
-@click.option("--remote-python", default="python3", show_default=True,
+@click.option("--remote-python", default=_PROFILE["remote_python"], show_default=True,
               help="Python on the device with numpy and onnxruntime (for the ONNX Runtime runner).")
-@click.option("--runner", type=click.Choice(["auto", "trtexec", "onnxruntime"]), default="auto", show_default=True,
+@click.option("--runner", type=click.Choice(["auto", "trtexec", "onnxruntime"]), default=_PROFILE["runner"], show_default=True,
               help="On the device: trtexec (TensorRT targets, engines) or the bundled ONNX Runtime runner.")
-@click.option("--trtexec", "trtexec_bin", default="trtexec", show_default=True, help="trtexec on the device.")
+@click.option("--trtexec", "trtexec_bin", default=_PROFILE["trtexec_bin"], show_default=True, help="trtexec on the device.")
 @click.option("--trtexec-log", type=click.Path(), multiple=True,
               help="Read latency from trtexec output already captured (e.g. the build script's logs); no MODEL needed.")
-@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default=None,
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]),
               help="What the model computes in (default: from the file name, fp32 otherwise).")
 @click.option("--input-shape", help="Input shape without batch, when not read from the ONNX (engines, trtexec).")
-@click.option("--batch", "batches", type=int, multiple=True, default=(1, 32), show_default=True)
-@click.option("--budget", default=1.0, show_default=True, help="Seconds of timed runs per batch size.")
-@click.option("--threads", default=0, show_default=True, help="Local ONNX Runtime threads (0: min(4, cores)).")
+@click.option("--batch", "batches", type=int, multiple=True, default=_PROFILE["batches"], show_default=True)
+@click.option("--budget", default=_PROFILE["budget_s"], show_default=True, help="Seconds of timed runs per batch size.")
+@click.option("--threads", default=_PROFILE["threads"], show_default=True, help="Local ONNX Runtime threads (0: min(4, cores)).")
 @click.option("--report", "report_dir", type=click.Path(), help="A convert output directory: add these rows to "
               "its report (replacing rows of the same device, kind, precision and batch) and re-render it.")
 def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bin, trtexec_log, precision,

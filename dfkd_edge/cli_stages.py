@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import click
 
-from dfkd_edge import cli_options as opt
+from dfkd_edge import options
 from dfkd_edge.cli_common import _lead_or_follow, _show_report, cli
+from dfkd_edge.cli_options import for_command, given
 from dfkd_edge.flows import load_run_config, run_command
 
 _NEXT = {"synthesize": "distill", "distill": "export", "export": "calibrate", "calibrate": "report",
@@ -43,22 +44,22 @@ def _stage_command(command: str, help_text: str):
     @cli.command(command, help=help_text + "\n\nOptions not given keep the values the run recorded (manifest.json), "
                  "not the defaults shown.")
     @click.argument("run_dir", type=click.Path())
-    @opt.apply(opt.STAGE_OPTIONS[command])
+    @for_command(command)
     @click.pass_context
     def cmd(ctx: click.Context, run_dir: str, **params) -> None:
-        cfg = opt.overlay(load_run_config(run_dir), opt.given(ctx, params))
+        cfg = options.overlay(load_run_config(run_dir), given(ctx, params))
         _run(command, cfg)
     return cmd
 
 
 @cli.command("synthesize")
 @click.argument("teachers", nargs=-1, required=True, type=click.Path())
-@opt.apply(opt.STAGE_OPTIONS["synthesize"])
+@for_command("synthesize")
 def synthesize(teachers: tuple[str, ...], **o) -> None:
     """Start a run in --out: inspect TEACHER and synthesize the transfer set (transfer_set.npz).
 
     The options of later stages keep their defaults here; give them to those stages' commands."""
-    _run("synthesize", opt.config_from_options(teachers, **{**opt.convert_defaults(), **o}))
+    _run("synthesize", options.config("synthesize", teachers, o))
 
 
 _stage_command("distill", "Distill the student in RUN_DIR from its transfer set (student.pt); with several "

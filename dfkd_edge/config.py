@@ -104,6 +104,16 @@ class ConvertConfig:
         return [self.teacher, *self.more_teachers]
 
 
+#: quantize's synthesis steps per batch: convert's 200 calibrated no better on the zoo's 16 teachers, 3 seeds
+#: (docs/benchmarks.md), and synthesis is most of quantize's time
+QUANTIZE_ITERATIONS = 50
+
+
+def quantize_base() -> ConvertConfig:
+    """The config ``quantize`` starts from: convert's, with its own synthesis steps."""
+    return ConvertConfig(teacher="", out="", iterations=QUANTIZE_ITERATIONS)
+
+
 def settle(cfg: ConvertConfig) -> None:
     """One --seed drives every stage (in the manifest); the virtual generator mimics the softening
     the student learns at; calibration runs on the run's threads."""

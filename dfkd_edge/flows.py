@@ -20,6 +20,7 @@ distributed stages (synthesize, distill).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -176,6 +177,7 @@ def _command(command: str, cfg: ConvertConfig, progress, dist: Dist, announce) -
             raise UserError(f"build writes the TensorRT targets' artifacts, and this run's targets "
                             f"({', '.join(cfg.targets)}) have none: give one with --target (dfkd-edge targets list)")
         if command == "synthesize":
+            cfg.resume = cfg.resume or (not cfg.force and _same_teachers(cfg))
             prepare_out_dir(Path(cfg.out), cfg.force, cfg.resume)
         else:
             clean_temporaries(Path(cfg.out))
@@ -196,6 +198,16 @@ def _command(command: str, cfg: ConvertConfig, progress, dist: Dist, announce) -
         run.manifest["complete"] = False
         run.write_manifest()
     return s
+
+
+def _same_teachers(cfg: ConvertConfig) -> bool:
+    """``cfg.out`` holds a convert run of the same teacher files: ``synthesize`` continues it as the other stage
+    commands do (its stages kept when their options and inputs are unchanged)."""
+    try:
+        recorded = load_run_config(cfg.out)
+    except UserError:
+        return False
+    return [os.path.abspath(p) for p in recorded.teacher_paths] == [os.path.abspath(p) for p in cfg.teacher_paths]
 
 
 def follow(cfg: ConvertConfig, dist: Dist) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +110,10 @@ def test_function_local_imports_only_where_the_table_allows():
     extra = sorted(set(local) - allowed)
     assert not extra, "function-local imports of the package: " + ", ".join(f"{m} -> {t}" for m, t in extra)
 
+
+
+def test_the_python_api_imports_neither_click_nor_the_cli():
+    code = ("import sys, dfkd_edge, dfkd_edge.api; dfkd_edge.convert; "
+            "print(sorted(m for m in sys.modules if m == 'click' or m.startswith(('click.', 'dfkd_edge.cli'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -190,7 +190,7 @@ def test_python_api_checks_options_as_the_cli_does(tmp_path, toy_teachers):
     from dfkd_edge.errors import UserError
 
     t = toy_teachers["signal"]["teacher"]
-    with pytest.raises(UserError, match="--temperature must be"):
+    with pytest.raises(UserError, match="^temperature must be"):  # in Python's words (the CLI says --temperature)
         dfkd_edge.convert(t, out=tmp_path / "a", input_shape=(1, 40), temperature=0.0)
     with pytest.raises(TypeError, match="unknown option"):
         dfkd_edge.convert(t, out=tmp_path / "b", epoch=3)
@@ -250,8 +250,15 @@ def test_distillation_continues_from_its_epoch_checkpoint(tmp_path):
     assert all(torch.equal(sw[k], sr[k]) for k in sw)
 
 
-def test_synthesize_refuses_a_missing_teacher_and_an_earlier_run(cli, tmp_path, synthesized, toy_teachers):
+def test_synthesize_refuses_a_missing_teacher_and_another_teachers_run(cli, tmp_path, synthesized, toy_teachers):
+    """Over a run of the same teacher, synthesize is a stage command like the others (kept when up to date);
+    over another teacher's run it refuses and says how to go on."""
     code, _, err = cli("synthesize", tmp_path / "missing.pt", "--out", tmp_path / "o")
     assert code == 2 and "missing.pt" in err
-    code, _, err = cli("synthesize", toy_teachers["signal"]["teacher"], "--input-shape", "1,40", "--out", synthesized)
+    run = tmp_path / "run"
+    shutil.copytree(synthesized, run)
+    code, _, err = cli("synthesize", toy_teachers["vector"]["teacher"], "--input-shape", "30", "--out", run)
     assert code == 2 and "already holds a dfkd-edge run" in err and "--resume" in err
+    t = toy_teachers["signal"]
+    code, _, err = cli("synthesize", t["teacher"], "--out", run, "--eval-data", t["eval"], *SYNTH)
+    assert code == 0 and "inspect: up to date" in err and "synthesize: up to date" in err, err
