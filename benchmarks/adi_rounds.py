@@ -1,5 +1,5 @@
 """Adaptive DeepInversion's competition term (Yin et al., CVPR 2020), in two rounds, against the default
-recipe on zoo teachers (benchmarks/zoo.py). An experiment, not in the package (docs/benchmarks.md, session 8).
+recipe on zoo teachers (benchmarks/zoo.py). An experiment, not in the package (research/notebook.md).
 
     python benchmarks/adi_rounds.py --teachers digits01-dw signal10z-cnn --seeds 0 --weights 0 0.2 1.0
 

@@ -36,7 +36,7 @@ class ConvertConfig:
     input_std: str | None = None
     targets: tuple[str, ...] = (HOST_TARGET,)
     method: str = "auto"
-    samples: int = 4096  # 2,048 until session 10; 14 of 16 zoo teachers gained (docs/benchmarks.md)
+    samples: int = 4096  # twice 2,048: 14 of 16 zoo teachers gained (docs/benchmarks.md)
     holdout: int = 256
     synth_batch: int = 256
     iterations: int = 200

@@ -21,20 +21,25 @@ import logging
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
 
 from dfkd_edge.compute import Compute
 from dfkd_edge.config import ConvertConfig
+from dfkd_edge.distributed import Dist
 from dfkd_edge.errors import UserError
 from dfkd_edge.io import atomic_write_json, sha256
 from dfkd_edge.killpoint import instant
 from dfkd_edge.progress import NullProgress, Progress
-from dfkd_edge.runfiles import MANIFEST, PARTIAL
+from dfkd_edge.runfiles import MANIFEST, PARTIAL, Artifacts
+from dfkd_edge.synthesis.base import Synthesizer
 from dfkd_edge.targets import host_info
+from dfkd_edge.teacher import TeacherSpec
+from dfkd_edge.transfer_store import TransferSetFile
 from dfkd_edge.version import __version__
 
 log = logging.getLogger(__name__)
@@ -227,8 +232,59 @@ class Stage:
         return f"dfkd-edge {self.command} {out}"
 
 
-class State(SimpleNamespace):
-    """What the stages hand each other in memory (the files are the contract; this saves re-reading)."""
+@dataclass(slots=True)
+class State:
+    """What the stages hand each other in memory. Every field is declared here (a stage cannot hand over
+    anything else); the files a stage writes are the contract, and each field that a later stage's result
+    depends on is also written by the stage that decided it (teacher.json, transfer_set.npz, student.json,
+    calibration.json, ...), so a later command reloads it instead of deciding again."""
+
+    # the run (flows._state)
+    cfg: ConvertConfig
+    run: Run
+    dist: Dist
+    compute: Compute
+    threads: int  # the leader's thread count for evaluation and latency
+    files: Artifacts  # the names of the student's files (convert) or the user's model's (quantize)
+    multi: bool = False  # several teachers
+    t_all: float = 0.0  # perf_counter at the start, for the report's total
+    stage_key: str | None = None  # the key of the stage running now
+    # inspect: the teacher, what was read from it and what it decides (teacher.json)
+    teacher: Any = None  # Teacher, or Ensemble for several teachers
+    spec: TeacherSpec | None = None
+    eval_xy: tuple | None = None  # (x, y) of --eval-data
+    few_shot: tuple | None = None  # (x, y) of --few-shot-data
+    calib_real: Any = None  # quantize's --calib-data inputs
+    method: str | None = None  # the synthesis method (auto resolved)
+    auto_why: str | None = None  # why auto chose it
+    recipe: dict | None = None  # the student's recipe (family, width, ...)
+    multihead: bool = False  # CDFKD-MFS: the student has one header per teacher
+    # synthesize (transfer_set.npz)
+    synth_cfg: dict | None = None
+    synth: Synthesizer | None = None
+    scaled: bool = False  # synthesis ran on compute's device (the teacher goes back to the CPU after it)
+    uses_vkd: bool = False  # --distill vkd | kd+vkd with a transfer-set method
+    ts: TransferSetFile | None = None
+    x_train: Any = None
+    l_train: Any = None
+    x_hold: Any = None
+    l_hold: Any = None
+    virtual_set: TransferSetFile | None = None  # --vkd-transfer virtual
+    # distill, aggregate, evaluate
+    aggregation: dict | None = None  # CDFKD-MFS's headers' aggregation (aggregation.json)
+    student: Any = None  # the student module (student.pt)
+    student_doc: dict | None = None  # student.json
+    distillation: dict | None = None
+    multi_teacher: dict | None = None
+    quality: dict | None = None
+    calibration_sources: list | None = None  # quantize: the sources side by side
+    # build, profile, report
+    built: dict | None = None  # the TensorRT targets' artifacts
+    profiles: list | None = None  # the targets' device profiles
+    rows: list | None = None  # latency rows
+    estimates: list | None = None
+    written: list | None = None  # the report's files
+    report: dict | None = None
 
 
 def run_stages(run: Run, s: State, stages: list[Stage], require: set[str] = frozenset(), announce=None) -> list[str]:
@@ -277,7 +333,7 @@ def _after(run: Run, s: State, st: Stage, stages: list[Stage]) -> None:
     the thread count go back to what the leader's stages use."""
     rest = stages[stages.index(st) + 1:]
     if st.distributed and not any(o.distributed and o.applies(s) for o in rest):
-        if getattr(s, "scaled", False):
+        if s.scaled:
             s.teacher.to(Compute())  # back on the CPU: evaluation and the teacher's latency rows run there
         s.dist.command("done")
         torch.set_num_threads(s.threads)

@@ -57,7 +57,7 @@ def _check_report(out: Path, with_accuracy: bool) -> dict:
 
 def test_convert_for_a_jetson_target(cli, tmp_path, digits_teacher, digits_test):
     """The TensorRT artifacts, measured host rows, estimated device rows and a self-contained report.html."""
-    from dfkd_edge.export.tensorrt_qdq import parse_calibration_cache, tensorrt_qdq_violations
+    from dfkd_edge.backends.tensorrt.qdq import parse_calibration_cache, tensorrt_qdq_violations
 
     out = tmp_path / "o"
     # a student trained enough that int8 can agree with it (at FAST's 3 epochs the guardrail may keep every

@@ -120,13 +120,17 @@ def _tree(root) -> dict:
 
 
 @pytest.mark.parametrize("command, before, options", [
+    ("distill", "synthesized-without-transfer-set", ["--width", "8", "--epochs", "2"]),
     ("export", "synthesized", ["--threads", "2"]),
     ("calibrate", "distilled", ["--calib-samples", "8", "--eval-data", "EVAL"]),
     ("build", "exported", ["--target", "jetson-orin-nano"]),
     ("report", "exported", ["--eval-data", "EVAL", "--latency-budget", "0.05"])])
 def test_a_refused_command_changes_nothing_on_disk(cli, tmp_path, request, toy_teachers, command, before, options):
     out = tmp_path / "run"
+    before, _, without = before.partition("-without-")
     shutil.copytree(request.getfixturevalue(before), out)
+    if without:  # a file the command reads, gone
+        (out / f"{without.replace('-', '_')}.npz").unlink()
     options = [toy_teachers["signal"]["eval"] if o == "EVAL" else o for o in options]
     was = _tree(out)
     code, _, err = cli(command, out, *options)
@@ -257,8 +261,10 @@ def test_synthesize_refuses_a_missing_teacher_and_another_teachers_run(cli, tmp_
     assert code == 2 and "missing.pt" in err
     run = tmp_path / "run"
     shutil.copytree(synthesized, run)
+    was = _tree(run)
     code, _, err = cli("synthesize", toy_teachers["vector"]["teacher"], "--input-shape", "30", "--out", run)
     assert code == 2 and "already holds a dfkd-edge run" in err and "--resume" in err
+    assert _tree(run) == was
     t = toy_teachers["signal"]
     code, _, err = cli("synthesize", t["teacher"], "--out", run, "--eval-data", t["eval"], *SYNTH)
     assert code == 0 and "inspect: up to date" in err and "synthesize: up to date" in err, err

@@ -15,9 +15,9 @@ from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.errors import PipelineError
 from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, calibration_subset, guardrail, input_name
-from dfkd_edge.export.tensorrt_qdq import (all_float_violations, quantize_for_tensorrt, tensorrt_qdq_violations,
+from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, quantize_for_tensorrt, tensorrt_qdq_violations,
                                           write_calibration_cache)
-from dfkd_edge.export.trt_script import write_build_script
+from dfkd_edge.backends.tensorrt.script import write_build_script
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runfiles import TARGETS_JSON, TRANSFER_SET, Artifacts, build_script_name
 from dfkd_edge.runner import Stage

@@ -13,7 +13,7 @@ statistics do not rule it out (on the zoo's colour-shapes teachers it matches th
 real images do, docs/benchmarks.md), and a student distilled on noise learns the teacher where no
 image of its task lies. Started from flat regions and edges, the optimiser keeps more of them: on the
 zoo's shapes teachers the students gained 5.5-6 points (three seeds), the digits teachers moved by -0.6
-to +0.3 (docs/benchmarks.md, "Images started as dead leaves").
+to +0.3 (docs/benchmarks.md, "Where does the inversion of an image teacher start?").
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pathlib import Path
 from dfkd_edge.errors import UserError
 from dfkd_edge.targets.host import LatencyRow
 from dfkd_edge.targets.profile import TargetProfile
-from dfkd_edge.targets.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
+from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
 
 log = logging.getLogger(__name__)
 

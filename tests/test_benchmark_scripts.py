@@ -1,0 +1,48 @@
+"""The benchmark scripts under benchmarks/ are not run by the suite (they take minutes to hours), so a change to
+the package could break them unnoticed: every name they import from dfkd_edge must exist, and each script must
+start and print its --help."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py"))
+
+
+def _imported(path: Path) -> list[tuple[str, str | None]]:
+    """(module, name or None) of every dfkd_edge import in ``path``, at any depth."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dfkd_edge"):
+            out += [(node.module, a.name) for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if a.name.startswith("dfkd_edge")]
+    return out
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_package_name_a_benchmark_imports_exists(script):
+    missing = []
+    for module, name in _imported(script):
+        m = importlib.import_module(module)
+        if name is not None and not hasattr(m, name):
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except ImportError:
+                missing.append(f"{module}.{name}")
+    assert not missing, f"{script.name} imports names the package no longer has: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("script", [p for p in SCRIPTS if "argparse" in p.read_text()], ids=lambda p: p.name)
+def test_a_benchmark_script_starts(script):
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+    assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr[-2000:]
