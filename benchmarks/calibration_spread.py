@@ -27,6 +27,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def run_model(meta: dict, subsets: list[int], threads: int, work: Path, done: se
         rows.append({"model": meta["name"], "subset": k, "samples": int(len(x)), "format": FORMAT, "fp32": fp32_acc,
                      "accuracy": float((top1 == ty).mean()),
                      "agreement": float((top1 == fp32_logits.argmax(1)).mean()),
-                     "float_layers": len(rec["guardrail"].get("excluded", [])), "test_samples": int(len(ty))})
+                     "float_layers": len(rec["guardrail"].get("excluded", [])), "test_samples": int(len(ty)),
+                     "commit": zoo.code_commit(), "config": {**asdict(cfg), "formats": list(cfg.formats)}})
         out.unlink(missing_ok=True)
     return rows
 

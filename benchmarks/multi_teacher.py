@@ -35,11 +35,12 @@ from dfkd_methods import int8_accuracy  # benchmarks/ sibling
 
 from dfkd_edge.data.digits import load_split, train_teacher
 from dfkd_edge.distill import KDConfig, distill
-from dfkd_edge.distill.multi import Ensemble, MultiTeacherConfig, MultiTeacherSynthesizer, multi_student_width, \
-    train_attention
+from dfkd_edge.distill.multi import multi_student_width, train_attention
+from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.models import create_model, create_student
 from dfkd_edge.models.teachers import DigitsCNN
 from dfkd_edge.synthesis import AUTO_METHOD, create_synthesizer
+from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.teacher import load_teacher, save_torchscript
 
 TEACHERS = {

@@ -162,6 +162,8 @@ def real_kd_student(meta: dict, seed: int, teachers: list[dict] | None = None, e
 def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None, epochs: int, compute=None) -> dict:
     """Real-data KD's test accuracy after ``epochs`` (the upper bound of the zoo tables); ``compute``
     (dfkd_edge.compute.Compute): where it trains, the CPU by default."""
+    from dfkd_edge.distill import KDConfig
+
     t0 = time.perf_counter()
     student, teacher = real_kd_student(meta, seed, teachers, epochs, compute)
     te = np.load(meta["eval"])
@@ -170,7 +172,9 @@ def run_real_kd(meta: dict, seed: int, teachers: list[dict] | None, epochs: int,
     row = {"teacher": meta["name"], "method": "real-kd", "seed": seed, "fp32": acc, "int8": None, "kd_epochs": epochs,
            "seconds": round(time.perf_counter() - t0, 1),
            "compute": {"device": compute.device if compute else "cpu", "precision": compute.precision if compute
-                       else "fp32", "applies_to": "distillation"}}
+                       else "fp32", "applies_to": "distillation"},
+           "config": {"kd": KDConfig(seed=seed, epochs=epochs or KDConfig.epochs).to_dict(), "student": "auto",
+                      "data": "the real training split"}}
     if not teachers:
         def run(x):
             with torch.no_grad():

@@ -17,7 +17,7 @@ from its training points; each is in units that mean the same on every teacher.
   ensemble on the held-out samples. Teachers of one task agree on real inputs; where they do not,
   the samples are not inputs of that task. It is judged as fidelity is (the same bounds): both are one
   model's agreement with the teacher on the same held-out samples, which sit between classes, where
-  even good teachers part (the issue's failing multi-teacher set showed 29-48%; inverted from the
+  even good teachers part (a failing multi-teacher set showed 29-48%; inverted from the
   ensemble, the zoo's three digits teachers, each within 2 points of the others on real digits, agreed
   with it on 72-80%).
 * ``fidelity_fp32`` / ``fidelity_int8``: top-1 agreement with the teacher on the held-out samples

@@ -13,7 +13,8 @@ import torch
 from conftest import FAST, read_json
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
-from dfkd_edge.distill.multi import MultiTeacherConfig, student_loss, train_attention
+from dfkd_edge.distill.multi import train_attention
+from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, student_loss
 from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import check_parity, export_onnx

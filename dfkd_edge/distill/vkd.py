@@ -7,7 +7,7 @@ softened distribution over the classes; it is trained independently of, but conc
 teacher to mimic that teacher's softened distributions; a student then learns from it instead of,
 or on top of, the teacher's soft targets; with small changes it serves self-distillation and
 collaborative learning. The architecture and the losses are not known here. What we chose, and why
-(docs/ARCHITECTURE.md repeats it; the closing note of issue 6 gives the measurements):
+(docs/ARCHITECTURE.md repeats it; docs/benchmarks.md gives the measurements):
 
 * **Generator** ``G(z, y)``: z ~ N(0, I) (16 dims) mapped by a linear layer and added to a learned
   embedding of y, then a 2-layer MLP (128 wide, LeakyReLU) to K logits plus a learned per-class

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from dfkd_edge.distill.multi import MultiTeacherConfig, MultiTeacherSynthesizer
+from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET

@@ -1,4 +1,4 @@
-"""A transfer set synthesized for the virtual targets (issue 14, item 5; VKD after Kim 2022, in the
+"""A transfer set synthesized for the virtual targets (VKD after Kim 2022, in the
 spirit of the soft-target method, dfkd_edge.synthesis.soft_target).
 
 A VKD student learns ``G(z, y)``, the virtual generator's softened distribution for label ``y``, on
