@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from dfkd_edge.backends.onnxruntime import OrtRunner
-from dfkd_edge.errors import UserError
 from dfkd_edge.backends.tensorrt.engine import tensorrt_status, time_engine
+from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, batch_from_shapes, latency_from_trtexec, parse_trtexec
+from dfkd_edge.errors import UserError
 from dfkd_edge.report import write_report
 from dfkd_edge.report.recommend import recommend, with_verdict
 from dfkd_edge.runfiles import MODEL_FILES, STUDENT_FILES
 from dfkd_edge.targets.host import HOST_TARGET, LatencyRow, measure_interleaved
 from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.targets.remote import Remote, profile_remote
-from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, batch_from_shapes, latency_from_trtexec, parse_trtexec
 from dfkd_edge.teacher import parse_input_shape
 
 log = logging.getLogger(__name__)

@@ -225,6 +225,10 @@ class Stage:
         """More for the stage's manifest record (what ``load`` needs when the stage is skipped)."""
         return {}
 
+    def after_distributed(self, s) -> None:
+        """(distributed stages) The command's last distributed stage has run: put back what this stage moved for
+        the distributed part (the stages after it run on the leader alone)."""
+
     def hint(self, out) -> str:
         """The command that runs this stage in ``out`` (synthesize starts a run: it takes the teacher)."""
         if self.command == "synthesize":
@@ -329,12 +333,13 @@ def run_stages(run: Run, s: State, stages: list[Stage], require: set[str] = froz
 
 
 def _after(run: Run, s: State, st: Stage, stages: list[Stage]) -> None:
-    """Past the last distributed stage the followers' part is over: tell them, and the teacher and
-    the thread count go back to what the leader's stages use."""
+    """Past the last distributed stage the followers' part is over: the distributed stages put back what they
+    moved, the followers are told, and the thread count goes back to what the leader's stages use."""
     rest = stages[stages.index(st) + 1:]
     if st.distributed and not any(o.distributed and o.applies(s) for o in rest):
-        if s.scaled:
-            s.teacher.to(Compute())  # back on the CPU: evaluation and the teacher's latency rows run there
+        for o in stages:
+            if o.distributed and o.applies(s):
+                o.after_distributed(s)
         s.dist.command("done")
         torch.set_num_threads(s.threads)
 

@@ -12,18 +12,17 @@ import onnx
 import pytest
 import torch
 
+from dfkd_edge.backends.tensorrt.engine import build_engine, tensorrt_status
+from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, calibration_cache_text, parse_calibration_cache,
+                                             quantize_for_tensorrt, tensor_amax, tensorrt_qdq_violations, trt_version_tag)
+from dfkd_edge.backends.tensorrt.script import write_build_script
+from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.export.quantize import CalibConfig, quantize_one
-from dfkd_edge.backends.tensorrt.engine import build_engine, tensorrt_status
-from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, calibration_cache_text, parse_calibration_cache,
-                                           quantize_for_tensorrt, tensor_amax, tensorrt_qdq_violations,
-                                           trt_version_tag)
-from dfkd_edge.backends.tensorrt.script import write_build_script
 from dfkd_edge.models import create_student
 from dfkd_edge.targets.estimate import estimate_ms, estimate_rows, layer_costs
 from dfkd_edge.targets.profile import builtin_names, list_profiles, load_profile
-from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,15 @@
-"""build: what each TensorRT target needs to build its engine on the device: the S8S8 Q/DQ ONNX
-(checked against TensorRT's placement rules, with the guardrail), an fp16 ONNX, a calibration cache
-per TensorRT 10.x version and ``build_<target>.sh``; targets.json records what was checked.
-Engines are built on the device (TensorRT engines are not portable)."""
+"""build: the TensorRT targets' artifacts (dfkd_edge.backends.tensorrt.artifacts) from the run's fp32 ONNX,
+calibrated on the transfer set and checked on its held-out samples. Engines are built on the device
+(TensorRT engines are not portable)."""
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
-from dataclasses import asdict
-from pathlib import Path
-
-from dfkd_edge.backends import predict
-from dfkd_edge.backends.onnxruntime import OrtRunner
-from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, calibration_subset, guardrail, input_name
-from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, quantize_for_tensorrt, tensorrt_qdq_violations,
-                                          write_calibration_cache)
-from dfkd_edge.backends.tensorrt.script import write_build_script
-from dfkd_edge.io import atomic_path, atomic_write_json
-from dfkd_edge.runfiles import TARGETS_JSON, TRANSFER_SET, Artifacts, build_script_name
+from dfkd_edge.backends.tensorrt.artifacts import write_tensorrt_artifacts
+from dfkd_edge.export.quantize import calibration_subset
+from dfkd_edge.runfiles import TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
 from dfkd_edge.targets import load_profile
-
-log = logging.getLogger(__name__)
 
 
 def tensorrt_profiles(cfg) -> list:
@@ -51,83 +36,5 @@ class Build(Stage):
 
     def run(self, s) -> None:
         calib_x = calibration_subset(s.x_train, s.cfg.calib.samples, s.cfg.seed)
-        s.built = write_tensorrt_artifacts(s.run, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
-                                           s.x_hold, s.threads, s.files)
-
-
-def write_tensorrt_artifacts(run, profiles: list, input_shape, calib_x, x_hold, threads: int,
-                             names: Artifacts) -> list[str]:
-    """The files TensorRT targets share and each one's build script; the list of files written."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    doc = _qdq_model(run, calib_x, x_hold, threads, names)
-    with atomic_path(run.path(names.onnx_fp16)) as tmp:
-        onnx.save(convert_float_to_float16(onnx.load(str(run.path(names.onnx_fp32))), keep_io_types=True), str(tmp))
-    written = [names.onnx_trt_qdq, names.onnx_fp16]
-    caches = {}
-    for p in profiles:
-        if p.tensorrt[0] <= 10 and p.tensorrt_version not in caches:  # TensorRT 11 has no calibration caches
-            caches[p.tensorrt_version] = names.calib_cache(p.tensorrt_version)
-            write_calibration_cache(run.path(names.onnx_fp32), calib_x, p.tensorrt_version,
-                                    run.path(caches[p.tensorrt_version]))
-            written.append(caches[p.tensorrt_version])
-        files = {"qdq": names.onnx_trt_qdq, "fp32": names.onnx_fp32, "fp16": names.onnx_fp16,
-                 "cache": caches.get(p.tensorrt_version, ""), "model": names.model}
-        write_build_script(run.path(build_script_name(p.name)), p, files, input_name(run.path(names.onnx_fp32)),
-                           tuple(input_shape))
-        written.append(build_script_name(p.name))
-    doc.update(calibration_caches=caches, calibration_samples=int(len(calib_x)),
-               build_scripts={p.name: build_script_name(p.name) for p in profiles})
-    written.append(TARGETS_JSON)
-    atomic_write_json(run.path(TARGETS_JSON), {"tensorrt": doc})
-    return written
-
-
-def _qdq_model(run, calib_x, x_hold, threads: int, names: Artifacts) -> dict:
-    """The S8S8 Q/DQ model, the guardrail run on it when it disagrees with fp32, the rules checked."""
-    from onnxruntime.quantization import quant_pre_process
-
-    work = Path(tempfile.mkdtemp(prefix=".trt-", dir=run.out))
-    try:
-        pre = work / "pre.onnx"
-        quant_pre_process(str(run.path(names.onnx_fp32)), str(pre), skip_symbolic_shape=False)
-        quantize_for_tensorrt(pre, run.path(names.onnx_trt_qdq), calib_x, run.cfg.calib.method, ranges=work / RANGE_CACHE)
-        agreement, guard = _guard(run, pre, work, calib_x, x_hold, threads, names)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    violations, all_float = all_float_violations(tensorrt_qdq_violations(run.path(names.onnx_trt_qdq)),
-                                                 guard["triggered"])
-    if all_float:
-        guard["int8_usable"] = False
-        log.warning("TensorRT int8: every layer had to stay in float to agree with fp32; the TensorRT targets "
-                    "get fp16 or fp32")
-    if violations:
-        raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
-    return {"qdq_model": names.onnx_trt_qdq, "fp16_model": names.onnx_fp16, "qdq_rule_violations": violations,
-            "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)), "guardrail": guard,
-            "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)"}
-
-
-def _guard(run, pre: Path, work: Path, calib_x, x_hold, threads: int, names: Artifacts) -> tuple[float, dict]:
-    """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
-    are left in float (TensorRT runs them in fp16/fp32)."""
-    with OrtRunner(run.path(names.onnx_fp32), threads) as r32:
-        fp32_top1 = predict(r32, x_hold).argmax(1)
-    with OrtRunner(run.path(names.onnx_trt_qdq), threads, "int8") as rq:
-        agreement = float((predict(rq, x_hold).argmax(1) == fp32_top1).mean())
-    guard = {"threshold": run.cfg.calib.min_agreement, "triggered": agreement < run.cfg.calib.min_agreement,
-             "agreement_before": agreement, "excluded": [], "held": True}
-    if guard["triggered"]:
-        cfg = CalibConfig(**{**asdict(run.cfg.calib), "threads": threads})
-        final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
-                                 quantize_for_tensorrt(pre, out, calib_x, run.cfg.calib.method, exclude=ex,
-                                                       ranges=work / RANGE_CACHE))
-        if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
-            shutil.move(str(final), str(run.path(names.onnx_trt_qdq)))
-            agreement = found["agreement"]
-            guard.update(excluded=found["excluded"], held=found["held"])
-        else:
-            guard.update(held=False)
-    return agreement, guard
-
+        s.built = write_tensorrt_artifacts(s.run.out, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
+                                           s.x_hold, s.cfg.calib, s.threads, s.files)

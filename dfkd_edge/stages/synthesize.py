@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import shutil
 
-from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
+from dfkd_edge.compute import Compute
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
 from dfkd_edge.synthesis import create_synthesizer
+from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.transfer_store import TransferSetFile
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class Synthesize(Stage):
 
     def params(self, s) -> dict:
         return {**s.synth_cfg, "student": s.recipe if s.synth.needs_student else None, **scale_key(s)}
+
+    def after_distributed(self, s) -> None:
+        if s.scaled:
+            s.teacher.to(Compute())  # back on the CPU: evaluation and the teacher's latency rows run there
 
     def reads(self, s) -> list[str]:
         return [TEACHER_JSON]

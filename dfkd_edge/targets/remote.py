@@ -22,10 +22,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
 from dfkd_edge.errors import UserError
 from dfkd_edge.targets.host import LatencyRow
 from dfkd_edge.targets.profile import TargetProfile
-from dfkd_edge.backends.tensorrt.trtexec import TrtexecParseError, latency_from_trtexec, parse_trtexec
 
 log = logging.getLogger(__name__)
 
