@@ -30,7 +30,8 @@ from dfkd_edge.errors import UserError
 from dfkd_edge.flows import convert as run_convert, load_run_config, quantize as run_quantize, run_command
 from dfkd_edge.io import atomic_path
 from dfkd_edge.progress import NullProgress, Progress, RichProgress
-from dfkd_edge.teacher import parse_input_shape, save_torchscript
+from dfkd_edge.options import parse_input_shape
+from dfkd_edge.teacher import save_torchscript
 
 MODULE_FILE = "teacher_module.pt"
 

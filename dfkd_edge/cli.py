@@ -33,7 +33,8 @@ from dfkd_edge.progress import RichProgress
 from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
 from dfkd_edge.targets import HOST_TARGET, list_profiles
 from dfkd_edge.targets.profile import load_profile, profile_text
-from dfkd_edge.teacher import load_teacher, parse_input_shape
+from dfkd_edge.options import parse_input_shape
+from dfkd_edge.teacher import load_teacher
 
 _DEBUG = False
 _OOM = ("a batch does not fit in memory; lower --synth-batch (synthesis) or --batch-size (distillation) "

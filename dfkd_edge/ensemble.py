@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dfkd_edge.errors import UserError
-from dfkd_edge.teacher import BNLayer, Teacher, TeacherSpec, check_compatible
+from dfkd_edge.teacher_model import BNLayer, Teacher, TeacherSpec, check_compatible
 
 
 class JointRecord:

@@ -17,3 +17,8 @@ def require_positive(options) -> None:
     for flag, v in options:
         if not v > 0:
             raise UserError(f"{flag} must be positive, got {v}")
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]

@@ -3,7 +3,8 @@
 read from the stages' dataclasses (``ConvertConfig`` and the ``KDConfig``, ``VKDConfig`` and ``CalibConfig`` it
 holds), so the CLI's option groups (dfkd_edge.cli_options) and the Python API's keywords (dfkd_edge.api) show
 and use the defaults the stages have. :func:`config` and :func:`overlay` are the one mapping from options to a
-config; :func:`in_python_words` turns a message that names flags into one that names keyword arguments."""
+config; :func:`parse_input_shape` reads a shape as the CLI and the API take it; :func:`in_python_words` turns a
+message that names flags into one that names keyword arguments."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dfkd_edge.distill.vkd import VKD_TRANSFERS
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_model import is_onnx
 from dfkd_edge.export.quantize import CANDIDATES
-from dfkd_edge.teacher import parse_input_shape
+from dfkd_edge.teacher_model import RANK_KIND
 
 AUTO_FORMAT = "auto"
 
@@ -239,3 +240,23 @@ def in_python_words(message: str) -> str:
             words["--no-" + o.name.replace("_", "-")] = f"{o.name}=False"
     pattern = "|".join(re.escape(f) for f in sorted(words, key=len, reverse=True))
     return re.sub(rf"({pattern})(?![\w-])", lambda m: words[m.group(1)], message)
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """'1,8,8' / '1x8x8' / '30' -> tuple, without the batch dimension."""
+    if text is None or str(text).strip() == "":
+        return None
+    parts = str(text).replace("x", ",").replace(" ", "").strip("()[]").split(",")
+    try:
+        dims = tuple(int(p) for p in parts if p != "")
+    except ValueError:
+        raise UserError(
+            f"--input-shape {text!r} is not a list of integers; give it without the batch "
+            "dimension, e.g. 30 (vectors), 1,40 (signals) or 1,8,8 (images)") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise UserError(f"--input-shape {text!r} must hold positive integers, e.g. 1,8,8")
+    if len(dims) not in RANK_KIND:
+        raise UserError(
+            f"--input-shape {text!r} has {len(dims)} dimensions; supported are 1 (F), 2 (C,L) "
+            "or 3 (C,H,W), without the batch dimension")
+    return dims

@@ -29,7 +29,7 @@ from dfkd_edge.runfiles import MODEL_FILES, STUDENT_FILES
 from dfkd_edge.targets.host import HOST_TARGET, LatencyRow, measure_interleaved
 from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.targets.remote import Remote, profile_remote
-from dfkd_edge.teacher import parse_input_shape
+from dfkd_edge.options import parse_input_shape
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")

@@ -38,7 +38,7 @@ from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.runfiles import MANIFEST, PARTIAL, Artifacts
 from dfkd_edge.synthesis.base import Synthesizer
 from dfkd_edge.targets import host_info
-from dfkd_edge.teacher import TeacherSpec
+from dfkd_edge.teacher_model import TeacherSpec
 from dfkd_edge.transfer_store import TransferSetFile
 from dfkd_edge.version import __version__
 

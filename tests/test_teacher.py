@@ -6,7 +6,8 @@ import torch
 
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.teachers import DigitsCNN
-from dfkd_edge.teacher import load_teacher, parse_input_shape
+from dfkd_edge.options import parse_input_shape
+from dfkd_edge.teacher import load_teacher
 
 
 def _digits_cnn():
@@ -97,7 +98,7 @@ def test_teacher_outputs_are_finite_and_deterministic(digits_teacher):
 
 
 def test_teachers_that_disagree_cannot_be_distilled_together(digits_teacher, toy_teachers):
-    from dfkd_edge.teacher import check_compatible
+    from dfkd_edge.teacher_model import check_compatible
 
     digits = load_teacher(digits_teacher).spec
     check_compatible([digits, load_teacher(digits_teacher).spec])  # the same teacher twice is fine

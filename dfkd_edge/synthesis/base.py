@@ -24,7 +24,7 @@ from dfkd_edge.moves import shift_samples
 from dfkd_edge.progress import NullProgress, Progress
 from dfkd_edge.synthesis.start import resolve_start, start_points
 from dfkd_edge.transfer_store import TransferSetFile, write_transfer_set
-from dfkd_edge.teacher import Teacher
+from dfkd_edge.teacher_model import Teacher
 
 if TYPE_CHECKING:
     from dfkd_edge.distributed import Dist
