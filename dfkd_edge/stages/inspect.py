@@ -60,26 +60,35 @@ class Inspect(Stage):
                                                      **({"members": members} if members else {})})
 
     def load(self, s) -> None:
-        cfg = s.cfg
         with _agreeing(s.dist):
             if s.teacher.domain is None:  # skipped: the domain its finished run fitted
 
                 _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
-            s.method, s.auto_why = resolve_method(cfg.method), None
-            if cfg.method == "auto":
-                s.method, s.auto_why = choose_auto(s.teacher, few_shot=bool(cfg.few_shot_data))
-            s.multihead = s.method == MULTI_METHOD  # several teachers, one header each (CDFKD-MFS)
-            # the student is chosen (and validated) before minutes of synthesis, built later; for several
-            # teachers the one student of the largest
-            params = s.teacher.largest_params if s.multi else s.spec.num_params
-            _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, params, cfg.width,
-                                         None if s.multihead else s.teacher.domain)
-            s.few_shot = None
-            if s.multihead:
-                s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
-                if cfg.few_shot_data:
-                    s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
+            decide(s)
         s.dist.agree(None)
+
+
+def decide(s) -> None:
+    """What the stages after inspect key on, decided from the options and what was read from the teacher, before
+    minutes of synthesis (a bad ``--student`` or ``--method`` fails here): the synthesis method and, for
+    ``auto``, why (the synthesize stage records both in its manifest record, transfer_set.npz holds the method);
+    the student's recipe (student.json and the distill stage's key hold it); for CDFKD-MFS the multi-header
+    recipe and the few-shot samples."""
+    cfg = s.cfg
+    s.method, s.auto_why = resolve_method(cfg.method), None
+    if cfg.method == "auto":
+        s.method, s.auto_why = choose_auto(s.teacher, few_shot=bool(cfg.few_shot_data))
+    s.multihead = s.method == MULTI_METHOD  # several teachers, one header each (CDFKD-MFS)
+    # the student is chosen (and validated) before minutes of synthesis, built later; for several
+    # teachers the one student of the largest
+    params = s.teacher.largest_params if s.multi else s.spec.num_params
+    _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, params, cfg.width,
+                                 None if s.multihead else s.teacher.domain)
+    s.few_shot = None
+    if s.multihead:
+        s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
+        if cfg.few_shot_data:
+            s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
 
 
 class InspectModel(Inspect):
@@ -103,16 +112,22 @@ class InspectModel(Inspect):
     def load(self, s) -> None:
         if s.teacher.domain is None:
             _put_domain(s.teacher, InputDomain.from_dict(s.run.manifest["stages"][self.name]["input_domain"]))
-        s.method, s.auto_why = resolve_method(s.cfg.method), None
-        if s.cfg.method == "auto":
-            s.method, s.auto_why = choose_auto(s.teacher)
-        cls = METHODS.get(s.method)
-        if cls is None or cls.needs_student:
-            raise UserError(f"--method {s.method} trains a student; quantize synthesizes its calibration set with "
-                            "auto, deepinversion, soft-target or gaussian")
-        s.multihead, s.recipe, s.few_shot = False, None, None
+        decide_model(s)
         if s.cfg.onnx_model:
             _same_network(s)
+
+
+def decide_model(s) -> None:
+    """quantize's decisions: the method that synthesizes the calibration set (an input optimiser) and, for
+    ``auto``, why (recorded as :func:`decide` says); no student."""
+    s.method, s.auto_why = resolve_method(s.cfg.method), None
+    if s.cfg.method == "auto":
+        s.method, s.auto_why = choose_auto(s.teacher)
+    cls = METHODS.get(s.method)
+    if cls is None or cls.needs_student:
+        raise UserError(f"--method {s.method} trains a student; quantize synthesizes its calibration set with "
+                        "auto, deepinversion, soft-target or gaussian")
+    s.multihead, s.recipe, s.few_shot = False, None, None
 
 
 def _same_network(s) -> None:

@@ -17,6 +17,14 @@ from dfkd_edge.runfiles import (CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, LATE
                                     STUDENT_PT, TARGETS_JSON, TRANSFER_SET)
 
 
+
+def auto_choice(s) -> dict | None:
+    """What ``--method auto`` chose and why, as the synthesize stage recorded it (a run recorded before that
+    record existed: as decided now)."""
+    decided = s.run.manifest["stages"].get("synthesize", {}).get("decided") or {"method": s.method,
+                                                                               "auto_why": s.auto_why}
+    return {"method": decided["method"], "why": decided["auto_why"]} if decided["auto_why"] else None
+
 class Report(Stage):
     name, command, always = "report", "report", True
 
@@ -35,7 +43,7 @@ class Report(Stage):
         report = build_report(run, {**s.spec.to_dict(), "input_domain": s.teacher.domain.to_dict()}, s.student_doc,
                               s.ts, calib, parity, s.rows, s.quality, s.profiles, target_doc)
         report["distillation"] = s.distillation
-        report["synthesis"]["auto"] = {"method": s.method, "why": s.auto_why} if s.auto_why else None
+        report["synthesis"]["auto"] = auto_choice(s)
         report["synthesis"]["start"] = start_of(s.ts.method, s.cfg.synth_start, s.spec.input_shape)
         report["compute"] = {**s.compute.to_dict(), "applies_to": "synthesis and distillation" if s.scaled else
                              f"nothing: --method {s.method} runs on the CPU",
@@ -67,7 +75,7 @@ class ReportModel(Report):
             "model": {**s.spec.to_dict(), "input_domain": s.teacher.domain.to_dict(), "onnx": cfg.onnx_model},
             "synthesis": {"method": s.ts.method, "requested": cfg.method, "purpose": "int8 calibration",
                           "train": int((~s.ts.holdout).sum()), "holdout": int(s.ts.holdout.sum()),
-                          "auto": {"method": s.method, "why": s.auto_why} if s.auto_why else None,
+                          "auto": auto_choice(s),
                           "start": start_of(s.ts.method, cfg.synth_start, s.spec.input_shape)},
             "quality": q["quality"],
             "accuracy": q["accuracy"],

@@ -55,6 +55,10 @@ class Synthesize(Stage):
     def external(self, s) -> list[str]:
         return s.cfg.teacher_paths
 
+    def extra(self, s) -> dict:
+        """The decisions this stage's result follows (dfkd_edge.stages.inspect.decide), recorded with it."""
+        return {"decided": {"method": s.method, "auto_why": s.auto_why, "student": s.recipe}}
+
     def writes(self, s) -> list[str]:
         return [TRANSFER_SET] + ([HEADERS_PT, HEADERS_JSON] if s.multihead else
                                  [STUDENT_PT, STUDENT_JSON] if s.synth.needs_student else [])
