@@ -44,5 +44,5 @@ def test_every_package_name_a_benchmark_imports_exists(script):
 @pytest.mark.parametrize("script", [p for p in SCRIPTS if "argparse" in p.read_text()], ids=lambda p: p.name)
 def test_a_benchmark_script_starts(script):
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=1800)  # a hang guard only
     assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr[-2000:]
