@@ -65,9 +65,8 @@ def _state(cfg: ConvertConfig, run: Run, dist: Dist, files: Artifacts = STUDENT_
     compute = cfg.compute(dist)
     run.manifest["compute"] = compute.to_dict()
     run.manifest["distributed"] = dist.to_dict()
-    return State(cfg=cfg, run=run, dist=dist, compute=compute, threads=threads, multi=bool(cfg.more_teachers),
-                 multihead=False, aggregation=None, scaled=False, uses_vkd=False, t_all=time.perf_counter(),
-                 files=files)
+    return State(cfg=cfg, run=run, dist=dist, compute=compute, threads=threads, files=files,
+                 multi=bool(cfg.more_teachers), t_all=time.perf_counter())
 
 
 def convert(cfg: ConvertConfig, progress: Progress | None = None, dist: Dist | None = None) -> dict:
