@@ -384,7 +384,9 @@ def write(name: str, out: Path, classes: int = 1000, size: int = 224, formats=("
         torch.jit.save(torch.jit.trace(model, x), str(paths["pt"]))
     if "pt2" in formats:
         paths["pt2"] = out / f"{stem}.pt2"
-        torch.export.save(torch.export.export(model, (x,)), str(paths["pt2"]))
+        batch = {0: torch.export.Dim("batch", min=1, max=4096)}  # a dynamic batch, as quantize asks for
+        torch.export.save(torch.export.export(model, (torch.zeros(2, 3, size, size),), dynamic_shapes=(batch,)),
+                          str(paths["pt2"]))
     if "sd" in formats:
         paths["sd"] = out / f"{stem}.sd.pt"
         torch.save(model.state_dict(), str(paths["sd"]))

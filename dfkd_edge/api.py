@@ -29,7 +29,7 @@ from dfkd_edge import options as opts
 from dfkd_edge.errors import UserError
 from dfkd_edge.flows import convert as run_convert, load_run_config, quantize as run_quantize, run_command
 from dfkd_edge.io import atomic_path
-from dfkd_edge.progress import NullProgress, Progress, RichProgress
+from dfkd_edge.progress import NullProgress, Progress, for_stream
 from dfkd_edge.options import parse_input_shape
 from dfkd_edge.teacher import save_torchscript
 
@@ -97,9 +97,7 @@ def _teacher_paths(teacher, out: str | Path, input_shape) -> list[str]:
 
 def _progress(progress) -> Progress:
     if progress is True:
-        from rich.console import Console
-
-        return RichProgress(Console(stderr=True))
+        return for_stream()
     return progress or NullProgress()
 
 

@@ -29,7 +29,8 @@ from dfkd_edge.domain import infer_domain
 from dfkd_edge.errors import PipelineError, UserError, require_positive
 from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
 from dfkd_edge.profile_flow import profile_command
-from dfkd_edge.progress import RichProgress
+from dfkd_edge.allocator import keep_freed_memory
+from dfkd_edge.progress import for_stream as progress_for_stream
 from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
 from dfkd_edge.targets import HOST_TARGET, list_profiles
 from dfkd_edge.targets.profile import load_profile, profile_text
@@ -55,6 +56,7 @@ def main(argv=None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     logging.getLogger("dfkd_edge").setLevel(logging.DEBUG if _DEBUG else logging.INFO)
     if not _DEBUG:
         warnings.filterwarnings("ignore")
@@ -117,10 +119,8 @@ def quantize(model: str, **o) -> None:
     """Your own MODEL in int8, calibrated without your data: a calibration set synthesized from MODEL
     itself, ONNX fp32 and int8 (checked against MODEL), the TensorRT artifacts of TensorRT targets,
     latency, and the same model calibrated on Gaussian noise (and on --calib-data) side by side."""
-    from rich.console import Console
-
     cfg = options.config("quantize", model, o)
-    report = run_quantize(cfg, RichProgress(Console(stderr=True)))
+    report = run_quantize(cfg, progress_for_stream())
     _show_report(cfg.out, report, "the int8 model")
     click.echo(f"wrote {cfg.out}/ (report.html, report.md, report.json, manifest.json, model_fp32.onnx, "
                "model_int8.onnx, per-target build scripts, calibration set)")
@@ -177,8 +177,6 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
     """Train MODEL on the labelled DATA (.npz x, y) with its own concurrently trained virtual generator
     as the soft-target source (self-distillation via VKD). MODEL: auto, conv2d, conv1d, mlp (built for
     the data's shape) or a model file (TorchScript, or a state_dict with --factory)."""
-    from rich.console import Console
-
     require_positive((("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--temperature", temperature)))
     if vkd_weight < 0:
         raise UserError(f"--vkd-weight must not be negative, got {vkd_weight}")
@@ -187,7 +185,7 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
                          threads=threads, force=force,
                          train=SelfDistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
                                                  vkd_weight=vkd_weight, seed=seed))
-    r = run_selfdistill(job, RichProgress(Console(stderr=True)))
+    r = run_selfdistill(job, progress_for_stream())
     acc = r["accuracy"]
     line = f"validation accuracy ({r['validation']}): self-distillation (VKD) {100 * acc['selfdistill_vkd']:.2f}%"
     if acc["cross_entropy"] is not None:

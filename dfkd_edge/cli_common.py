@@ -7,11 +7,10 @@ import logging
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from dfkd_edge import distributed
 from dfkd_edge.flows import follow
-from dfkd_edge.progress import RichProgress
+from dfkd_edge.progress import for_stream as progress_for_stream
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +34,7 @@ def _lead_or_follow(cfg, lead):
                 distributed.shutdown(dist)
             return None
     try:
-        return lead(RichProgress(Console(stderr=True)), dist)
+        return lead(progress_for_stream(), dist)
     finally:
         distributed.shutdown(dist)
 

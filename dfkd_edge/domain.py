@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from dfkd_edge.bn_moments import MAX_BASIS, Moments, basis_size, is_affine
 from dfkd_edge.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -246,11 +247,12 @@ def read_colour(teacher, user: InputDomain, seed: int = 0, steps: int = 300) -> 
     if not members or len(shape) < 2 or shape[0] < 2:
         return user
     gen = torch.Generator().manual_seed(seed)
-    white = _standard_normal((128, *shape), gen)
+    white = _standard_normal((fit_batch(shape), *shape), gen)
     s = torch.tensor(user.std, dtype=torch.float32)
     third = s / math.sqrt(3)
+    affine = _affine(members[0], shape, s, seed)
     _, w, p, o, k, loss = _fit_colour(members[0], shape, torch.tensor(user.mean, dtype=torch.float32), third, third,
-                                      third, white, gen, steps, fixed=True)
+                                      third, white, gen, steps, fixed=True, affine=affine)
     parts = _colour_parts(w, p, o, k)
     return InputDomain(user.mean, parts.pop("std"), user.low, user.high, "user",
                        user.detail + f"; the channels' correlation and texture read from the first BatchNorm layer "
@@ -311,14 +313,22 @@ def _probe_std(teacher, shape: tuple[int, ...], mean: torch.Tensor, target_var: 
     return s2.sqrt()
 
 
-def _adam_fit(teacher, params: list[torch.Tensor], make_x, steps: int) -> tuple[list[torch.Tensor], float]:
+def _adam_fit(teacher, params: list[torch.Tensor], make_x, fields: list[torch.Tensor], steps: int,
+              affine: bool = False) -> tuple[list[torch.Tensor], float]:
     """Adam on ``params`` (lr 0.05, cosine) minimising the first BatchNorm's standardised mismatch on
-    ``make_x()``; the best parameters seen and their mismatch."""
+    ``make_x(*fields)`` (affine in the fields); the best parameters seen and their mismatch. ``affine``: the
+    network before the first BatchNorm is affine, and the statistics come from the fields' responses computed
+    once (dfkd_edge.bn_moments) instead of a forward and backward pass per step."""
     opt = torch.optim.Adam(params, lr=0.05)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     best, best_loss = [p.detach().clone() for p in params], math.inf
+    moments = Moments(teacher, fields, tuple(fields[0].shape[1:])) if affine else None
     for _ in range(steps):
-        loss = standardised_mismatch(_first_bn(teacher, make_x()))
+        if moments is None:
+            loss = standardised_mismatch(_first_bn(teacher, make_x(*fields)))
+        else:
+            mean, var = moments.statistics(moments.coefficients(make_x))
+            loss = mismatch(mean, var, moments.running_mean, moments.running_var)
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), [p.detach().clone() for p in params]
         opt.zero_grad(set_to_none=True)
@@ -365,7 +375,7 @@ def _texture_fields(shape, white: torch.Tensor, gen: torch.Generator) -> tuple[t
 
 
 def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.Tensor, gen: torch.Generator,
-                 steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+                 steps: int, affine: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """(mean, white_std, smooth_std, level_std, mismatch) for inputs ``mean + white_std * white +
     smooth_std * smooth + level_std * v`` (``v`` one draw per sample and channel). Starts from the
     fit without texture (the two new parts at e^-2 of std): they grow only as far as they lower the
@@ -376,11 +386,12 @@ def _fit_texture(teacher, shape, m: torch.Tensor, s: torch.Tensor, white: torch.
     log_w, log_p, log_o = (t.clone().requires_grad_(True) for t in (s.log(), s.log() - 2, s.log() - 2))
     a = torch.zeros(c, requires_grad=True)
 
-    def make_x():
+    def make_x(white, smooth, v):
         return ((m + s * a).view(view) + log_w.exp().view(view) * white + log_p.exp().view(view) * smooth
                 + log_o.exp().view(view) * v)
 
-    (log_w, log_p, log_o, a), loss = _adam_fit(teacher, [log_w, log_p, log_o, a], make_x, steps)
+    (log_w, log_p, log_o, a), loss = _adam_fit(teacher, [log_w, log_p, log_o, a], make_x, [white, smooth, v], steps,
+                                               affine)
     return m + s * a, log_w.exp(), log_p.exp(), log_o.exp(), loss
 
 
@@ -391,7 +402,7 @@ def _unit_rows(b: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tensor, o: torch.Tensor,
-                white: torch.Tensor, gen: torch.Generator, steps: int, fixed: bool = False):
+                white: torch.Tensor, gen: torch.Generator, steps: int, fixed: bool = False, affine: bool = False):
     """(mean, white_std, smooth_std, level_std, correlation factor, mismatch) for inputs
     ``mean + s * K(a * white + b * smooth + c * v)``: each channel's spread ``s``, the channels mixed by one
     factor ``K`` (lower-triangular, unit rows: each channel keeps its spread, the channels correlate as
@@ -416,12 +427,12 @@ def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tenso
     a = torch.zeros(c, requires_grad=True)
     b = torch.eye(c).requires_grad_(True)
 
-    def make_x():
+    def make_x(white, smooth, v):
         f = torch.softmax(q, 0).sqrt()
         z = f[0] * white + f[1] * smooth + f[2] * v
         return (m + scale * a).view(view) + log_s.exp().view(view) * mix_channels(_unit_rows(b), z)
 
-    best, loss = _adam_fit(teacher, [q, b] if fixed else [q, log_s, a, b], make_x, steps)
+    best, loss = _adam_fit(teacher, [q, b] if fixed else [q, log_s, a, b], make_x, [white, smooth, v], steps, affine)
     q, b = best[0], best[-1]
     if not fixed:
         log_s, a = best[1], best[2]
@@ -430,7 +441,7 @@ def _fit_colour(teacher, shape, m: torch.Tensor, w: torch.Tensor, p: torch.Tenso
         return m + scale * a, s * f[0], s * f[1], s * f[2], _unit_rows(b), loss
 
 
-def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) -> InputDomain | None:
+def fit_to_first_bn(teacher, steps: int = 100, batch: int | None = None, seed: int = 0) -> InputDomain | None:
     """Per-channel mean/std of inputs whose first-BatchNorm statistics match its running ones.
 
     The mean and std start from least-squares solves over probes (``_probe_mean``, ``_probe_std``);
@@ -444,28 +455,30 @@ def fit_to_first_bn(teacher, steps: int = 100, batch: int = 128, seed: int = 0) 
     c = shape[0]
     view = (1, c, *([1] * (len(shape) - 1)))
     gen = torch.Generator().manual_seed(seed)
-    noise = _standard_normal((batch, *shape), gen)
+    noise = _standard_normal((batch or fit_batch(shape), *shape), gen)
     first = _first_bn(teacher, noise[:2])
     if first is None:
         return None
     m0 = _probe_mean(teacher, shape, first.running_mean)
     s0 = _probe_std(teacher, shape, m0, first.running_var.float(), gen)
+    affine = _affine(teacher, shape, s0, seed)
     log_s = s0.log().clone().requires_grad_(True)
     a = torch.zeros(c, requires_grad=True)
     (log_s, a), loss = _adam_fit(teacher, [log_s, a],
-                                 lambda: (m0 + log_s.exp() * a).view(view) + log_s.exp().view(view) * noise, steps)
+                                 lambda white: (m0 + log_s.exp() * a).view(view) + log_s.exp().view(view) * white,
+                                 [noise], steps, affine)
     s = log_s.exp()
     m, level, smooth, corr = m0 + s * a, None, None, None
     detail = f"fitted to the running statistics of the first BatchNorm layer (standardised mismatch {loss:.3g}"
     fit = (m, s, s * 0, s * 0)  # mean, white, smooth, level
     if len(shape) > 1:
-        m2, w2, p2, o2, loss2 = _fit_texture(teacher, shape, m, s, noise, gen, 3 * steps)
+        m2, w2, p2, o2, loss2 = _fit_texture(teacher, shape, m, s, noise, gen, 3 * steps, affine)
         if loss2 < loss:
             detail += f"; {loss2:.3g} with each sample's level and smooth variation"
             m, s, loss, fit = m2, (w2.pow(2) + p2.pow(2)).sqrt(), loss2, (m2, w2, p2, o2)
             level, smooth = [float(v) for v in o2], [float(v) for v in p2]
     if len(shape) > 1 and c > 1:
-        m3, w3, p3, o3, k, loss3 = _fit_colour(teacher, shape, *fit, noise, gen, 3 * steps)
+        m3, w3, p3, o3, k, loss3 = _fit_colour(teacher, shape, *fit, noise, gen, 3 * steps, affine=affine)
         if loss3 < loss:
             detail += f"; {loss3:.3g} with the channels correlated"
             parts = _colour_parts(w3, p3, o3, k)
@@ -479,10 +492,35 @@ def standardised_mismatch(r) -> torch.Tensor:
     """Mean over channels of |batch mean - running mean| / running std + |log(batch var / running var)|."""
     x = r.x.float()
     dims = [0] + list(range(2, x.dim()))
-    mean, var = x.mean(dims), x.var(dims, unbiased=False)
-    rv = r.running_var.float().clamp_min(1e-8)
-    return ((mean - r.running_mean.float()).abs() / rv.sqrt()
-            + (var.clamp_min(1e-12) / rv).log().abs()).mean()
+    return mismatch(x.mean(dims), x.var(dims, unbiased=False), r.running_mean.float(), r.running_var.float())
+
+
+def mismatch(mean: torch.Tensor, var: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor):
+    """``standardised_mismatch`` of per-channel statistics."""
+    rv = running_var.clamp_min(1e-8)
+    return ((mean - running_mean).abs() / rv.sqrt() + (var.clamp_min(1e-12) / rv).log().abs()).mean()
+
+
+#: the domain fit's batch holds about this many input positions (128 samples up to 32x32; at 224x224, 16)
+FIT_POSITIONS = 128 * 32 * 32
+#: at least this many samples: each sample's own level is one draw per sample and channel
+FIT_MIN_BATCH = 16
+
+
+def fit_batch(shape: tuple[int, ...]) -> int:
+    """The domain fit's batch for inputs of ``shape``: 128 samples, fewer where a sample has more than 1,024
+    positions (``FIT_POSITIONS``), never under ``FIT_MIN_BATCH``."""
+    positions = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return max(FIT_MIN_BATCH, min(128, math.ceil(FIT_POSITIONS / positions)))
+
+
+def _affine(teacher, shape: tuple[int, ...], scale: torch.Tensor, seed: int) -> bool:
+    """The fits read the first BatchNorm's statistics from precomputed moments (dfkd_edge.bn_moments): images
+    and signals whose network before that layer is affine, with few enough channels. Its own generator: the
+    fits' draws stay as they were."""
+    if len(shape) < 2 or basis_size(shape, 3) > MAX_BASIS:
+        return False
+    return is_affine(teacher, shape, scale, torch.Generator().manual_seed(seed + 1))
 
 
 def infer_domain(teacher, user: InputDomain | None = None, seed: int = 0) -> InputDomain:
