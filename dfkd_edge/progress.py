@@ -16,6 +16,8 @@ class Task(Protocol):
 class Progress(Protocol):
     def task(self, description: str, total: int) -> contextlib.AbstractContextManager[Task]: ...
 
+    def message(self, text: str) -> None: ...
+
 
 class _NullTask:
     def advance(self, n: int = 1, **fields) -> None:
@@ -27,12 +29,19 @@ class NullProgress:
     def task(self, description: str, total: int) -> Iterator[_NullTask]:
         yield _NullTask()
 
+    def message(self, text: str) -> None:
+        pass
+
 
 class RichProgress:
     """A rich progress bar per task; ``fields`` (e.g. loss=0.12) are shown after the bar."""
 
     def __init__(self, console=None) -> None:
         self.console = console
+
+    def message(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text, markup=False, highlight=False)
 
     @contextlib.contextmanager
     def task(self, description: str, total: int):
@@ -73,6 +82,9 @@ class LineProgress:
     def __init__(self, stream: TextIO | None = None, interval_s: float = 15.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stream, self.interval_s, self.clock = stream, interval_s, clock
+
+    def message(self, text: str) -> None:
+        self._write(text)
 
     def _write(self, line: str) -> None:
         stream = self.stream or sys.stderr

@@ -88,6 +88,11 @@ class _CountingProgress:
     def __init__(self, inner: Progress) -> None:
         self.inner = inner
 
+    def message(self, text: str) -> None:
+        say = getattr(self.inner, "message", None)  # a user's own Progress may have none
+        if say is not None:
+            say(text)
+
     def task(self, description: str, total: int):
         import contextlib
 
@@ -113,12 +118,14 @@ class Run:
         self.manifest = {"schema": 1, "tool": "dfkd-edge", "config": cfg.to_dict(), "versions": versions(),
                          "host": host_info(cfg.resolved_threads()), "stages": {}, "complete": False}
         self.previous: dict = {}
+        self.previous_plan: dict | None = None  # the plan (dfkd_edge.plan) the run recorded, with its probe
         self.held = False  # manifest writes wait for release() (a stage command until it is not refused)
         self._pending = False
         self._digests: dict[str, tuple[int, int, str]] = {}
         if (cfg.resume if previous is None else previous) and (self.out / MANIFEST).exists():
             try:
-                self.previous = json.loads((self.out / MANIFEST).read_text()).get("stages", {})
+                doc = json.loads((self.out / MANIFEST).read_text())
+                self.previous, self.previous_plan = doc.get("stages", {}), doc.get("plan")
             except (ValueError, OSError):
                 log.warning("manifest.json is unreadable; every stage runs again")
 
@@ -253,6 +260,8 @@ class State:
     multi: bool = False  # several teachers
     t_all: float = 0.0  # perf_counter at the start, for the report's total
     stage_key: str | None = None  # the key of the stage running now
+    probe: Any = None  # what one sample costs the teacher here (dfkd_edge.cost.Probe), recorded in the manifest
+    plan: dict | None = None  # each stage's expected seconds and memory (dfkd_edge.plan), in the manifest
     # inspect: the teacher, what was read from it and what it decides (teacher.json)
     teacher: Any = None  # Teacher, or Ensemble for several teachers
     spec: TeacherSpec | None = None

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from dfkd_edge.plan import against
 from dfkd_edge.report import REPORT_FILES, SCHEMA_VERSION, write_report
 from dfkd_edge.report.recommend import recommend, with_verdict
 from dfkd_edge.runner import Stage
@@ -110,6 +111,7 @@ def run_record(run) -> dict:
     artifacts = sorted(p.name for p in run.out.iterdir() if p.is_file() and not p.name.startswith("."))
     artifacts = sorted(set(artifacts) | {*REPORT_FILES, MANIFEST})
     return {"model_sizes": model_sizes(run.out), "host": run.manifest["host"], "timings": run.timings,
+            "plan": against(run.manifest.get("plan"), run.timings),
             "artifacts": artifacts, "versions": run.manifest["versions"]}
 
 

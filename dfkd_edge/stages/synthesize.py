@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from dfkd_edge.compute import Compute
+from dfkd_edge.cost import Probe, probe, saved_per_sample
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
+from dfkd_edge.plan import lines as plan_lines, plan, synthesis_batch
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
-from dfkd_edge.synthesis import create_synthesizer
+from dfkd_edge.synthesis import METHODS, create_synthesizer
 from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.transfer_store import TransferSetFile
 
@@ -26,19 +29,22 @@ class Synthesize(Stage):
 
     def prepare(self, s) -> None:
         cfg = s.cfg
-        s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": cfg.synth_batch,
+        needs_student = s.multihead or getattr(METHODS.get(s.method), "needs_student", False)
+        if needs_student and cfg.kd.mode != "kd":
+            raise UserError(f"--distill {cfg.kd.mode} needs a transfer set to distill from, but --method {s.method} "
+                            "trains the student during synthesis; use --method deepinversion or soft-target")
+        s.scaled = not needs_student  # runs on compute's device, data-parallel under torchrun
+        s.uses_vkd = cfg.kd.mode != "kd" and not needs_student
+        if s.scaled:
+            s.teacher.to(s.compute)
+        make_plan(s)
+        batch = synthesis_batch(cfg.synth_batch, s.probe.saved_bytes)
+        s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": batch,
                        "iterations": cfg.iterations, "seed": cfg.seed, "start": cfg.synth_start,
                        "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units, "domain": s.teacher.domain.to_dict()}
         seed_all(cfg.seed)
         s.synth = _synthesizer(s)
-        if s.synth.needs_student and cfg.kd.mode != "kd":
-            raise UserError(f"--distill {cfg.kd.mode} needs a transfer set to distill from, but --method {s.method} "
-                            "trains the student during synthesis; use --method deepinversion or soft-target")
-        s.scaled = not s.synth.needs_student  # runs on compute's device, data-parallel under torchrun
-        s.uses_vkd = cfg.kd.mode != "kd" and not s.synth.needs_student
-        if s.scaled:
-            s.teacher.to(s.compute)
-        elif s.compute.is_cuda:
+        if not s.scaled and s.compute.is_cuda:
             log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD "
                         "use the GPU)", s.method)
 
@@ -77,7 +83,7 @@ class Synthesize(Stage):
                 save_student(run, trained, s.recipe, {"loss": [None], "trained_by": s.method})
             return
         with s.dist.collective():
-            s.dist.command("synthesize", method=s.method, kwargs=_synth_kwargs(cfg), n=cfg.samples,
+            s.dist.command("synthesize", method=s.method, kwargs=_synth_kwargs(cfg, s.synth_cfg["batch"]), n=cfg.samples,
                            holdout=cfg.holdout, checkpoint_dir=str(stream["checkpoint_dir"]))
             s.synth.synthesize(cfg.samples, holdout=cfg.holdout, progress=run.progress, dist=s.dist,
                                compute=s.compute, **stream)
@@ -93,14 +99,49 @@ class Synthesize(Stage):
 
 
 def _synthesizer(s):
-    cfg = s.cfg
+    cfg, batch = s.cfg, s.synth_cfg["batch"]
     if s.multihead:
         return MultiTeacherSynthesizer(s.teacher, MultiTeacherConfig(iterations=cfg.iterations,
-                                                                     batch_size=cfg.synth_batch, seed=cfg.seed))
-    return create_synthesizer(s.method, s.teacher, **_synth_kwargs(cfg))
+                                                                     batch_size=batch, seed=cfg.seed))
+    return create_synthesizer(s.method, s.teacher, **_synth_kwargs(cfg, batch))
 
 
-def _synth_kwargs(cfg) -> dict:
+def _synth_kwargs(cfg, batch: int) -> dict:
     """A transfer-set method's options (the same on every rank: followers build theirs from these)."""
-    return {"batch_size": cfg.synth_batch, "seed": cfg.seed, "iterations": cfg.iterations, "start": cfg.synth_start,
+    return {"batch_size": batch, "seed": cfg.seed, "iterations": cfg.iterations, "start": cfg.synth_start,
             "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units}
+
+
+def make_plan(s) -> None:
+    """The probe of the teacher (and the student) here and the run's plan (dfkd_edge.plan), printed. A run that
+    recorded a probe of the same teacher files keeps it: a resumed run's synthesis batch (cut by the probe's
+    memory) and its stages' keys stay, on a busier machine too; the plan is made again from it."""
+    flow = s.run.manifest.get("flow", "convert")
+    teachers = {p: s.run.digest(Path(p).resolve()) for p in s.cfg.teacher_paths}
+    recorded = s.run.previous_plan or {}
+    fresh = not (recorded.get("probe") and recorded.get("teachers") == teachers)
+    shape = tuple(s.spec.input_shape)
+    student = None
+    if fresh:  # timed at the batch synthesis will run, distillation's for the student
+        compute = s.compute if s.scaled else Compute()
+        saved = saved_per_sample(s.teacher, shape, compute, weights=_weights(s.teacher))
+        batch = min(synthesis_batch(s.cfg.synth_batch, saved), s.cfg.samples + s.cfg.holdout)
+        s.probe = probe(s.teacher, shape, batch, compute, saved)
+        if s.recipe is not None and flow == "convert":
+            net = build_from_recipe(s.recipe).to(s.compute.torch_device)
+            student = probe(net, shape, min(s.cfg.kd.batch_size, s.cfg.samples), s.compute)
+    else:
+        s.probe = Probe.from_dict(recorded["probe"])
+        student = Probe.from_dict(recorded["student_probe"]) if recorded.get("student_probe") else None
+    rows = len(s.eval_xy[0]) if s.eval_xy is not None else 0
+    s.plan = {**plan(s.cfg, flow, s.method, s.probe, student, rows, s.uses_vkd and s.cfg.compare_kd),
+              "probe": s.probe.to_dict(), "student_probe": student.to_dict() if student else None, "teachers": teachers}
+    s.run.manifest["plan"] = s.plan
+    if fresh:
+        for line in plan_lines(s.plan, s.probe):
+            s.run.progress.message(line)
+
+
+def _weights(teacher) -> list:
+    members = getattr(teacher, "members", None) or [teacher]
+    return [p for t in members for p in (*t.module.parameters(), *t.module.buffers())]

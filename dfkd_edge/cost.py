@@ -1,0 +1,105 @@
+"""What one sample costs a network on this machine: a short probe of its forward pass and of a forward and
+backward pass to the input (what every input optimiser repeats), and the memory autograd keeps per sample for
+that backward. The run's plan (dfkd_edge.plan) multiplies these by what each stage repeats.
+
+The memory is counted on 2 samples (:func:`saved_per_sample`); the time is taken at the batch the caller will
+run (a synthesis batch: per sample, a batch whose activations leave the caches costs more, 54 against 32 ms on
+MobileNetV2 at 224x224 between 27 and 4 samples), once to warm up and then ``REPEATS`` times, keeping the
+fastest: a busy machine slows some repeats, never speeds one up.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dfkd_edge.compute import Compute
+
+#: timed repeats after the warm-up (the fastest is kept)
+REPEATS = 2
+
+
+@dataclass
+class Probe:
+    forward_s: float  # seconds per sample, no gradient
+    train_s: float  # seconds per sample, forward and backward to the input
+    saved_bytes: int  # bytes autograd keeps per sample between the forward and the backward
+    batch: int  # the samples per pass the probe timed
+    device: str
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Probe":
+        return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")})
+
+
+def _sync(compute: Compute) -> None:
+    if compute.is_cuda:
+        torch.cuda.synchronize()
+
+
+def _fastest(fn, compute: Compute) -> float:
+    fn()
+    _sync(compute)
+    best = math.inf
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        fn()
+        _sync(compute)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _draw(n: int, input_shape: tuple[int, ...], compute: Compute) -> torch.Tensor:
+    return compute.to(torch.randn((n, *input_shape), generator=torch.Generator().manual_seed(0)))
+
+
+def saved_per_sample(module, input_shape: tuple[int, ...], compute: Compute | None = None, weights=None) -> int:
+    """Bytes autograd keeps per sample between ``module``'s forward and backward passes (2 samples counted), less
+    ``weights`` (the module's parameters and buffers by default), which it keeps once whatever the batch."""
+    compute = compute or Compute()
+    if weights is None:
+        weights = [*module.parameters(), *module.buffers()]
+    weights = {t.untyped_storage().data_ptr() for t in weights}
+    saved = 0
+
+    def pack(t):
+        nonlocal saved
+        if t.untyped_storage().data_ptr() not in weights:
+            saved += t.numel() * t.element_size()
+        return t
+
+    u = _draw(2, input_shape, compute).requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), compute.autocast():
+        out = module(u)
+    out.float().sum().backward()
+    return int(saved / 2)
+
+
+def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | None = None,
+          saved_bytes: int | None = None) -> Probe:
+    """Time ``module`` on ``batch`` samples of ``input_shape`` (N(0, 1) draws: the cost does not depend on the
+    values) where ``compute`` says, under its autocast; ``saved_bytes`` from :func:`saved_per_sample`."""
+    compute = compute or Compute()
+    n = max(1, int(batch))
+    x = _draw(n, input_shape, compute)
+
+    def forward():
+        with torch.no_grad(), compute.autocast():
+            module(x)
+
+    def train():
+        u = x.detach().requires_grad_(True)
+        with compute.autocast():
+            out = module(u)
+        out.float().sum().backward()
+
+    if saved_bytes is None:
+        saved_bytes = saved_per_sample(module, input_shape, compute)
+    return Probe(forward_s=_fastest(forward, compute) / n, train_s=_fastest(train, compute) / n,
+                 saved_bytes=int(saved_bytes), batch=n, device=str(compute.torch_device))

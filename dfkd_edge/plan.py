@@ -1,0 +1,114 @@
+"""The run's plan: each stage's expected seconds and peak memory on this machine, before they are spent.
+
+Each figure is what the stage repeats (synthesis steps x samples, epochs x samples, calibration and check
+passes, latency runs) times what one sample costs, probed on this machine (dfkd_edge.cost): the teacher's
+probe for synthesis, the teacher's forward pass inside distillation and the shipped model's for the stages
+after it, the student's probe for distillation. Stages whose work does not follow these counts (a method that
+trains a generator, the guardrail when it triggers) are planned without that part and say so. The run records
+the plan in its manifest (``plan``) and the report sets each stage's seconds against it.
+"""
+
+from __future__ import annotations
+
+from dfkd_edge.config import ConvertConfig
+from dfkd_edge.cost import Probe
+from dfkd_edge.progress import duration
+from dfkd_edge.synthesis import METHODS
+from dfkd_edge.synthesis.base import InputOptimizer
+from dfkd_edge.synthesis.gaussian import GaussianSynthesizer
+
+#: autograd may keep at most this many bytes of one synthesis batch between its forward and backward passes:
+#: the batch is cut to fit (``synthesis_batch``). It depends on the model alone, so a run's transfer set is the
+#: same on every machine; 2 GiB holds every zoo teacher's 256-sample batch (under 1 GB at 32x32), and 8 samples
+#: of ResNet-50 at 224x224.
+SYNTH_SAVED_BYTES = 2 << 30
+#: seconds a stage spends whatever its size (loading, writing files, ONNX export)
+FIXED_S = 0.5
+
+
+def synthesis_batch(requested: int, saved_bytes: int | None) -> int:
+    """``--synth-batch``, cut so that one batch's saved activations (``saved_bytes`` per sample) fit
+    ``SYNTH_SAVED_BYTES``."""
+    if not saved_bytes or saved_bytes <= 0:
+        return requested
+    return max(1, min(requested, SYNTH_SAVED_BYTES // saved_bytes))
+
+
+def _synthesis(cfg: ConvertConfig, method: str, teacher: Probe, student: Probe | None) -> tuple[float | None, str]:
+    n = cfg.samples + cfg.holdout
+    cls = METHODS.get(method)
+    if cls is not None and issubclass(cls, InputOptimizer):
+        return n * (cfg.iterations * teacher.train_s + teacher.forward_s), f"{n} samples x {cfg.iterations} steps"
+    if cls is GaussianSynthesizer:
+        return n * teacher.forward_s, f"{n} samples, one forward pass each"
+    return None, f"--method {method} trains a generator: not planned"
+
+
+def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Probe | None = None,
+         eval_rows: int = 0, distill_twice: bool = False) -> dict:
+    """``{"stages": [{"stage", "seconds", "peak_bytes", "work"}], "total_s"}`` for ``flow`` ("convert" or
+    "quantize"); ``seconds`` None where a stage's work does not follow the probes."""
+    rows = []
+
+    def add(stage: str, seconds: float | None, work: str, peak: int | None = None) -> None:
+        rows.append({"stage": stage, "seconds": None if seconds is None else round(seconds + FIXED_S, 1),
+                     "peak_bytes": peak, "work": work})
+
+    synth_s, synth_work = _synthesis(cfg, method, teacher, student)
+    batch = synthesis_batch(cfg.synth_batch, teacher.saved_bytes)
+    add("synthesize", synth_s, f"{synth_work} in batches of {batch}", batch * teacher.saved_bytes)
+    shipped = teacher
+    if flow == "convert":
+        shipped = student or teacher
+        if student is not None and not getattr(METHODS.get(method), "needs_student", False):
+            per_epoch = cfg.samples * (student.train_s + teacher.forward_s)
+            add("distill", cfg.kd.epochs * per_epoch, f"{cfg.kd.epochs} epochs x {cfg.samples} samples",
+                cfg.kd.batch_size * student.saved_bytes)
+            if distill_twice:
+                add("distill-kd-baseline", cfg.kd.epochs * per_epoch, "the same, plain KD for comparison")
+    add("export", 2 * cfg.holdout * shipped.forward_s, f"parity on {cfg.holdout} held-out samples")
+    passes = len(cfg.calib.formats) * (cfg.calib.samples + cfg.holdout)
+    add("calibrate", passes * shipped.forward_s,
+        f"{len(cfg.calib.formats)} formats x ({cfg.calib.samples} calibration + {cfg.holdout} check samples); "
+        "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
+    if flow == "quantize":
+        sources = 1 + bool(cfg.calib_data)
+        add("calibration-sources", sources * (cfg.calib.samples + cfg.holdout) * shipped.forward_s,
+            f"{sources} other calibration source(s)")
+    add("profile", 4 * cfg.latency_budget_s, f"latency: about 4 rows x {cfg.latency_budget_s:g} s")
+    checked = eval_rows or cfg.holdout
+    add("evaluate", 3 * checked * shipped.forward_s, f"{checked} samples x fp32, ONNX and int8")
+    add("report", 0.0, "files")
+    known = [r["seconds"] for r in rows if r["seconds"] is not None]
+    return {"stages": rows, "total_s": round(sum(known), 1),
+            "complete": len(known) == len(rows)}
+
+
+def against(p: dict | None, timings: dict) -> dict | None:
+    """The plan set against what each stage took (the report's ``plan``): per stage planned and actual seconds
+    and their ratio, and the same for the planned stages together. None without a plan; a stage skipped as
+    finished (0 s) is left out."""
+    if not p:
+        return None
+    rows = []
+    for r in p["stages"]:
+        actual = timings.get(r["stage"])
+        if r["seconds"] is None or actual is None or actual == 0.0:
+            continue
+        rows.append({"stage": r["stage"], "planned_s": r["seconds"], "actual_s": round(actual, 1),
+                     "actual_over_planned": round(actual / r["seconds"], 2)})
+    planned, actual = sum(r["planned_s"] for r in rows), sum(r["actual_s"] for r in rows)
+    return {"stages": rows, "planned_s": round(planned, 1), "actual_s": round(actual, 1),
+            "actual_over_planned": round(actual / planned, 2) if planned else None, "probe": p.get("probe")}
+
+
+def lines(p: dict, probe: Probe) -> list[str]:
+    """The plan as a person reads it: one line per stage, then the total."""
+    out = [f"plan on this machine (probe: {probe.forward_s * 1000:.3g} ms forward, {probe.train_s * 1000:.3g} ms "
+           f"forward+backward per sample on {probe.device}):"]
+    for r in p["stages"]:
+        secs = "?" if r["seconds"] is None else duration(r["seconds"])
+        mem = f", peak {r['peak_bytes'] / 2**30:.2g} GiB held for the backward" if r["peak_bytes"] else ""
+        out.append(f"  {r['stage']:<20} {secs:>7}  {r['work']}{mem}")
+    out.append(f"  {'total':<20} {duration(p['total_s']):>7}{'' if p['complete'] else ' and the stages marked ?'}")
+    return out

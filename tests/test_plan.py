@@ -1,0 +1,89 @@
+"""The run's plan: the probe of what one sample costs here (dfkd_edge.cost), each stage's expected seconds and
+memory from it (dfkd_edge.plan), recorded in the run, printed before the work, set against the stage times in the
+report, and kept by a resumed run. No test depends on how fast this machine is: they check counts, memory and
+the arithmetic, never a time window."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dfkd_edge import cost, plan as planning
+from dfkd_edge.config import ConvertConfig
+from dfkd_edge.cost import Probe
+from tests.conftest import read_json
+from tests.test_quantize import QFAST
+
+
+def _net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_saved_memory_grows_with_the_positions_and_leaves_the_weights_out():
+    net = _net()
+    small, large = (cost.saved_per_sample(net, (3, n, n)) for n in (16, 32))
+    assert 3.5 < large / small < 4.5  # four times the positions
+    assert small < 16 * 16 * (3 + 8 * 4) * 4 + sum(p.numel() * 4 for p in net.parameters())
+    p = cost.probe(net, (3, 16, 16), batch=4, saved_bytes=small)
+    assert p.forward_s > 0 and p.train_s > 0 and p.batch == 4 and p.saved_bytes == small
+    assert Probe.from_dict(p.to_dict()).to_dict() == p.to_dict()
+
+
+def test_the_synthesis_batch_is_cut_to_the_memory_the_model_keeps():
+    assert planning.synthesis_batch(256, 1 << 20) == 256  # 1 MB a sample: 256 MB
+    assert planning.synthesis_batch(256, 100 << 20) == planning.SYNTH_SAVED_BYTES // (100 << 20)
+    assert planning.synthesis_batch(256, 1 << 40) == 1 and planning.synthesis_batch(256, None) == 256
+
+
+def _probe(train_s=0.01, forward_s=0.004, saved=10 << 20):
+    return Probe(forward_s=forward_s, train_s=train_s, saved_bytes=saved, batch=8, device="cpu")
+
+
+def test_the_plan_multiplies_what_each_stage_repeats():
+    cfg = ConvertConfig(teacher="t", out="o", samples=1000, holdout=24, iterations=50)
+    p = planning.plan(cfg, "quantize", "deepinversion", _probe())
+    rows = {r["stage"]: r for r in p["stages"]}
+    assert list(rows) == ["synthesize", "export", "calibrate", "calibration-sources", "profile", "evaluate", "report"]
+    assert rows["synthesize"]["seconds"] == pytest.approx(1024 * (50 * 0.01 + 0.004) + planning.FIXED_S, abs=0.1)
+    assert rows["synthesize"]["peak_bytes"] == min(cfg.synth_batch, planning.SYNTH_SAVED_BYTES // (10 << 20)) * (10 << 20)
+    assert p["total_s"] == pytest.approx(sum(r["seconds"] for r in p["stages"]), abs=0.2) and p["complete"]
+    student = _probe(train_s=0.001, forward_s=0.0005)
+    c = {r["stage"]: r for r in planning.plan(cfg, "convert", "deepinversion", _probe(), student)["stages"]}
+    assert c["distill"]["seconds"] == pytest.approx(cfg.kd.epochs * 1000 * (0.001 + 0.004) + planning.FIXED_S, abs=0.1)
+    adversarial = planning.plan(cfg, "convert", "adversarial", _probe(), student)
+    assert adversarial["stages"][0]["seconds"] is None and not adversarial["complete"]
+    text = "\n".join(planning.lines(p, _probe()))
+    assert "synthesize" in text and "total" in text
+
+
+def test_the_plan_against_the_stage_times():
+    p = {"stages": [{"stage": "synthesize", "seconds": 100.0}, {"stage": "export", "seconds": 10.0},
+                    {"stage": "calibrate", "seconds": None}], "probe": {"x": 1}}
+    a = planning.against(p, {"synthesize": 120.0, "export": 0.0, "calibrate": 5.0})
+    assert a["stages"] == [{"stage": "synthesize", "planned_s": 100.0, "actual_s": 120.0, "actual_over_planned": 1.2}]
+    assert a["actual_over_planned"] == 1.2 and planning.against(None, {}) is None
+
+
+def test_a_run_prints_records_and_reports_its_plan_and_a_resume_keeps_the_probe(cli, tmp_path, digits_teacher,
+                                                                                  monkeypatch):
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", digits_teacher, "--out", out, *QFAST)
+    assert code == 0, err
+    assert "plan on this machine" in err and "synthesize" in err.split("plan on this machine")[1]
+    recorded = read_json(out / "manifest.json")["plan"]
+    assert recorded["probe"]["saved_bytes"] > 0 and recorded["teachers"]
+    report = read_json(out / "report.json")
+    assert report["plan"]["stages"] and report["plan"]["stages"][0]["stage"] == "synthesize"
+
+    def refuse(*a, **k):
+        raise AssertionError("a resumed run probes again")
+
+    monkeypatch.setattr("dfkd_edge.stages.synthesize.probe", refuse)
+    code, _, err = cli("quantize", digits_teacher, "--out", out, "--resume", *QFAST)
+    assert code == 0, err
+    assert read_json(out / "manifest.json")["stages"]["synthesize"].get("resumed")
+    assert json.dumps(read_json(out / "manifest.json")["plan"]["probe"]) == json.dumps(recorded["probe"])
