@@ -8,6 +8,7 @@ a bad option is ``UserError`` (exit 2) with one line naming the valid range.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from dfkd_edge.compute import Compute, resolve as resolve_compute
@@ -60,6 +61,7 @@ class ConvertConfig:
     channels_last: str = "auto"
     compile: str = "auto"
     latency_budget_s: float = 1.0
+    time_budget: str | None = None  # the whole run's time, "20m" (dfkd_edge.plan.fit_budget); None: the defaults
     force: bool = False
     resume: bool = False
 
@@ -168,6 +170,21 @@ def _check_teachers(cfg: ConvertConfig) -> None:
                         "teachers")
 
 
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def budget_seconds(text: str) -> float:
+    """``--time-budget`` in seconds: ``20m``, ``1h30m``, ``900s`` or ``900``; UserError otherwise."""
+    m = _DURATION.match(str(text).strip().lower())
+    if not str(text).strip() or m is None or not any(m.groups()):
+        raise UserError(f"--time-budget {text!r} is not a duration; give e.g. 20m, 1h30m or 900s")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    total = 3600 * h + 60 * mi + s
+    if total <= 0:
+        raise UserError(f"--time-budget must be positive, got {text!r}")
+    return total
+
+
 def check_numbers(cfg: ConvertConfig) -> None:
     """Every number option in its valid range, one line naming the range (exit 2)."""
     require_positive((("--samples", cfg.samples), ("--synth-batch", cfg.synth_batch), ("--epochs", cfg.kd.epochs),
@@ -178,6 +195,8 @@ def check_numbers(cfg: ConvertConfig) -> None:
         raise UserError(f"--holdout must be at least 16 (fidelity is measured on it), got {cfg.holdout}")
     if not cfg.kd.mixup >= 0:
         raise UserError(f"--mixup must be 0 (off) or positive (the Beta(a, a) parameter), got {cfg.kd.mixup}")
+    if cfg.time_budget is not None:
+        budget_seconds(cfg.time_budget)  # UserError on a bad duration
     if cfg.threads < 0:
         raise UserError(f"--threads must be 0 (min(4, cores)) or a positive count, got {cfg.threads}")
     if cfg.width is not None and cfg.width < 1:

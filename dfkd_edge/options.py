@@ -123,6 +123,9 @@ OPTIONS = _opts(
            "if compilation fails).", choices=("auto", "on", "off")),
     Option("latency_budget", "latency_budget_s", "Seconds of timed runs per engine and batch size (more: steadier "
            "latency figures)."),
+    Option("time_budget", "time_budget", "The whole run's time on this machine, e.g. 20m, 1h30m, 900s: synthesis "
+           "steps, then distillation epochs, then samples are cut (each to its floor) until the plan fits; the plan "
+           "and the report say what was chosen.", kind=str),
 )
 
 #: quantize's own wording where its meaning differs from convert's
@@ -143,10 +146,10 @@ _COMPUTE = ("device", "precision", "channels_last", "compile")
 #: each command's options, in the order its --help lists them
 COMMANDS = {
     "convert": ("out", *_TEACHER, "targets", *_SYNTH, *_STUDENT, *_CALIB, "eval_data", "seed", "threads", *_COMPUTE,
-                "latency_budget", "force", "resume"),
+                "latency_budget", "time_budget", "force", "resume"),
     "quantize": ("out", "source", *_TEACHER, "targets", "method", "holdout", "iterations", "synth_batch",
                  "synth_start", *_CALIB, "eval_data", "calib_data", "seed", "threads", "device", "precision",
-                 "latency_budget", "force", "resume"),
+                 "latency_budget", "time_budget", "force", "resume"),
     "synthesize": ("out", *_TEACHER, *_SYNTH, *_STUDENT, "eval_data", "seed", "threads", *_COMPUTE, "force",
                    "resume"),
     "distill": (*_STUDENT, "threads", *_COMPUTE),

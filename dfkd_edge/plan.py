@@ -99,7 +99,64 @@ def against(p: dict | None, timings: dict) -> dict | None:
                      "actual_over_planned": round(actual / r["seconds"], 2)})
     planned, actual = sum(r["planned_s"] for r in rows), sum(r["actual_s"] for r in rows)
     return {"stages": rows, "planned_s": round(planned, 1), "actual_s": round(actual, 1),
-            "actual_over_planned": round(actual / planned, 2) if planned else None, "probe": p.get("probe")}
+            "actual_over_planned": round(actual / planned, 2) if planned else None, "probe": p.get("probe"),
+            "budget": p.get("budget")}
+
+
+#: ``--time-budget``'s levers in the order they are cut, each to its floor before the next moves: synthesis steps
+#: first (quantize's 50 calibrated no worse than convert's 200 on the zoo, docs/benchmarks.md), then distillation
+#: epochs, then samples (the transfer set's size gained on 14 of 16 zoo teachers: the last to give up)
+LEVERS = {"convert": (("iterations", 50), ("epochs", 30), ("samples", 512)),
+          "quantize": (("iterations", 10), ("samples", 64), ("holdout", 64))}
+
+
+def _get(cfg: ConvertConfig, lever: str) -> int:
+    return cfg.kd.epochs if lever == "epochs" else getattr(cfg, lever)
+
+
+def _set(cfg: ConvertConfig, lever: str, value: int, flow: str) -> None:
+    if lever == "epochs":
+        cfg.kd.epochs = value
+    else:
+        setattr(cfg, lever, value)
+        if lever == "samples" and flow == "quantize":
+            cfg.calib.samples = value  # quantize's synthesized set is its calibration set
+
+
+def fit_budget(cfg: ConvertConfig, flow: str, budget_s: float, spent_s: float, planned) -> dict:
+    """Cut ``cfg``'s levers (``LEVERS``, in place) until ``planned(cfg)`` (a plan's total seconds) plus ``spent_s``
+    fits ``budget_s``: each lever to its floor before the next moves, the last one moved to the largest value that
+    fits. Returns ``{budget_s, requested, chosen, fits}``; ``fits`` False when every lever at its floor is still
+    over (the run goes on at the floors, and says so)."""
+    levers = LEVERS[flow]
+    requested = {name: _get(cfg, name) for name, _ in levers}
+
+    def fits() -> bool:
+        return spent_s + planned(cfg) <= budget_s
+
+    for name, floor in levers:
+        if fits():
+            break
+        hi = _get(cfg, name)
+        lo = min(floor, hi)
+        _set(cfg, name, lo, flow)
+        if not fits():
+            continue
+        while hi - lo > 1:  # the largest value in [lo, hi] that fits (the plan grows with every lever)
+            mid = (lo + hi) // 2
+            _set(cfg, name, mid, flow)
+            lo, hi = (mid, hi) if fits() else (lo, mid)
+        _set(cfg, name, lo, flow)
+        break
+    return {"budget_s": budget_s, "requested": requested, "chosen": {name: _get(cfg, name) for name, _ in levers},
+            "fits": fits()}
+
+
+def budget_lines(b: dict) -> list[str]:
+    changed = [f"{k} {b['requested'][k]} -> {v}" for k, v in b["chosen"].items() if v != b["requested"][k]]
+    head = f"time budget {duration(b['budget_s'])}: " + (", ".join(changed) if changed else "the defaults fit")
+    return [head] + ([] if b["fits"] else ["WARNING: over the time budget even with every lever at its floor "
+                                           f"({', '.join(f'{k} {v}' for k, v in b['chosen'].items())})"])
 
 
 def lines(p: dict, probe: Probe) -> list[str]:

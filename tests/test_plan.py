@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dfkd_edge import cost, plan as planning
-from dfkd_edge.config import ConvertConfig
+from dfkd_edge.config import ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe
 from tests.conftest import read_json
 from tests.test_quantize import QFAST
@@ -87,3 +87,44 @@ def test_a_run_prints_records_and_reports_its_plan_and_a_resume_keeps_the_probe(
     assert code == 0, err
     assert read_json(out / "manifest.json")["stages"]["synthesize"].get("resumed")
     assert json.dumps(read_json(out / "manifest.json")["plan"]["probe"]) == json.dumps(recorded["probe"])
+
+
+def test_the_budget_cuts_each_lever_to_its_floor_before_the_next_and_the_last_to_what_fits():
+    cfg = ConvertConfig(teacher="t", out="o", samples=4096, iterations=200)
+
+    def planned(c):  # seconds linear in each lever, as the plan's are
+        return c.samples * c.iterations * 0.001 + c.kd.epochs * c.samples * 0.0005
+
+    b = planning.fit_budget(cfg, "convert", 500.0, 10.0, planned)
+    epochs = ConvertConfig(teacher="t", out="o").kd.epochs
+    assert b["requested"] == {"iterations": 200, "epochs": epochs, "samples": 4096}
+    assert b["chosen"]["iterations"] == 50 and b["chosen"]["samples"] == 4096 and b["fits"]
+    assert planned(cfg) + 10 <= 500 and cfg.kd.epochs == b["chosen"]["epochs"]
+    cfg.kd.epochs += 1
+    assert planned(cfg) + 10 > 500  # the largest that fits
+    roomy = ConvertConfig(teacher="t", out="o")
+    assert planning.fit_budget(roomy, "convert", 1e9, 0.0, planned)["chosen"] == {"iterations": 200,
+                                                                                "epochs": epochs, "samples": 4096}
+    tight = ConvertConfig(teacher="t", out="o", samples=256, holdout=256, iterations=50)
+    tight.calib.samples = 256
+    b = planning.fit_budget(tight, "quantize", 1.0, 0.0, planned)
+    assert not b["fits"] and b["chosen"] == {"iterations": 10, "samples": 64, "holdout": 64}
+    assert tight.calib.samples == 64 and "WARNING" in planning.budget_lines(b)[-1]
+
+
+@pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h30m", 5400), ("900s", 900), ("900", 900),
+                                           ("1.5h", 5400)])
+def test_durations_parse(text, seconds):
+    assert budget_seconds(text) == seconds
+
+
+def test_a_bad_time_budget_is_refused_and_one_that_cannot_fit_runs_at_the_floors(cli, tmp_path, digits_teacher):
+    code, _, err = cli("quantize", digits_teacher, "--out", tmp_path / "bad", "--time-budget", "soon", *QFAST)
+    assert code == 2 and "--time-budget" in err
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", digits_teacher, "--out", out, "--time-budget", "1s", *QFAST)
+    assert code == 0, err
+    assert "time budget 1s: iterations 10 -> 10" not in err and "over the time budget" in err
+    budget = read_json(out / "report.json")["plan"]["budget"]
+    assert budget["chosen"]["iterations"] == 10 and budget["chosen"]["holdout"] == 32 and not budget["fits"]
+    assert read_json(out / "manifest.json")["stages"]["synthesize"]["key"]

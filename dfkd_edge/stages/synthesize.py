@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from dfkd_edge.compute import Compute
 from dfkd_edge.cost import Probe, probe, saved_per_sample
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
-from dfkd_edge.plan import lines as plan_lines, plan, synthesis_batch
+from dfkd_edge.config import budget_seconds
+from dfkd_edge.plan import budget_lines, fit_budget, lines as plan_lines, plan, synthesis_batch
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
@@ -37,13 +39,9 @@ class Synthesize(Stage):
         s.uses_vkd = cfg.kd.mode != "kd" and not needs_student
         if s.scaled:
             s.teacher.to(s.compute)
-        make_plan(s)
-        batch = synthesis_batch(cfg.synth_batch, s.probe.saved_bytes)
-        s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": batch,
-                       "iterations": cfg.iterations, "seed": cfg.seed, "start": cfg.synth_start,
-                       "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units, "domain": s.teacher.domain.to_dict()}
-        seed_all(cfg.seed)
-        s.synth = _synthesizer(s)
+        _configure(s, cfg.synth_batch)  # a synthesizer the options cannot make fails here, before the plan
+        make_plan(s)  # --time-budget may cut the samples and steps
+        _configure(s, synthesis_batch(cfg.synth_batch, s.probe.saved_bytes))
         if not s.scaled and s.compute.is_cuda:
             log.warning("--method %s runs on the CPU (deepinversion, soft-target, reused-generator, gaussian and KD "
                         "use the GPU)", s.method)
@@ -98,6 +96,15 @@ class Synthesize(Stage):
         s.x_hold, s.l_hold = s.ts.held_out
 
 
+def _configure(s, batch: int) -> None:
+    cfg = s.cfg
+    s.synth_cfg = {"method": s.method, "samples": cfg.samples, "holdout": cfg.holdout, "batch": batch,
+                   "iterations": cfg.iterations, "seed": cfg.seed, "start": cfg.synth_start,
+                   "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units, "domain": s.teacher.domain.to_dict()}
+    seed_all(cfg.seed)
+    s.synth = _synthesizer(s)
+
+
 def _synthesizer(s):
     cfg, batch = s.cfg, s.synth_cfg["batch"]
     if s.multihead:
@@ -134,11 +141,22 @@ def make_plan(s) -> None:
         s.probe = Probe.from_dict(recorded["probe"])
         student = Probe.from_dict(recorded["student_probe"]) if recorded.get("student_probe") else None
     rows = len(s.eval_xy[0]) if s.eval_xy is not None else 0
-    s.plan = {**plan(s.cfg, flow, s.method, s.probe, student, rows, s.uses_vkd and s.cfg.compare_kd),
-              "probe": s.probe.to_dict(), "student_probe": student.to_dict() if student else None, "teachers": teachers}
+    twice = s.uses_vkd and s.cfg.compare_kd
+
+    def planned(cfg) -> dict:
+        return plan(cfg, flow, s.method, s.probe, student, rows, twice)
+
+    budget = None
+    if s.cfg.time_budget:  # the time already spent counts: a resumed run's recorded figure, else this run's
+        spent = recorded.get("spent_before_s") if not fresh else time.perf_counter() - s.t_all
+        budget = fit_budget(s.cfg, flow, budget_seconds(s.cfg.time_budget), spent or 0.0,
+                            lambda c: planned(c)["total_s"])
+        budget["spent_before_s"] = round(spent or 0.0, 1)
+    s.plan = {**planned(s.cfg), "probe": s.probe.to_dict(), "student_probe": student.to_dict() if student else None,
+              "teachers": teachers, "budget": budget, "spent_before_s": budget["spent_before_s"] if budget else None}
     s.run.manifest["plan"] = s.plan
     if fresh:
-        for line in plan_lines(s.plan, s.probe):
+        for line in (budget_lines(budget) if budget else []) + plan_lines(s.plan, s.probe):
             s.run.progress.message(line)
 
 

@@ -1,0 +1,110 @@
+"""Stage seconds and peak memory at real size: ``dfkd-edge inspect`` and ``dfkd-edge quantize`` (or ``convert``) on
+the reference models of benchmarks/refmodels.py at 224x224, one process at a time, with the plan each run printed
+set against what each stage took.
+
+    python benchmarks/refmodels.py                       # once: writes benchmarks/.refmodels/
+    python benchmarks/real_size.py --command inspect --results benchmarks/results/real-size.jsonl
+    python benchmarks/real_size.py --command quantize --models mobilenet_v2 resnet18 \\
+        --options "--holdout 32 --calib-samples 64 --iterations 10" --results benchmarks/results/real-size.jsonl
+    python benchmarks/real_size.py --table --results benchmarks/results/real-size.jsonl
+
+Each row records the commit, the command line, the model, the threads, wall seconds, peak resident memory (the
+process's ru_maxrss), each stage's seconds and the plan's, from the run's report.json. Time things alone: a
+second job on the cores is measured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import refmodels  # noqa: E402
+
+MODELS = list(refmodels.FACTORIES)
+HANG_GUARD_S = 4 * 3600  # a run that hangs is stopped (not a timing window: the slowest run here takes minutes)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_one(model: str, command: str, options: str, threads: int, formats: str) -> dict:
+    path = Path(refmodels_dir()) / f"{model}-1000.{formats}"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `python benchmarks/refmodels.py` first")
+    out = Path(tempfile.mkdtemp(prefix=f"real-size-{model}-"))
+    argv = ["dfkd-edge", command, str(path), "--input-shape", "3,224,224"]
+    if command != "inspect":
+        argv += ["--out", str(out / "run"), "--threads", str(threads), *shlex.split(options)]
+    rss = out / "maxrss"
+    timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss)] if Path("/usr/bin/time").exists() else []
+    t0 = time.perf_counter()
+    proc = subprocess.run([*timer, sys.executable, "-m", "dfkd_edge", *argv[1:]], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    wall = time.perf_counter() - t0
+    peak = int(rss.read_text().split()[-1]) if rss.is_file() and rss.read_text().strip() else None
+    row = {"commit": commit(), "model": model, "format": formats, "command": " ".join(argv[:1] + argv[1:2] + argv[3:]),
+           "threads": threads, "exit": proc.returncode, "wall_s": round(wall, 1),
+           "peak_rss_mb": round(peak / 1024) if peak else None}
+    report = out / "run" / "report.json"
+    if report.is_file():
+        doc = json.loads(report.read_text())
+        row["timings"] = doc.get("timings")
+        row["plan"] = doc.get("plan")
+    if proc.returncode != 0:
+        row["error"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
+    return row
+
+
+def refmodels_dir() -> str:
+    return str(HERE / ".refmodels")
+
+
+def table(pattern: str) -> None:
+    rows = [json.loads(line) for f in sorted(glob.glob(pattern)) for line in open(f) if line.strip()]
+    print("| model | command | commit | wall s | peak RSS MB | stages: actual s (planned s) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        plan = {p["stage"]: p["planned_s"] for p in ((r.get("plan") or {}).get("stages") or [])}
+        stages = ", ".join(f"{k} {v:.0f}" + (f" ({plan[k]:.0f})" if k in plan else "")
+                           for k, v in (r.get("timings") or {}).items() if k != "total_s" and v >= 1)
+        print(f"| {r['model']} | `{r['command']}` | {r['commit']} | {r['wall_s']} | {r['peak_rss_mb']} | "
+              f"{stages or '-'} |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--command", choices=["inspect", "quantize", "convert"], default="inspect")
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--format", default="pt", choices=["pt", "pt2"], help="the teacher file format")
+    ap.add_argument("--options", default="", help="more options for quantize / convert, one string")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default=None, help="JSONL file the rows are appended to")
+    ap.add_argument("--table", action="store_true", help="print the table of --results (a glob) and stop")
+    a = ap.parse_args(argv)
+    if a.table:
+        return table(a.results or str(HERE / "results" / "real-size*.jsonl"))
+    for model in a.models:
+        row = run_one(model, a.command, a.options, a.threads, a.format)
+        print(json.dumps(row), flush=True)
+        if a.results:
+            with open(a.results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
