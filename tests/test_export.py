@@ -259,3 +259,24 @@ def test_the_guardrail_ranks_layers_in_one_pass_where_that_finds_them(tmp_path, 
     assert len(built) < len(units)  # the thorough route builds one model per unit, and more
     errors = dq.output_errors(fp32, tmp_path / "q.onnx", x[128:160], 1, tmp_path)
     assert errors and all(v >= 0 for v in errors.values())
+
+
+def test_calibration_one_batch_at_a_time_gives_the_same_int8_model(tmp_path, monkeypatch):
+    """MinMax calibrated a batch at a time (onnxruntime's strided calibration: the memory of one batch, not of the
+    calibration set) writes the model that keeping every batch writes."""
+    import dfkd_edge.export.quantize as dq
+    from dfkd_edge.data import toy
+    from dfkd_edge.io import sha256
+
+    fp32 = export_onnx(_outlier_mlp(), (30,), tmp_path / "m.onnx")
+    x = toy.vector_dataset()[0][:96]
+    assert dq.reader_batch(x) == 32 and dq.reader_batch(np.zeros((1, 3, 224, 224))) == 6
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    calls, real = [], MinMaxCalibrater.collect_data
+    monkeypatch.setattr(MinMaxCalibrater, "collect_data", lambda self, r: calls.append(1) or real(self, r))
+    dq.quantize_one(fp32, tmp_path / "strided.onnx", x, "qdq-u8s8", CalibConfig())
+    assert len(calls) == 3  # one batch of 32 at a time
+    monkeypatch.setattr(dq, "calibration_options", lambda method: {})
+    dq.quantize_one(fp32, tmp_path / "whole.onnx", x, "qdq-u8s8", CalibConfig())
+    assert sha256(tmp_path / "strided.onnx") == sha256(tmp_path / "whole.onnx")

@@ -61,14 +61,26 @@ def equal_batch(n: int, most: int = 32) -> int:
     return d if d >= most // 4 else n
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over an array, in batches of one size (``equal_batch``)."""
+#: a calibration batch holds at most this many input elements (32 samples up to 3x64x64; 6 at 3x224x224): onnxruntime
+#: keeps every intermediate tensor of a batch to take its range, over 2 GB for 32 MobileNetV2 samples at 224x224
+READER_ELEMENTS = 1 << 20
 
-    def __init__(self, name: str, x: np.ndarray, batch: int = 32) -> None:
-        self.name, self.x, self.batch, self.i = name, x, equal_batch(len(x), batch), 0
+
+def reader_batch(x: np.ndarray, most: int = 32) -> int:
+    return max(1, min(most, READER_ELEMENTS // max(1, int(np.prod(x.shape[1:])))))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an array, in batches of one size (``equal_batch``, at most
+    ``reader_batch``)."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int | None = None) -> None:
+        self.name, self.x, self.i = name, x, 0
+        self.batch = equal_batch(len(x), batch or reader_batch(x))
+        self.end = len(x)
 
     def get_next(self):
-        if self.i >= len(self.x):
+        if self.i >= self.end:
             return None
         b = self.x[self.i:self.i + self.batch]
         self.i += self.batch
@@ -76,6 +88,12 @@ class _Reader:
 
     def rewind(self) -> None:
         self.i = 0
+
+    def __len__(self) -> int:  # in batches: onnxruntime's strided calibration (``calibration_options``)
+        return -(-len(self.x) // self.batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.i, self.end = start_index * self.batch, min(len(self.x), end_index * self.batch)
 
 
 def calibration_subset(x, n: int, seed: int) -> np.ndarray:
@@ -126,7 +144,15 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
     q.quantize_static(str(fp32_path), str(out_path), _Reader(input_name(fp32_path), calib),
                       quant_format=getattr(q.QuantFormat, qformat), activation_type=getattr(q.QuantType, act),
                       weight_type=getattr(q.QuantType, wt), per_channel=cfg.per_channel,
-                      calibrate_method=method, nodes_to_exclude=list(exclude or []), **range_cache(ranges))
+                      calibrate_method=method, nodes_to_exclude=list(exclude or []), **range_cache(ranges),
+                      extra_options=calibration_options(cfg.method))
+
+
+def calibration_options(method: str) -> dict:
+    """MinMax takes each batch's ranges and merges them (onnxruntime's strided calibration, one batch a stride)
+    instead of keeping every batch's tensors to the end: the same ranges, the memory of one batch. The histogram
+    methods keep them all: their memory grows with the calibration set."""
+    return {"CalibStridedMinMax": 1} if method == "minmax" else {}
 
 
 def quantizable_nodes(path: Path) -> list[str]:

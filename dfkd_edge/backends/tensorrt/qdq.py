@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfkd_edge.export.quantize import _Reader, input_name, range_cache
+from dfkd_edge.export.quantize import _Reader, calibration_options, input_name, range_cache
 from dfkd_edge.io import atomic_path, atomic_write_text
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -44,7 +44,8 @@ def quantize_for_tensorrt(pre_path: Path, out_path: Path, calib_x: np.ndarray, m
                           nodes_to_exclude=list(exclude or []),
                           extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                          "QuantizeBias": False, "AddQDQPairToWeight": True,
-                                         "QDQKeepRemovableActivations": True}, **range_cache(ranges))
+                                         "QDQKeepRemovableActivations": True, **calibration_options(method)},
+                          **range_cache(ranges))
     return Path(out_path)
 
 
