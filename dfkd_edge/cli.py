@@ -21,6 +21,7 @@ import click
 
 from dfkd_edge import cli_stages  # noqa: F401  (registers the stage commands)
 from dfkd_edge import options
+from dfkd_edge.allocator import keep_freed_memory
 from dfkd_edge.cli_common import _lead_or_follow, _show_report, cli
 from dfkd_edge.cli_options import for_command
 from dfkd_edge.data.digits import builtin_teacher_path, write_test_npz
@@ -28,8 +29,9 @@ from dfkd_edge.distill.vkd import SelfDistillConfig
 from dfkd_edge.domain import infer_domain
 from dfkd_edge.errors import PipelineError, UserError, require_positive
 from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
+from dfkd_edge.cost import Probe
+from dfkd_edge.plan import default_plans, lines as plan_lines
 from dfkd_edge.profile_flow import profile_command
-from dfkd_edge.allocator import keep_freed_memory
 from dfkd_edge.progress import for_stream as progress_for_stream
 from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
 from dfkd_edge.targets import HOST_TARGET, list_profiles
@@ -200,9 +202,18 @@ def selfdistill(model, data, out, factory, input_shape, width, eval_data, val_fr
 @click.option("--input-shape", help="Input shape without the batch dimension.")
 @click.option("--factory", help="package.module:function, when TEACHER is a state_dict.")
 def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
-    """Print what dfkd-edge sees in TEACHER (TeacherSpec and its input domain, as JSON)."""
+    """Print what dfkd-edge sees in TEACHER (TeacherSpec and its input domain, as JSON) and, on stderr, what
+    `convert` and `quantize` with their defaults would take on this machine, stage by stage (the JSON's
+    "plans")."""
     t = load_teacher(teacher, parse_input_shape(input_shape), factory)
-    click.echo(json.dumps({**t.spec.to_dict(), "input_domain": infer_domain(t).to_dict()}, indent=2))
+    t.domain = infer_domain(t)
+    plans = default_plans(t, options.base("convert"), options.config("quantize", teacher, {"out": ""}))
+    for flow in ("convert", "quantize"):
+        click.echo(f"dfkd-edge {flow} with its defaults (probes of a few samples; a run plans again at its own "
+                   "batches):", err=True)
+        for line in plan_lines(plans[flow], Probe.from_dict(plans["probe"])):
+            click.echo(line, err=True)
+    click.echo(json.dumps({**t.spec.to_dict(), "input_domain": t.domain.to_dict(), "plans": plans}, indent=2))
 
 
 @cli.group()

@@ -81,6 +81,12 @@ def saved_per_sample(module, input_shape: tuple[int, ...], compute: Compute | No
     return int(saved / 2)
 
 
+def weights_of(teacher) -> list:
+    """A teacher's (or several teachers') parameters and buffers: what ``saved_per_sample`` leaves out."""
+    members = getattr(teacher, "members", None) or [teacher]
+    return [p for t in members for p in (*t.module.parameters(), *t.module.buffers())]
+
+
 def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | None = None,
           saved_bytes: int | None = None) -> Probe:
     """Time ``module`` on ``batch`` samples of ``input_shape`` (N(0, 1) draws: the cost does not depend on the

@@ -11,11 +11,18 @@ the plan in its manifest (``plan``) and the report sets each stage's seconds aga
 from __future__ import annotations
 
 from dfkd_edge.config import ConvertConfig
-from dfkd_edge.cost import Probe
+from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
+from dfkd_edge.models import create_student
+from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.progress import duration
 from dfkd_edge.synthesis import METHODS
-from dfkd_edge.synthesis.base import InputOptimizer
+from dfkd_edge.synthesis.base import InputOptimizer, choose_auto
 from dfkd_edge.synthesis.gaussian import GaussianSynthesizer
+from dfkd_edge.targets.host import LONG_CALL_CAP, LONG_MIN_CALLS
+
+#: the host's latency rows: these batch sizes, interleaved in this many rounds, at least this many timed calls and
+#: this many warm-up calls (the first round; 2 after it) per runner and round, as dfkd_edge.stages.profile runs them
+LATENCY_BATCHES, LATENCY_ROUNDS, LATENCY_MIN_RUNS, LATENCY_WARMUP = (1, 32), 5, 10, 10
 
 #: autograd may keep at most this many bytes of one synthesis batch between its forward and backward passes:
 #: the batch is cut to fit (``synthesis_batch``). It depends on the model alone, so a run's transfer set is the
@@ -75,7 +82,10 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
         sources = 1 + bool(cfg.calib_data)
         add("calibration-sources", sources * (cfg.calib.samples + cfg.holdout) * shipped.forward_s,
             f"{sources} other calibration source(s)")
-    add("profile", 4 * cfg.latency_budget_s, f"latency: about 4 rows x {cfg.latency_budget_s:g} s")
+    runners = [teacher.forward_s, student.forward_s, shipped.forward_s, shipped.forward_s] if (
+        flow == "convert" and student is not None) else [teacher.forward_s, shipped.forward_s, shipped.forward_s]
+    add("profile", latency_seconds(runners, cfg.latency_budget_s),
+        f"latency: {len(runners)} runners x batches {' and '.join(map(str, LATENCY_BATCHES))}")
     checked = eval_rows or cfg.holdout
     add("evaluate", 3 * checked * shipped.forward_s, f"{checked} samples x fp32, ONNX and int8")
     add("report", 0.0, "files")
@@ -101,6 +111,23 @@ def against(p: dict | None, timings: dict) -> dict | None:
     return {"stages": rows, "planned_s": round(planned, 1), "actual_s": round(actual, 1),
             "actual_over_planned": round(actual / planned, 2) if planned else None, "probe": p.get("probe"),
             "budget": p.get("budget")}
+
+
+def latency_seconds(per_sample_s: list[float], budget_s: float) -> float:
+    """The host's latency rows: each runner (its seconds per sample) at each batch, in rounds of warm-up and timed
+    calls bounded as dfkd_edge.targets.host.time_runner bounds them."""
+    round_budget = budget_s * len(per_sample_s) / LATENCY_ROUNDS
+    cap = LONG_CALL_CAP * round_budget
+    total = 0.0
+    for batch in LATENCY_BATCHES:
+        for per in per_sample_s:
+            call = max(batch * per, 1e-6)
+            for k in range(LATENCY_ROUNDS):
+                warm = (LATENCY_WARMUP if k == 0 else 2) * call
+                warm = min(warm, max(cap, LONG_MIN_CALLS * call) + call)
+                timed = min(max(LATENCY_MIN_RUNS * call, round_budget), max(cap, LONG_MIN_CALLS * call) + call)
+                total += warm + timed
+    return total
 
 
 #: ``--time-budget``'s levers in the order they are cut, each to its floor before the next moves: synthesis steps
@@ -157,6 +184,37 @@ def budget_lines(b: dict) -> list[str]:
     head = f"time budget {duration(b['budget_s'])}: " + (", ".join(changed) if changed else "the defaults fit")
     return [head] + ([] if b["fits"] else ["WARNING: over the time budget even with every lever at its floor "
                                            f"({', '.join(f'{k} {v}' for k, v in b['chosen'].items())})"])
+
+
+def student_probe(net, shape: tuple[int, ...], cfg: ConvertConfig, compute=None, most: int | None = None) -> Probe:
+    """The student's probe at distillation's batch (at most ``most``), cut as a synthesis batch is where its
+    activations are large."""
+    saved = saved_per_sample(net, shape, compute)
+    batch = min(synthesis_batch(cfg.kd.batch_size, saved), cfg.samples, most or cfg.kd.batch_size)
+    return probe(net, shape, batch, compute, saved)
+
+
+#: ``dfkd-edge inspect`` times its probes on at most this many samples (a run times them at its own batches, where
+#: a sample can cost more: 32 against 54 ms on MobileNetV2 at 224x224 between 4 and 27 samples)
+INSPECT_PROBE_BATCH = 8
+
+
+def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConfig) -> dict:
+    """``dfkd-edge inspect``'s plans: the probe of ``teacher`` (its domain set) and of the student ``auto`` would
+    build, on at most ``INSPECT_PROBE_BATCH`` samples, and the plans of ``convert`` and ``quantize`` with these
+    configs (their defaults), on the CPU. The runs plan again from probes at their own batches."""
+    spec = teacher.spec
+    shape = tuple(spec.input_shape)
+    saved = saved_per_sample(teacher, shape, weights=weights_of(teacher))
+    batch = min(synthesis_batch(convert_cfg.synth_batch, saved), convert_cfg.samples + convert_cfg.holdout,
+                INSPECT_PROBE_BATCH)
+    tp = probe(teacher, shape, batch, saved_bytes=saved)
+    method, _ = choose_auto(teacher)
+    _, recipe = create_student("auto", shape, spec.num_classes, spec.num_params, None, teacher.domain)
+    sp = student_probe(build_from_recipe(recipe), shape, convert_cfg, most=INSPECT_PROBE_BATCH)
+    return {"probe": tp.to_dict(), "student_probe": sp.to_dict(), "method": method,
+            "convert": plan(convert_cfg, "convert", method, tp, sp),
+            "quantize": plan(quantize_cfg, "quantize", method, tp)}
 
 
 def lines(p: dict, probe: Probe) -> list[str]:

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 from dfkd_edge.compute import Compute
-from dfkd_edge.cost import Probe, probe, saved_per_sample
+from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.config import budget_seconds
-from dfkd_edge.plan import budget_lines, fit_budget, lines as plan_lines, plan, synthesis_batch
+from dfkd_edge.plan import budget_lines, fit_budget, lines as plan_lines, plan, student_probe, synthesis_batch
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
@@ -131,12 +131,11 @@ def make_plan(s) -> None:
     student = None
     if fresh:  # timed at the batch synthesis will run, distillation's for the student
         compute = s.compute if s.scaled else Compute()
-        saved = saved_per_sample(s.teacher, shape, compute, weights=_weights(s.teacher))
+        saved = saved_per_sample(s.teacher, shape, compute, weights=weights_of(s.teacher))
         batch = min(synthesis_batch(s.cfg.synth_batch, saved), s.cfg.samples + s.cfg.holdout)
         s.probe = probe(s.teacher, shape, batch, compute, saved)
         if s.recipe is not None and flow == "convert":
-            net = build_from_recipe(s.recipe).to(s.compute.torch_device)
-            student = probe(net, shape, min(s.cfg.kd.batch_size, s.cfg.samples), s.compute)
+            student = student_probe(build_from_recipe(s.recipe).to(s.compute.torch_device), shape, s.cfg, s.compute)
     else:
         s.probe = Probe.from_dict(recorded["probe"])
         student = Probe.from_dict(recorded["student_probe"]) if recorded.get("student_probe") else None
@@ -159,7 +158,3 @@ def make_plan(s) -> None:
         for line in (budget_lines(budget) if budget else []) + plan_lines(s.plan, s.probe):
             s.run.progress.message(line)
 
-
-def _weights(teacher) -> list:
-    members = getattr(teacher, "members", None) or [teacher]
-    return [p for t in members for p in (*t.module.parameters(), *t.module.buffers())]
