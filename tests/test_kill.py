@@ -27,7 +27,7 @@ ARGS = ["--input-shape", "1,40", "--input-mean", "0", "--input-std", "1", "--sam
         "qdq-u8s8", "--latency-budget", "0.02", "--threads", "1", "--seed", "1", "--target", "host-cpu",
         "--target", "jetson-orin-nano"]
 # what differs between two runs of the same convert: measured times and what follows from them
-TIMED = ("latency", "timings", "host", "recommended")
+TIMED = ("latency", "timings", "host", "recommended", "plan")  # the plan: probe times, planned against taken
 
 
 def _convert(teacher: str, evald: str, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
