@@ -32,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import refmodels  # noqa: E402
 import zoo  # noqa: E402
+from dfkd_edge.allocator import keep_freed_memory  # noqa: E402
 
 GRID = ((0, 3, 3), (1, 3, 3), (2, 2, 2))
 SIZE = 128
@@ -102,10 +103,22 @@ def train(epochs: int, batch: int, lr: float, seed: int, n_train: int) -> dict:
     steps = epochs * math.ceil(n_train / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
     rng = np.random.default_rng(seed)
+    orders = [rng.permutation(n_train) for _ in range(epochs)]
     history = []
-    for ep in range(epochs):
+    recipe = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "n_train": n_train}
+    ckpt = OUT / "train.ckpt"
+    if ckpt.is_file():  # an interrupted training goes on from its last finished epoch
+        state = torch.load(ckpt, weights_only=False)
+        if state["recipe"] == recipe:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            history = state["history"]
+            t0 -= history[-1]["seconds"] if history else 0.0
+            print(f"resumed after epoch {len(history)}", flush=True)
+    for ep in range(len(history), epochs):
         model.train()
-        order = rng.permutation(n_train)
+        order = orders[ep]
         loss_sum = 0.0
         for i in range(0, n_train, batch):
             idx = order[i:i + batch]
@@ -120,6 +133,9 @@ def train(epochs: int, batch: int, lr: float, seed: int, n_train: int) -> dict:
         history.append({"epoch": ep + 1, "loss": round(loss_sum / n_train, 4), "test_accuracy": round(acc, 4),
                         "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(history[-1]), flush=True)
+        torch.save({"recipe": recipe, "model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "history": history}, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
     model.eval()
     ex = torch.zeros(2, 3, SIZE, SIZE)
     torch.jit.save(torch.jit.trace(model, ex[:1]), str(OUT / "mobilenet_v2-22.pt"))
@@ -148,6 +164,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as the CLI does: 1.6x faster training steps at this size
     doc = train(a.epochs, a.batch, a.lr, a.seed, a.train_samples)
     print(json.dumps({k: v for k, v in doc.items() if k != "history"}))
 
