@@ -8,6 +8,7 @@ the seconds, and the shipped int8 model's batch-1 speed-up over fp32 on this CPU
     python benchmarks/quantize_bench.py --seeds 0 1 2                # every cached zoo model
     python benchmarks/quantize_bench.py --models shapes32z-r18 --seeds 0 --iterations 50
     python benchmarks/quantize_bench.py --onnx --seeds 0             # each model as its ONNX export alone
+    python benchmarks/quantize_bench.py --calib-samples 64 --holdout 64 --iterations 10   # the --time-budget floors
     python benchmarks/quantize_bench.py --table                      # the table from the results so far
 
 Every run is one in-process ``dfkd_edge.flows.quantize`` with the CLI's defaults (``--iterations``
@@ -47,7 +48,8 @@ def onnx_export(meta: dict, work: Path) -> Path:
     return export_onnx(shipped_module(t), t.spec.input_shape, work / f"{meta['name']}.onnx")
 
 
-def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: Path, variant: str = "pytorch") -> dict:
+def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: Path, variant: str = "pytorch",
+            sizes: dict | None = None) -> dict:
     from dfkd_edge.flows import quantize
     from dfkd_edge.options import config as options_config
 
@@ -59,6 +61,7 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
         model, o["factory"], o["input_shape"] = str(onnx_export(meta, work)), None, None
     if iterations:
         o["iterations"] = iterations
+    o.update({k: v for k, v in (sizes or {}).items() if v})
     cfg = options_config("quantize", model, o)
     t0 = time.perf_counter()
     r = quantize(cfg)
@@ -66,6 +69,7 @@ def run_one(meta: dict, seed: int, iterations: int | None, threads: int, work: P
     host = {(x["precision"], x["batch"]): x["p50_ms"] for x in r["latency"]
             if x["device"] == "host-cpu" and x["backend"] == "onnxruntime-cpu"}
     return {"model": meta["name"], "variant": variant, "seed": seed, "iterations": cfg.iterations, "samples": cfg.samples,
+            "holdout": cfg.holdout,
             "bn_layers": len(r["model"]["bn_layers"]), "domain_source": r["model"]["input_domain"]["source"],
             "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": r["timings"],
             "fp32": r["accuracy"]["model_fp32"], "format": r["calibration"]["chosen_format"],
@@ -95,12 +99,13 @@ def print_table(rows: list[dict]) -> None:
     """One line per (model, iterations): mean ± std over the seeds run."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r.get("variant", "pytorch"), r["iterations"]), []).append(r)
-    print("| model | given as | steps | seeds | fp32 | int8, real calibration | int8, synthetic (ships) | int8, Gaussian noise "
+        groups.setdefault((r["model"], r.get("variant", "pytorch"), r["iterations"], r.get("samples", 256),
+                           r.get("holdout", 256)), []).append(r)
+    print("| model | given as | steps | samples (calibration / held out) | seeds | fp32 | int8, real calibration | int8, synthetic (ships) | int8, Gaussian noise "
           "| synthetic - real | synthetic - fp32 | layers in float (real / synthetic / Gaussian) | verdicts "
           "| int8 speed-up, batch 1 | seconds | output KL to fp32, 10^-3 nats (real / synthetic / Gaussian) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (model, variant, steps), rs in groups.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, variant, steps, samples, holdout), rs in groups.items():
         acc = {s: [r["sources"].get(s, {}).get("accuracy") for r in rs] for s in ("real", "synthetic", "gaussian")}
         diff_real = [r["sources"]["synthetic"]["accuracy"] - r["sources"]["real"]["accuracy"] for r in rs]
         diff_fp32 = [r["sources"]["synthetic"]["accuracy"] - r["fp32"] for r in rs]
@@ -112,7 +117,7 @@ def print_table(rows: list[dict]) -> None:
                          for s in ("real", "synthetic", "gaussian"))
         speed = [r["p50_ms_b1"]["fp32"] / r["p50_ms_b1"]["int8"] for r in rs if r["p50_ms_b1"]["int8"]]
         given = "PyTorch" if variant == "pytorch" else f"ONNX alone ({rs[0]['bn_layers']} BN, domain {rs[0]['domain_source']})"
-        print(f"| {model} | {given} | {steps} | {len(rs)} | {_ms([r['fp32'] for r in rs])} | {_ms(acc['real'])} | "
+        print(f"| {model} | {given} | {steps} | {samples} / {holdout} | {len(rs)} | {_ms([r['fp32'] for r in rs])} | {_ms(acc['real'])} | "
               f"{_ms(acc['synthetic'])} | {_ms(acc['gaussian'])} | {_ms(diff_real)} | {_ms(diff_fp32)} | {floats} | "
               f"{verdicts} | {_ms(speed, 1)}x | {_ms([r['seconds'] for r in rs], 1, '.0f')} | {kls} |")
 
@@ -122,6 +127,9 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", help="zoo names (default: every entry cached, deep ones included)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--iterations", type=int, default=None, help="synthesis steps (default: quantize's own)")
+    ap.add_argument("--calib-samples", type=int, default=None, help="calibration samples (default: quantize's own); "
+                    "the real and Gaussian sources use as many")
+    ap.add_argument("--holdout", type=int, default=None, help="held-out check samples (default: quantize's own)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--onnx", action="store_true", help="give each model as its ONNX export alone (no --source)")
@@ -139,16 +147,20 @@ def main(argv=None) -> None:
     variant = "onnx" if a.onnx else "pytorch"
     from dfkd_edge.options import defaults as options_defaults
 
-    steps = a.iterations or options_defaults("quantize")["iterations"]
-    done = {(r["model"], r.get("variant", "pytorch"), r["seed"], r["iterations"]) for r in load(results)}
+    d = options_defaults("quantize")
+    steps = a.iterations or d["iterations"]
+    size = (a.calib_samples or d["calib_samples"], a.holdout or d["holdout"])
+    done = {(r["model"], r.get("variant", "pytorch"), r["seed"], r["iterations"], r.get("samples", 256),
+             r.get("holdout", 256)) for r in load(results)}
     work = Path(tempfile.mkdtemp(prefix="quantize-bench-"))
     try:
         for name in names:
             meta = zoo.build(zoo.BY_NAME[name], cache)
             for seed in a.seeds:
-                if (name, variant, seed, steps) in done:
+                if (name, variant, seed, steps, *size) in done:
                     continue
-                row = run_one(meta, seed, a.iterations, a.threads, work, variant)
+                row = run_one(meta, seed, a.iterations, a.threads, work, variant,
+                              {"calib_samples": a.calib_samples, "holdout": a.holdout})
                 results.parent.mkdir(parents=True, exist_ok=True)
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")

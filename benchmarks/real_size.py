@@ -6,7 +6,12 @@ set against what each stage took.
     python benchmarks/real_size.py --command inspect --results benchmarks/results/real-size.jsonl
     python benchmarks/real_size.py --command quantize --models mobilenet_v2 resnet18 \\
         --options "--holdout 32 --calib-samples 64 --iterations 10" --results benchmarks/results/real-size.jsonl
+    python benchmarks/real_size.py --command quantize --models photo22 --results benchmarks/results/real-size.jsonl
     python benchmarks/real_size.py --table --results benchmarks/results/real-size.jsonl
+
+``photo22`` is the trained MobileNetV2 of benchmarks/photo_task.py (128x128, 22 classes): quantize is given its
+test split (``--eval-data``) and 512 of its training inputs as the real calibration source (``--calib-data``),
+and the row adds what the report says of int8 against fp32 and how many weight layers compute in int8.
 
 Each row records the commit, the command line, the model, the threads, wall seconds, peak resident memory (the
 process's ru_maxrss), each stage's seconds and the plan's, from the run's report.json. Time things alone: a
@@ -42,12 +47,70 @@ def commit() -> str:
         return "unknown"
 
 
-def run_one(model: str, command: str, options: str, threads: int, formats: str) -> dict:
+#: the trained reference model (benchmarks/photo_task.py): its file, input shape, and the labelled data a
+#: quantize run is given (eval data, and real inputs as a calibration source to compare with)
+TRAINED = "photo22"
+
+
+def model_args(model: str, command: str, formats: str) -> list[str]:
+    if model == TRAINED:
+        d = HERE / ".refmodels" / "photo22"
+        path = d / f"mobilenet_v2-22.{formats}"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `python benchmarks/photo_task.py` first")
+        data = [] if command == "inspect" else ["--eval-data", str(d / "test.npz")] + (
+            ["--calib-data", str(d / "calib.npz")] if command == "quantize" else [])
+        return [str(path), "--input-shape", f"3,{photo_size()},{photo_size()}", *data]
     path = Path(refmodels_dir()) / f"{model}-1000.{formats}"
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `python benchmarks/refmodels.py` first")
+    return [str(path), "--input-shape", "3,224,224"]
+
+
+def photo_size() -> int:
+    return json.loads((HERE / ".refmodels" / "photo22" / "photo22.json").read_text())["input_shape"][-1]
+
+
+def int8_weight_layers(onnx_path: Path) -> dict | None:
+    """How many of the int8 file's weight layers (Conv, Gemm, MatMul with a constant weight) compute in int8:
+    their weight comes from a DequantizeLinear, or the node is an integer one."""
+    if not onnx_path.is_file():
+        return None
+    import onnx
+    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    integer = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+    total = int8 = 0
+    for n in g.node:
+        if n.op_type in integer:
+            total, int8 = total + 1, int8 + 1
+        elif n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1:
+            w = producer.get(n.input[1])
+            if w is not None and w.op_type == "DequantizeLinear":
+                total, int8 = total + 1, int8 + 1
+            elif n.input[1] in inits:
+                total += 1
+    return {"weight_layers": total, "int8": int8}
+
+
+def quality(doc: dict, run: Path) -> dict:
+    """What a quantize run's report says of int8 against fp32: accuracies, each calibration source, the layers
+    left in float, batch-1 latency of fp32 and the shipped int8 model on this host."""
+    rows = [r for r in doc.get("latency") or [] if r.get("kind") == "measured" and r.get("batch") == 1]
+    p50 = {r["precision"]: r["p50_ms"] for r in rows if r.get("backend", "").startswith("onnxruntime")}
+    return {"accuracy": doc.get("accuracy"), "fidelity": doc.get("fidelity"),
+            "sources": [{k: s.get(k) for k in ("source", "samples", "accuracy", "agreement_with_fp32",
+                                               "output_kl_to_fp32", "guardrail_held")}
+                        | {"float_layers": len(s.get("float_layers") or [])}
+                        for s in doc.get("calibration_sources") or []],
+            "int8_weight_layers": int8_weight_layers(run / "model_int8.onnx"), "batch1_p50_ms": p50,
+            "verdict": (doc.get("quality") or {}).get("verdict")}
+
+
+def run_one(model: str, command: str, options: str, threads: int, formats: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"real-size-{model}-"))
-    argv = ["dfkd-edge", command, str(path), "--input-shape", "3,224,224"]
+    argv = ["dfkd-edge", command, *model_args(model, command, formats)]
     if command != "inspect":
         argv += ["--out", str(out / "run"), "--threads", str(threads), *shlex.split(options)]
     rss = out / "maxrss"
@@ -65,6 +128,8 @@ def run_one(model: str, command: str, options: str, threads: int, formats: str) 
         doc = json.loads(report.read_text())
         row["timings"] = doc.get("timings")
         row["plan"] = doc.get("plan")
+        if command == "quantize":
+            row["quality"] = quality(doc, out / "run")
     if proc.returncode != 0:
         row["error"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
     return row
@@ -89,7 +154,8 @@ def table(pattern: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--command", choices=["inspect", "quantize", "convert"], default="inspect")
-    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS + [TRAINED],
+                    help=f"reference models; {TRAINED}: the trained one, with its test split and real calibration")
     ap.add_argument("--format", default="pt", choices=["pt", "pt2"], help="the teacher file format")
     ap.add_argument("--options", default="", help="more options for quantize / convert, one string")
     ap.add_argument("--threads", type=int, default=2)

@@ -29,13 +29,15 @@ class Probe:
     saved_bytes: int  # bytes autograd keeps per sample between the forward and the backward
     batch: int  # the samples per pass the probe timed
     device: str
+    loop: bool = False  # train_s timed as one step of the loop that repeats it (a synthesis step), not a bare pass
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
-        return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")})
+        return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")},
+                   loop=bool(d.get("loop", False)))
 
 
 def _sync(compute: Compute) -> None:
@@ -87,10 +89,33 @@ def weights_of(teacher) -> list:
     return [p for t in members for p in (*t.module.parameters(), *t.module.buffers())]
 
 
+#: a loop's step is timed as (t(LOOP_STEPS) - t(1)) / (LOOP_STEPS - 1) after one step to warm up: what the loop
+#: does once per batch (its start, its lazy set-up) cancels out
+LOOP_STEPS = 3
+
+
+def step_seconds(run, compute: Compute | None = None) -> float:
+    """Seconds one more step of ``run(steps)`` costs (``run`` does a whole batch's loop of ``steps`` steps)."""
+    compute = compute or Compute()
+
+    def timed(k: int) -> float:
+        t = time.perf_counter()
+        run(k)
+        _sync(compute)
+        return time.perf_counter() - t
+
+    timed(1)
+    one, more = timed(1), timed(LOOP_STEPS)
+    return max(more - one, 0.0) / (LOOP_STEPS - 1) or more / LOOP_STEPS
+
+
 def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | None = None,
-          saved_bytes: int | None = None) -> Probe:
+          saved_bytes: int | None = None, loop=None) -> Probe:
     """Time ``module`` on ``batch`` samples of ``input_shape`` (N(0, 1) draws: the cost does not depend on the
-    values) where ``compute`` says, under its autocast; ``saved_bytes`` from :func:`saved_per_sample`."""
+    values) where ``compute`` says, under its autocast; ``saved_bytes`` from :func:`saved_per_sample`. With
+    ``loop`` (``loop(steps)`` runs a batch of ``batch`` samples through the loop that repeats the backward, e.g.
+    a synthesis batch of ``steps`` steps), ``train_s`` is one step of that loop (:func:`step_seconds`) instead
+    of a bare forward and backward pass: the loop's own work per step is counted."""
     compute = compute or Compute()
     n = max(1, int(batch))
     x = _draw(n, input_shape, compute)
@@ -107,5 +132,6 @@ def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | N
 
     if saved_bytes is None:
         saved_bytes = saved_per_sample(module, input_shape, compute)
-    return Probe(forward_s=_fastest(forward, compute) / n, train_s=_fastest(train, compute) / n,
-                 saved_bytes=int(saved_bytes), batch=n, device=str(compute.torch_device))
+    train_s = step_seconds(loop, compute) if loop is not None else _fastest(train, compute)
+    return Probe(forward_s=_fastest(forward, compute) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
+                 device=str(compute.torch_device), loop=loop is not None)

@@ -10,13 +10,14 @@ the plan in its manifest (``plan``) and the report sets each stage's seconds aga
 
 from __future__ import annotations
 
+from dfkd_edge.compute import Compute
 from dfkd_edge.config import ConvertConfig
 from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.progress import duration
 from dfkd_edge.synthesis import METHODS
-from dfkd_edge.synthesis.base import InputOptimizer, choose_auto
+from dfkd_edge.synthesis.base import InputOptimizer, choose_auto, create_synthesizer
 from dfkd_edge.synthesis.gaussian import GaussianSynthesizer
 from dfkd_edge.targets.host import LONG_CALL_CAP, LONG_MIN_CALLS
 
@@ -39,6 +40,23 @@ def synthesis_batch(requested: int, saved_bytes: int | None) -> int:
     if not saved_bytes or saved_bytes <= 0:
         return requested
     return max(1, min(requested, SYNTH_SAVED_BYTES // saved_bytes))
+
+
+def synthesis_loop(method: str, teacher, cfg: ConvertConfig, batch: int, compute=None):
+    """``loop(steps)`` for dfkd_edge.cost.probe: one batch of ``method``'s synthesis of ``batch`` samples from
+    ``teacher`` with ``steps`` steps, on a synthesizer of its own (the run's does not move); None for a method
+    that does not optimise inputs (its plan does not follow the teacher's passes)."""
+    cls = METHODS.get(method)
+    if cls is None or not issubclass(cls, InputOptimizer):
+        return None
+
+    def run(steps: int) -> None:
+        synth = create_synthesizer(method, teacher, batch_size=batch, seed=cfg.seed, iterations=steps,
+                                   start=cfg.synth_start, jitter=cfg.synth_jitter, bn_units=cfg.synth_bn_units)
+        synth.compute = compute or Compute()
+        synth.sample(batch)
+
+    return run
 
 
 def _synthesis(cfg: ConvertConfig, method: str, teacher: Probe, student: Probe | None) -> tuple[float | None, str]:
@@ -208,8 +226,8 @@ def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConf
     saved = saved_per_sample(teacher, shape, weights=weights_of(teacher))
     batch = min(synthesis_batch(convert_cfg.synth_batch, saved), convert_cfg.samples + convert_cfg.holdout,
                 INSPECT_PROBE_BATCH)
-    tp = probe(teacher, shape, batch, saved_bytes=saved)
     method, _ = choose_auto(teacher)
+    tp = probe(teacher, shape, batch, saved_bytes=saved, loop=synthesis_loop(method, teacher, convert_cfg, batch))
     _, recipe = create_student("auto", shape, spec.num_classes, spec.num_params, None, teacher.domain)
     sp = student_probe(build_from_recipe(recipe), shape, convert_cfg, most=INSPECT_PROBE_BATCH)
     return {"probe": tp.to_dict(), "student_probe": sp.to_dict(), "method": method,
@@ -219,8 +237,9 @@ def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConf
 
 def lines(p: dict, probe: Probe) -> list[str]:
     """The plan as a person reads it: one line per stage, then the total."""
+    step = "a synthesis step" if probe.loop else "forward+backward"
     out = [f"plan on this machine (probe: {probe.forward_s * 1000:.3g} ms forward, {probe.train_s * 1000:.3g} ms "
-           f"forward+backward per sample on {probe.device}):"]
+           f"{step} per sample on {probe.device}):"]
     for r in p["stages"]:
         secs = "?" if r["seconds"] is None else duration(r["seconds"])
         mem = f", peak {r['peak_bytes'] / 2**30:.2g} GiB held for the backward" if r["peak_bytes"] else ""

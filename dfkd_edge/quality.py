@@ -6,8 +6,11 @@ signals below look at the transfer set through the teacher's own eyes and probe 
 from its training points; each is in units that mean the same on every teacher.
 
 * ``class_coverage``: entropy of the teacher's top-1 class histogram over the transfer set,
-  divided by log(classes): 1 when every class is equally represented, 0 when one class is.
-  ``classes_seen``: the share of classes that are the teacher's top-1 at least once.
+  divided by what the same number of samples of a teacher spread evenly over its classes gives
+  (log(classes) when the samples far outnumber the classes): 1 when every class is equally
+  represented, 0 when one class is. ``classes_seen``: the classes that are the teacher's top-1 at least
+  once, over the fewest such an even teacher would show (every class when the samples far outnumber
+  them; 217 of 1000 classes for 256 samples). Both are capped at 1.
 * ``bn_mismatch``: over the teacher's BatchNorm layers, the mean of ``|batch mean - running
   mean| / running std + |log(batch var / running var)|`` on the held-out synthetic samples (per
   channel, then averaged): 0 when the samples reproduce the statistics the teacher saw in
@@ -69,7 +72,8 @@ BOUNDS = {
 
 _WORDS = {
     "class_coverage": "the transfer set covers the teacher's classes unevenly (normalised entropy {v:.2f})",
-    "classes_seen": "the teacher never predicts {missing} of its classes on the transfer set",
+    "classes_seen": "the teacher never predicts {missing} of its classes on the transfer set, fewer than as many "
+                    "samples spread evenly over the classes would reach",
     "bn_mismatch": "the synthetic samples do not reproduce the teacher's BatchNorm statistics (mismatch {v:.2f} "
                    "standard units): they are not what the teacher saw in training",
     "teacher_agreement": "the teachers agree with their ensemble on only {v:.0%} of the synthetic samples",
@@ -86,13 +90,47 @@ _WORDS = {
 }
 
 
+def even_spread(n: int, classes: int) -> tuple[float, float, float]:
+    """What ``n`` samples of a teacher whose top-1 is spread evenly over ``classes`` show: (expected classes
+    seen, its standard deviation, expected entropy of the top-1 histogram in nats). Each class's count is
+    Binomial(n, 1/classes); the figures are exact sums over it."""
+    if classes < 2 or n < 1:
+        return float(min(classes, max(n, 0))), 0.0, 0.0
+    q = 1.0 / classes
+    miss = (1 - q) ** n
+    seen = classes * (1 - miss)
+    var = classes * (classes - 1) * (1 - 2 * q) ** n + classes * miss - (classes * miss) ** 2
+    mu, sd = n * q, math.sqrt(n * q * (1 - q))
+    lo, hi = max(1, int(mu - 12 * sd - 20)), min(n, int(mu + 12 * sd + 20))
+    ln, lq, lr = math.lgamma(n + 1), math.log(q), math.log1p(-q)
+    h = 0.0
+    for k in range(lo, hi + 1):
+        pk = math.exp(ln - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lq + (n - k) * lr)
+        h -= pk * (k / n) * math.log(k / n)
+    return seen, math.sqrt(max(var, 0.0)), classes * h
+
+
 def class_coverage(logits: np.ndarray) -> tuple[float, float]:
-    """(normalised entropy of the top-1 histogram, share of classes seen) of (N, classes) logits."""
-    classes = logits.shape[1]
+    """(class coverage, classes seen) of (N, classes) logits, each against what N samples of a teacher spread
+    evenly over its classes would show (``even_spread``), capped at 1: the top-1 histogram's entropy over that
+    teacher's expected entropy (log(classes) when N is much larger than the classes), and the classes seen over
+    the fewest that teacher would show but one time in forty (its expectation less two standard deviations;
+    every class when N is much larger). 256 samples cannot show 1000 classes; an even teacher shows 226 ± 4.6 of them, so 217 count as all."""
+    n, classes = logits.shape
     counts = np.bincount(logits.argmax(1), minlength=classes).astype(np.float64)
     p = counts / max(counts.sum(), 1.0)
     nz = p[p > 0]
-    return float(-(nz * np.log(nz)).sum() / math.log(classes)), float((counts > 0).mean())
+    seen_even, sd, h_even = even_spread(n, classes)
+    h = float(-(nz * np.log(nz)).sum())
+    coverage = min(1.0, h / h_even) if h_even > 0 else 1.0
+    least = max(seen_even - 2 * sd, 1.0)
+    return coverage, min(1.0, float((counts > 0).sum()) / least)
+
+
+def class_counts(logits: np.ndarray) -> dict:
+    """``classes`` and ``classes_missing`` (the classes never top-1) of (N, classes) logits."""
+    classes = int(logits.shape[1])
+    return {"classes": classes, "classes_missing": classes - int(np.unique(logits.argmax(1)).size)}
 
 
 def bn_mismatch(teacher, x: np.ndarray, batch: int = 256) -> float | None:
@@ -154,8 +192,7 @@ def verdict(signals: dict, bounds: dict | None = None) -> tuple[str, list[str]]:
         level = 2 if bad(broken) else 1 if bad(weak) else 0
         if level:
             worst = max(worst, level)
-            missing = round((1 - v) * signals.get("classes", 0)) if name == "classes_seen" else 0
-            reasons.append(_WORDS[name].format(v=v, missing=missing))
+            reasons.append(_WORDS[name].format(v=v, missing=signals.get("classes_missing", 0)))
     if signals.get("domain_source") == "assumed":
         worst = max(worst, 1)
         reasons.append("the teacher's input domain could not be read (no observable BatchNorm) and was assumed "
@@ -179,8 +216,7 @@ def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold
         gap = None if baseline is None else agreement(baseline(probe).numpy(), t_probe) - probe_agree
     probs = torch.softmax(torch.from_numpy(x_train_logits), 1)
     signals = {
-        "classes": int(x_train_logits.shape[1]),
-        "class_coverage": round(coverage, 4), "classes_seen": round(seen, 4),
+        **class_counts(x_train_logits), "class_coverage": round(coverage, 4), "classes_seen": round(seen, 4),
         "teacher_confidence": round(float(probs.max(1).values.mean()), 4),
         "bn_mismatch": _round(bn_mismatch(teacher, x_hold)),
         "teacher_agreement": _round(teacher_agreement(teacher, x_hold)),
@@ -219,7 +255,7 @@ def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, agre
     model agreed with the model on 100% of the real test inputs and 97.3% of held-out inverted ones)."""
     coverage, seen = class_coverage(logits_train)
     probs = torch.softmax(torch.from_numpy(logits_train), 1)
-    signals = {"classes": int(logits_train.shape[1]), "class_coverage": round(coverage, 4),
+    signals = {**class_counts(logits_train), "class_coverage": round(coverage, 4),
                "classes_seen": round(seen, 4), "teacher_confidence": round(float(probs.max(1).values.mean()), 4),
                "bn_mismatch": _round(bn_mismatch(model, x_hold)), "int8_agreement": round(agreement_synthetic, 4),
                "int8_agreement_real": _round(agreement_real), **domain_signals(domain)}

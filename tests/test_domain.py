@@ -3,6 +3,8 @@ data-free quality verdict."""
 
 import json
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 
 from dfkd_edge.domain import InputDomain, infer_domain, smooth_noise, user_domain
 from dfkd_edge.errors import UserError
-from dfkd_edge.quality import class_coverage, probe_set, verdict
+from dfkd_edge.quality import class_coverage, even_spread, probe_set, verdict
 from dfkd_edge.synthesis import create_synthesizer
 from dfkd_edge.teacher import load_teacher, save_torchscript
 from tests.conftest import FAST, read_json
@@ -199,7 +201,7 @@ def test_verdict_bounds(change, expected):
 def test_class_coverage_and_probes():
     one_class = np.zeros((100, 4), np.float32)
     one_class[:, 2] = 5
-    assert class_coverage(one_class) == (0.0, 0.25)
+    assert class_coverage(one_class) == pytest.approx((0.0, 0.25), abs=1e-4)
     balanced = np.eye(4, dtype=np.float32)[np.arange(100) % 4]
     assert class_coverage(balanced) == pytest.approx((1.0, 1.0))
     x = np.stack([np.full((1, 3), i, np.float32) for i in range(100)])
@@ -319,3 +321,23 @@ def test_the_domain_fit_residual_makes_the_verdict_doubtful():
     v, reasons = verdict({**base, "domain_fit": 0.48})
     assert v == "doubtful" and any("first BatchNorm" in r and "0.48" in r for r in reasons)
     assert verdict({**base, "domain_fit": 1.2})[0] == "unreliable"
+
+
+def test_class_signals_mean_the_same_when_the_classes_outnumber_the_samples():
+    """256 samples of a 1000-class model cannot show every class: a model spread evenly over its classes is
+    judged even, one that only ever answers 50 classes is not."""
+    rng = np.random.default_rng(0)
+    seen, sd, h = even_spread(256, 1000)
+    assert 220 < seen < 232 and 3 < sd < 6 and h < math.log(1000) - 1
+    for seed in range(5):
+        even = np.eye(1000, dtype=np.float32)[np.random.default_rng(seed).integers(0, 1000, 256)]
+        coverage, classes_seen = class_coverage(even)
+        assert coverage > 0.98 and classes_seen > 0.97
+    narrow = np.eye(1000, dtype=np.float32)[rng.integers(0, 50, 256)]
+    coverage, classes_seen = class_coverage(narrow)
+    assert coverage < 0.75 and classes_seen < 0.25
+    # many samples of few classes: the old reading (entropy over log(classes), the share seen)
+    assert even_spread(4096, 10)[0] == pytest.approx(10.0)
+    assert even_spread(4096, 10)[2] == pytest.approx(math.log(10), abs=2e-3)
+    nine = np.eye(10, dtype=np.float32)[np.arange(4096) % 9]
+    assert class_coverage(nine)[1] == pytest.approx(0.9)

@@ -132,18 +132,10 @@ class _ResidualMLP(torch.nn.Module):
         return self.c(torch.relu(h + self.b(h)))
 
 
-def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
-    """A residual MLP on raw-scale features (x1000, its first layer, without bias, divided back),
-    calibrated on N(0, 1) noise: the hidden ranges are about 1000x too narrow. With every weight layer
-    in float onnxruntime still quantizes the addition (and its inputs), so weight layers alone cannot
-    restore it; the second pass leaves the tensors around the addition in float and holds 99%, and
-    the last layer stays int8."""
-    import onnx as onnx_
-
-    from dfkd_edge.backends import predict
-    from dfkd_edge.backends.onnxruntime import OrtRunner
+def _residual_case(tmp_path):
+    """The residual MLP on raw-scale features and the N(0, 1) noise that calibrates it badly: (fp32 ONNX, inputs,
+    fp32 logits, noise)."""
     from dfkd_edge.data import toy
-    from dfkd_edge.export.quantize import quantizable_nodes, quantize_one
 
     torch.manual_seed(0)
     m = _ResidualMLP()
@@ -156,7 +148,40 @@ def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
     fp32 = export_onnx(m, (30,), tmp_path / "m.onnx")
     with torch.no_grad():
         logits = m(torch.from_numpy(x)).numpy()
-    noise = np.random.default_rng(0).standard_normal((128, 30)).astype(np.float32)
+    return fp32, x, logits, np.random.default_rng(0).standard_normal((128, 30)).astype(np.float32)
+
+
+def test_a_time_budget_keeps_the_ranked_route_where_scoring_would_pass_it(tmp_path):
+    """Where the ranked route does not hold and scoring every unit would end after the deadline, the guardrail
+    keeps the ranked route's best set, says so, and scores nothing one by one."""
+    import time
+
+    fp32, x, logits, noise = _residual_case(tmp_path)
+    rec = calibrate(fp32, tmp_path / "q.onnx", noise, x, logits, CalibConfig(formats=("qdq-u8s8",)),
+                    deadline=time.perf_counter())
+    g = rec["guardrail"]
+    assert g["triggered"] and g["route"] == "ranked" and g["cut_by_budget"]["units"] > 0
+    assert not any(u["pass"] for u in g["sensitivity"])  # the ranking only (pass 0)
+    assert "time budget" in rec["reason"] and not g["held"]
+    assert g["agreement"] >= g["agreement_before"]  # the best set tried (or plain int8), never worse
+    later = calibrate(fp32, tmp_path / "q2.onnx", noise, x, logits, CalibConfig(formats=("qdq-u8s8",)),
+                      deadline=time.perf_counter() + 3600)
+    assert later["guardrail"]["route"] == "scored" and later["guardrail"]["held"]
+
+
+def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
+    """A residual MLP on raw-scale features (x1000, its first layer, without bias, divided back),
+    calibrated on N(0, 1) noise: the hidden ranges are about 1000x too narrow. With every weight layer
+    in float onnxruntime still quantizes the addition (and its inputs), so weight layers alone cannot
+    restore it; the second pass leaves the tensors around the addition in float and holds 99%, and
+    the last layer stays int8."""
+    import onnx as onnx_
+
+    from dfkd_edge.backends import predict
+    from dfkd_edge.backends.onnxruntime import OrtRunner
+    from dfkd_edge.export.quantize import quantizable_nodes, quantize_one
+
+    fp32, x, logits, noise = _residual_case(tmp_path)
     gemms = quantizable_nodes(fp32)
     quantize_one(fp32, tmp_path / "no_gemm.onnx", noise, "qdq-u8s8", CalibConfig(), exclude=gemms)
     with OrtRunner(tmp_path / "no_gemm.onnx", 1) as r:

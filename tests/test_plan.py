@@ -75,6 +75,7 @@ def test_a_run_prints_records_and_reports_its_plan_and_a_resume_keeps_the_probe(
     assert "plan on this machine" in err and "synthesize" in err.split("plan on this machine")[1]
     recorded = read_json(out / "manifest.json")["plan"]
     assert recorded["probe"]["saved_bytes"] > 0 and recorded["teachers"]
+    assert recorded["probe"]["loop"] and "a synthesis step per sample" in err  # timed in the synthesis loop
     report = read_json(out / "report.json")
     assert report["plan"]["stages"] and report["plan"]["stages"][0]["stage"] == "synthesize"
 
@@ -127,3 +128,18 @@ def test_a_bad_time_budget_is_refused_and_one_that_cannot_fit_runs_at_the_floors
     budget = read_json(out / "report.json")["plan"]["budget"]
     assert budget["chosen"]["iterations"] == 10 and budget["chosen"]["holdout"] == 32 and not budget["fits"]
     assert read_json(out / "manifest.json")["stages"]["synthesize"]["key"]
+
+
+def test_a_loop_is_timed_by_the_steps_it_adds_and_the_synthesis_loop_is_the_runs_own(digits_teacher):
+    """The step probe runs the loop with 1 step to warm up, then with 1 and LOOP_STEPS: its set-up cancels out."""
+    calls = []
+    assert cost.step_seconds(calls.append) >= 0 and calls == [1, 1, cost.LOOP_STEPS]
+    from dfkd_edge.teacher import load_teacher
+
+    teacher = load_teacher(digits_teacher, None, None)
+    cfg = ConvertConfig(teacher="", out="")
+    loop = planning.synthesis_loop("deepinversion", teacher, cfg, 4)
+    assert loop is not None and planning.synthesis_loop("adversarial", teacher, cfg, 4) is None
+    p = cost.probe(teacher, tuple(teacher.spec.input_shape), 4, saved_bytes=1, loop=loop)
+    assert p.loop and p.train_s > 0 and Probe.from_dict(p.to_dict()).to_dict() == p.to_dict()
+    assert not Probe.from_dict({k: v for k, v in p.to_dict().items() if k != "loop"}).loop  # recorded before it

@@ -16,6 +16,7 @@ import math
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.transfer_store import take
 from dfkd_edge.errors import UserError
-from dfkd_edge.progress import NullProgress, Progress
+from dfkd_edge.progress import NullProgress, Progress, duration
 from dfkd_edge.targets.host import time_runner
 
 log = logging.getLogger(__name__)
@@ -371,8 +372,26 @@ def _cumulative(scored: list[dict], start: list[str], quantize, agree, final: Pa
     return agreement, excluded, best
 
 
+class _Timed:
+    """A function that keeps how long each call took (the guardrail's quantizations and check passes)."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.seconds = fn, []
+
+    def __call__(self, *a):
+        t = time.perf_counter()
+        try:
+            return self.fn(*a)
+        finally:
+            self.seconds.append(time.perf_counter() - t)
+
+    def mean(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
+
+
 def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp32_top1: np.ndarray,
-              cfg: CalibConfig, work: Path, quantize=None, progress: Progress | None = None) -> tuple[Path, dict]:
+              cfg: CalibConfig, work: Path, quantize=None, progress: Progress | None = None,
+              deadline: float | None = None) -> tuple[Path, dict]:
     """Leave the most sensitive layers in float until int8 agrees with fp32 on ``min_agreement``.
 
     First, the cheap route (``_ranked_try``): the int8 model and the fp32 one run once over the check set with
@@ -388,20 +407,33 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     every tensor in float the model is the fp32 one). When the threshold is never met, the set that agreed
     best is returned, not the last one tried. The thorough route costs one quantization and one pass over the
     check set per unit scored and per set tried (on MobileNetV2 at 224x224, 121 units in its first pass).
+    With ``deadline`` (a ``time.perf_counter()`` time: the run's ``--time-budget``), the thorough route is
+    skipped when its first pass alone, at the seconds each quantization and check pass took in the cheap route,
+    would end after it: the cheap route's best set is kept and the record says why (``cut_by_budget``).
     ``quantize(out_path, exclude)`` builds one model (default: ORT format ``fmt``; the TensorRT Q/DQ
     model passes its own)."""
     ranges, progress = work / RANGE_CACHE, progress or NullProgress()
     if quantize is None:
         quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude,  # noqa: E731
                                                      ranges=ranges)
-    agree = lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean())  # noqa: E731
+    quantize = _Timed(quantize)
+    agree = _Timed(lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean()))
     final = work / "guarded.onnx"
     units = sensitivity_units(pre)
-    agreement, excluded, _, ranked = _ranked_try(pre, units, quantize, agree, check_x, cfg.threads, work, final,
-                                                 cfg.min_agreement, progress)
+    agreement, excluded, best, ranked = _ranked_try(pre, units, quantize, agree, check_x, cfg.threads, work, final,
+                                                    cfg.min_agreement, progress)
     if agreement >= cfg.min_agreement:
         return final, {"sensitivity": ranked, "excluded": excluded, "agreement": agreement, "held": True,
                        "route": "ranked"}
+    scoring_s = len(units) * (quantize.mean() + agree.mean())
+    if deadline is not None and time.perf_counter() + scoring_s > deadline:
+        agreement, excluded = best
+        quantize(final, excluded)
+        log.warning("int8 guardrail: scoring %d layers one by one (about %s) would pass the time budget; the "
+                    "ranked route's best set is kept (agreement %.3f)", len(units), duration(scoring_s), agreement)
+        return final, {"sensitivity": ranked, "excluded": excluded, "agreement": agreement,
+                       "held": agreement >= cfg.min_agreement, "route": "ranked",
+                       "cut_by_budget": {"scoring_s": round(scoring_s, 1), "units": len(units)}}
     sensitivity = _score(units, [], quantize, agree, work, 1, progress)  # the thorough route, from the start
     agreement, excluded, best = _cumulative(sensitivity, [], quantize, agree, final, cfg.min_agreement)
     if agreement < cfg.min_agreement:  # second pass: the tensors still quantized around the best set
@@ -427,12 +459,13 @@ def computes_in_int8(path: Path) -> bool:
 
 
 def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_top1, heldout_x, teacher_top1, cfg: CalibConfig,
-             work: Path, progress: Progress, guard: dict) -> tuple[dict, Path, str]:
+             work: Path, progress: Progress, guard: dict, deadline: float | None = None) -> tuple[dict, Path, str]:
     """No format held the threshold: the guardrail on the most faithful one (``guard`` is updated);
     returns (the chosen row, measured again, the model to ship, why)."""
     x1 = heldout_x[:1]
     chosen = dict(max(rows, key=lambda r: r["agreement_with_fp32"]))
-    final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work, progress=progress)
+    final, found = guardrail(pre, chosen["format"], calib_x, check_x, fp32_top1, cfg, work, progress=progress,
+                             deadline=deadline)
     if not found["held"] and found["agreement"] <= chosen["agreement_with_fp32"]:
         # layers in float did not help: ship plain int8, the most faithful model measured
         final = work / f"{chosen['format']}.onnx"
@@ -445,10 +478,14 @@ def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_top1, heldout_x
               f"{len(found['excluded'])} node(s) in float: {', '.join(found['excluded'])}" if found["excluded"]
               else f"no format agreed with fp32 on >= {100 * cfg.min_agreement:.0f}%, and no set of layers "
                    "left in float agreed better than plain int8, which ships")
+    if found.get("cut_by_budget"):
+        reason += (f" (ranked by error; scoring the {found['cut_by_budget']['units']} units one by one would have "
+                   "passed the time budget)")
     if not found["held"]:
         reason += " and still could not reach the threshold"
-        log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
-                    found["agreement"], cfg.min_agreement)
+        if not found.get("cut_by_budget"):
+            log.warning("int8 guardrail: agreement %.3f < %.3f with any set of layers left in float",
+                        found["agreement"], cfg.min_agreement)
     guard["int8_usable"] = computes_in_int8(final)
     if not guard["int8_usable"]:
         reason += "; nothing is left in int8: the int8 file computes in fp32, and fp32 is recommended"
@@ -458,13 +495,15 @@ def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_top1, heldout_x
 
 
 def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, heldout_x: np.ndarray,
-              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None) -> dict:
+              heldout_teacher: np.ndarray, cfg: CalibConfig, progress: Progress | None = None,
+              deadline: float | None = None) -> dict:
     """Build each candidate int8 model, measure it, keep the best at ``out_path``; returns a record.
 
     A candidate is within tolerance when its top-1 agreement with the fp32 model, on the held-out
     synthetic samples, is at least ``min_agreement`` (labelled eval data never chooses the model it then
     evaluates); the fastest such candidate at batch 1 is kept. When none is, the guardrail
-    leaves the most sensitive nodes of the most faithful candidate in float (see ``guardrail``)."""
+    leaves the most sensitive nodes of the most faithful candidate in float (see ``guardrail``; ``deadline``
+    bounds it)."""
     progress = progress or NullProgress()
     if cfg.method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {cfg.method!r}; known: {', '.join(CALIBRATION_METHODS)}")
@@ -506,7 +545,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
                       f"{100 * cfg.min_agreement:.0f}%")
         else:
             chosen, final, reason = _guarded(pre, rows, calib_x, check_x, fp32_top1, heldout_x, teacher_top1, cfg,
-                                             work, progress, guard)
+                                             work, progress, guard, deadline)
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,

@@ -178,8 +178,9 @@ _VERDICT_HEAD = {
 }
 
 _SIGNAL_TEXT = {
-    "class_coverage": "class coverage of the transfer set (normalised entropy of the teacher's top-1)",
-    "classes_seen": "share of classes the teacher predicts on the transfer set",
+    "class_coverage": "class coverage of the transfer set (entropy of the teacher's top-1, over an even spread's)",
+    "classes_seen": "classes the teacher predicts on the transfer set, over what an even spread reaches",
+    "classes_missing": "classes the teacher never predicts on the transfer set",
     "teacher_confidence": "teacher's mean top-1 probability on the transfer set",
     "bn_mismatch": "BatchNorm statistics mismatch of held-out synthetic samples (standard units)",
     "teacher_agreement": "lowest agreement of one teacher with the ensemble (held-out synthetic)",

@@ -9,8 +9,10 @@ from dfkd_edge.report.render import (_STARTS, Block, _domain_text, _file_blocks,
                                      _quality_blocks, _signal_rows, _trt_blocks, _without_verdict)
 
 #: the signals of dfkd_edge.quality.assess_calibration, in this report's words
-_SIGNALS = {"class_coverage": "class coverage of the calibration set (normalised entropy of the model's top-1)",
-            "classes_seen": "share of classes the model predicts on the calibration set",
+_SIGNALS = {"class_coverage": "class coverage of the calibration set (entropy of the model's top-1, over an even "
+                              "spread's)",
+            "classes_seen": "classes the model predicts on the calibration set, over what an even spread reaches",
+            "classes_missing": "classes the model never predicts on the calibration set",
             "teacher_confidence": "model's mean top-1 probability on the calibration set",
             "bn_mismatch": "BatchNorm statistics mismatch of held-out synthetic samples (standard units)"}
 _SOURCE_NAMES = {"synthetic": "synthesized from the model (shipped)", "gaussian": "Gaussian N(0, 1) noise",

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from dfkd_edge.export.quantize import calibrate, calibration_subset
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
+from dfkd_edge.stages.common import deadline
 from dfkd_edge.runfiles import CALIBRATION_JSON, TRANSFER_SET
 
 
@@ -34,5 +35,5 @@ class Calibrate(Stage):
         cfg = s.cfg
         calib_x = calibration_subset(s.x_train, cfg.calib.samples, cfg.seed)
         calib = calibrate(s.run.path(s.files.onnx_fp32), s.run.path(s.files.onnx_int8), calib_x, s.x_hold, s.l_hold, cfg.calib,
-                          progress=s.run.progress)
+                          progress=s.run.progress, deadline=deadline(s))
         atomic_write_json(s.run.path(CALIBRATION_JSON), calib)

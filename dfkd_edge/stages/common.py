@@ -24,6 +24,16 @@ def scale_key(s) -> dict:
     return {"world_size": s.dist.world, "device": s.compute.torch_device.type, "precision": s.compute.precision}
 
 
+def deadline(s) -> float | None:
+    """The ``time.perf_counter()`` time by which the run's ``--time-budget`` is spent (the run's start plus the
+    budget, less what the finished stages a resumed run skipped took the first time); None without a budget."""
+    budget = (s.plan or {}).get("budget")
+    if not budget:
+        return None
+    before = sum(st.get("seconds", 0.0) for st in s.run.manifest["stages"].values() if st.get("resumed"))
+    return s.t_all + budget["budget_s"] - before
+
+
 def save_student(run, student: torch.nn.Module, recipe: dict, history: dict, pt: str = STUDENT_PT,
                  js: str = STUDENT_JSON) -> None:
     with atomic_path(run.path(pt)) as tmp:

@@ -19,6 +19,7 @@ from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.export.quantize import calibrate, calibration_subset
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.runner import Stage
+from dfkd_edge.stages.common import deadline
 from dfkd_edge.stages.calibrate import calib_params
 from dfkd_edge.runfiles import CALIBRATION_JSON, CALIBRATION_SOURCES_JSON, TRANSFER_SET
 
@@ -61,7 +62,8 @@ class CalibrationSources(Stage):
             with s.run.progress.task("calibration sources", total=len(others)) as task:
                 for source, x in others:
                     path = work / f"{source}.onnx"
-                    rec = calibrate(fp32, path, np.asarray(x, np.float32), s.x_hold, s.l_hold, cfg)
+                    rec = calibrate(fp32, path, np.asarray(x, np.float32), s.x_hold, s.l_hold, cfg,
+                                    progress=s.run.progress, deadline=deadline(s))
                     rows.append(measure(source, path, rec))
                     task.advance(1)
         finally:

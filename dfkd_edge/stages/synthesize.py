@@ -15,7 +15,8 @@ from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
 from dfkd_edge.errors import UserError
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.config import budget_seconds
-from dfkd_edge.plan import budget_lines, fit_budget, lines as plan_lines, plan, student_probe, synthesis_batch
+from dfkd_edge.plan import (budget_lines, fit_budget, lines as plan_lines, plan, student_probe, synthesis_batch,
+                            synthesis_loop)
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
@@ -133,7 +134,8 @@ def make_plan(s) -> None:
         compute = s.compute if s.scaled else Compute()
         saved = saved_per_sample(s.teacher, shape, compute, weights=weights_of(s.teacher))
         batch = min(synthesis_batch(s.cfg.synth_batch, saved), s.cfg.samples + s.cfg.holdout)
-        s.probe = probe(s.teacher, shape, batch, compute, saved)
+        loop = None if s.multihead else synthesis_loop(s.method, s.teacher, s.cfg, batch, compute)
+        s.probe = probe(s.teacher, shape, batch, compute, saved, loop)
         if s.recipe is not None and flow == "convert":
             student = student_probe(build_from_recipe(s.recipe).to(s.compute.torch_device), shape, s.cfg, s.compute)
     else:
