@@ -30,7 +30,7 @@ from dfkd_edge.domain import infer_domain
 from dfkd_edge.errors import PipelineError, UserError, require_positive
 from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
 from dfkd_edge.cost import Probe
-from dfkd_edge.plan import default_plans, lines as plan_lines
+from dfkd_edge.plan import budget_lines, default_plans, lines as plan_lines
 from dfkd_edge.profile_flow import profile_command
 from dfkd_edge.progress import for_stream as progress_for_stream
 from dfkd_edge.selfdistill import SelfDistillJob, run_selfdistill
@@ -211,7 +211,8 @@ def inspect(teacher: str, input_shape: str | None, factory: str | None) -> None:
     for flow in ("convert", "quantize"):
         click.echo(f"dfkd-edge {flow} with its defaults (probes of a few samples; a run plans again at its own "
                    "batches):", err=True)
-        for line in plan_lines(plans[flow], Probe.from_dict(plans["probe"])):
+        budget = plans[flow].get("budget")
+        for line in (budget_lines(budget) if budget else []) + plan_lines(plans[flow], Probe.from_dict(plans["probe"])):
             click.echo(line, err=True)
     click.echo(json.dumps({**t.spec.to_dict(), "input_domain": t.domain.to_dict(), "plans": plans}, indent=2))
 

@@ -111,9 +111,18 @@ class ConvertConfig:
 QUANTIZE_ITERATIONS = 50
 
 
+#: quantize plans its work to fit this time on the machine it runs on (``--time-budget``; ``off`` runs the defaults
+#: in full): calibration should take minutes. Every zoo model's defaults plan well under it, so nothing is cut
+#: there; a 224x224 network is cut towards the floors (plan.LEVERS), which calibrated as well on the models
+#: measured (docs/benchmarks.md, "How much calibration does a model need?")
+QUANTIZE_TIME_BUDGET = "10m"
+#: ``--time-budget`` that means none
+NO_BUDGET = "off"
+
+
 def quantize_base() -> ConvertConfig:
-    """The config ``quantize`` starts from: convert's, with its own synthesis steps."""
-    return ConvertConfig(teacher="", out="", iterations=QUANTIZE_ITERATIONS)
+    """The config ``quantize`` starts from: convert's, with its own synthesis steps and time budget."""
+    return ConvertConfig(teacher="", out="", iterations=QUANTIZE_ITERATIONS, time_budget=QUANTIZE_TIME_BUDGET)
 
 
 def settle(cfg: ConvertConfig) -> None:
@@ -173,11 +182,14 @@ def _check_teachers(cfg: ConvertConfig) -> None:
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
-def budget_seconds(text: str) -> float:
-    """``--time-budget`` in seconds: ``20m``, ``1h30m``, ``900s`` or ``900``; UserError otherwise."""
+def budget_seconds(text: str | None) -> float | None:
+    """``--time-budget`` in seconds: ``20m``, ``1h30m``, ``900s`` or ``900``; None for None or ``off``; UserError
+    otherwise."""
+    if text is None or str(text).strip().lower() == NO_BUDGET:
+        return None
     m = _DURATION.match(str(text).strip().lower())
     if not str(text).strip() or m is None or not any(m.groups()):
-        raise UserError(f"--time-budget {text!r} is not a duration; give e.g. 20m, 1h30m or 900s")
+        raise UserError(f"--time-budget {text!r} is not a duration; give e.g. 20m, 1h30m or 900s, or {NO_BUDGET}")
     h, mi, s = (float(g) if g else 0.0 for g in m.groups())
     total = 3600 * h + 60 * mi + s
     if total <= 0:

@@ -124,8 +124,9 @@ OPTIONS = _opts(
     Option("latency_budget", "latency_budget_s", "Seconds of timed runs per engine and batch size (more: steadier "
            "latency figures)."),
     Option("time_budget", "time_budget", "The whole run's time on this machine, e.g. 20m, 1h30m, 900s: synthesis "
-           "steps, then distillation epochs, then samples are cut (each to its floor) until the plan fits; the plan "
-           "and the report say what was chosen.", kind=str),
+           "steps, then distillation epochs, then samples are cut (each to its floor) until the plan fits, and the "
+           "int8 guardrail keeps its one-pass ranking where scoring layers one by one would pass it; the plan "
+           "and the report say what was chosen. off: none.", kind=str),
 )
 
 #: quantize's own wording where its meaning differs from convert's

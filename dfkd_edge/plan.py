@@ -10,9 +10,12 @@ the plan in its manifest (``plan``) and the report sets each stage's seconds aga
 
 from __future__ import annotations
 
+import copy
+
 from dfkd_edge.compute import Compute
-from dfkd_edge.config import ConvertConfig
+from dfkd_edge.config import ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
+from dfkd_edge.export.quantize import holdout_floor
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.progress import duration
@@ -150,9 +153,10 @@ def latency_seconds(per_sample_s: list[float], budget_s: float) -> float:
 
 #: ``--time-budget``'s levers in the order they are cut, each to its floor before the next moves: synthesis steps
 #: first (quantize's 50 calibrated no worse than convert's 200 on the zoo, docs/benchmarks.md), then distillation
-#: epochs, then samples (the transfer set's size gained on 14 of 16 zoo teachers: the last to give up)
+#: epochs, then samples (the transfer set's size gained on 14 of 16 zoo teachers: the last to give up); quantize's
+#: held-out check set last, to ``holdout_floor``. A floor of None is that function's.
 LEVERS = {"convert": (("iterations", 50), ("epochs", 30), ("samples", 512)),
-          "quantize": (("iterations", 10), ("samples", 64), ("holdout", 64))}
+          "quantize": (("iterations", 10), ("samples", 64), ("holdout", None))}
 
 
 def _get(cfg: ConvertConfig, lever: str) -> int:
@@ -182,6 +186,7 @@ def fit_budget(cfg: ConvertConfig, flow: str, budget_s: float, spent_s: float, p
     for name, floor in levers:
         if fits():
             break
+        floor = holdout_floor(cfg.calib.min_agreement) if floor is None else floor
         hi = _get(cfg, name)
         lo = min(floor, hi)
         _set(cfg, name, lo, flow)
@@ -231,8 +236,17 @@ def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConf
     _, recipe = create_student("auto", shape, spec.num_classes, spec.num_params, None, teacher.domain)
     sp = student_probe(build_from_recipe(recipe), shape, convert_cfg, most=INSPECT_PROBE_BATCH)
     return {"probe": tp.to_dict(), "student_probe": sp.to_dict(), "method": method,
-            "convert": plan(convert_cfg, "convert", method, tp, sp),
-            "quantize": plan(quantize_cfg, "quantize", method, tp)}
+            "convert": _within_budget(convert_cfg, "convert", method, tp, sp),
+            "quantize": _within_budget(quantize_cfg, "quantize", method, tp, None)}
+
+
+def _within_budget(cfg: ConvertConfig, flow: str, method: str, tp: Probe, sp: Probe | None) -> dict:
+    """The plan of ``cfg`` once its time budget (when it has one) has cut what it cuts, with ``budget``."""
+    limit, budget = budget_seconds(cfg.time_budget), None
+    if limit is not None:
+        cfg = copy.deepcopy(cfg)
+        budget = fit_budget(cfg, flow, limit, 0.0, lambda c: plan(c, flow, method, tp, sp)["total_s"])
+    return {**plan(cfg, flow, method, tp, sp), "budget": budget}
 
 
 def lines(p: dict, probe: Probe) -> list[str]:

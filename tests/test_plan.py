@@ -11,7 +11,7 @@ import pytest
 from torch import nn
 
 from dfkd_edge import cost, plan as planning
-from dfkd_edge.config import ConvertConfig, budget_seconds
+from dfkd_edge.config import QUANTIZE_TIME_BUDGET, ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe
 from tests.conftest import read_json
 from tests.test_quantize import QFAST
@@ -78,6 +78,9 @@ def test_a_run_prints_records_and_reports_its_plan_and_a_resume_keeps_the_probe(
     assert recorded["probe"]["loop"] and "a synthesis step per sample" in err  # timed in the synthesis loop
     report = read_json(out / "report.json")
     assert report["plan"]["stages"] and report["plan"]["stages"][0]["stage"] == "synthesize"
+    budget = report["plan"]["budget"]  # quantize's own budget: a small model's defaults fit it, nothing is cut
+    assert budget["budget_s"] == budget_seconds(QUANTIZE_TIME_BUDGET) and budget["fits"]
+    assert budget["chosen"] == budget["requested"] and "the defaults fit" in err
 
     def refuse(*a, **k):
         raise AssertionError("a resumed run probes again")
@@ -108,12 +111,18 @@ def test_the_budget_cuts_each_lever_to_its_floor_before_the_next_and_the_last_to
     tight = ConvertConfig(teacher="t", out="o", samples=256, holdout=256, iterations=50)
     tight.calib.samples = 256
     b = planning.fit_budget(tight, "quantize", 1.0, 0.0, planned)
-    assert not b["fits"] and b["chosen"] == {"iterations": 10, "samples": 64, "holdout": 64}
+    assert not b["fits"] and b["chosen"] == {"iterations": 10, "samples": 64, "holdout": 200}
     assert tight.calib.samples == 64 and "WARNING" in planning.budget_lines(b)[-1]
 
 
+@pytest.mark.parametrize("agreement, floor", [(0.99, 200), (0.98, 100), (0.995, 400), (0.9, 20)])
+def test_the_check_set_is_never_cut_below_what_tolerates_two_disagreements(agreement, floor):
+    n = planning.holdout_floor(agreement)
+    assert n == floor and 2 / n <= 1 - agreement + 1e-12 and 2 / (n - 1) > 1 - agreement
+
+
 @pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h30m", 5400), ("900s", 900), ("900", 900),
-                                           ("1.5h", 5400)])
+                                           ("1.5h", 5400), ("off", None), (None, None)])
 def test_durations_parse(text, seconds):
     assert budget_seconds(text) == seconds
 
@@ -143,3 +152,13 @@ def test_a_loop_is_timed_by_the_steps_it_adds_and_the_synthesis_loop_is_the_runs
     p = cost.probe(teacher, tuple(teacher.spec.input_shape), 4, saved_bytes=1, loop=loop)
     assert p.loop and p.train_s > 0 and Probe.from_dict(p.to_dict()).to_dict() == p.to_dict()
     assert not Probe.from_dict({k: v for k, v in p.to_dict().items() if k != "loop"}).loop  # recorded before it
+
+
+def test_convert_has_no_time_budget_unless_given_and_off_runs_quantize_in_full(cli, tmp_path, digits_teacher):
+    from dfkd_edge.options import defaults
+
+    assert defaults("convert")["time_budget"] is None and defaults("quantize")["time_budget"] == QUANTIZE_TIME_BUDGET
+    out = tmp_path / "q"
+    code, _, err = cli("quantize", digits_teacher, "--out", out, "--time-budget", "off", *QFAST)
+    assert code == 0, err
+    assert read_json(out / "report.json")["plan"]["budget"] is None and "time budget" not in err

@@ -53,6 +53,18 @@ class CalibConfig:
     threads: int = 1
 
 
+#: disagreements with fp32 the int8 guardrail's threshold must be able to tolerate on its check set
+HOLDOUT_TOLERATES = 2
+
+
+def holdout_floor(min_agreement: float) -> int:
+    """The fewest check samples on which agreement ``min_agreement`` tolerates ``HOLDOUT_TOLERATES``
+    disagreements (200 at 99%). On fewer, one disagreement fails the threshold (1 of 64 is 98.4%) and the
+    guardrail leaves layers in float to remove noise (every layer, on the 22-class MobileNetV2 of
+    docs/benchmarks.md)."""
+    return math.ceil(HOLDOUT_TOLERATES / (1.0 - min_agreement) - 1e-9)
+
+
 def equal_batch(n: int, most: int = 32) -> int:
     """A batch size that splits ``n`` samples into equal batches: the largest divisor of ``n`` up to
     ``most``, or ``n`` itself (one batch) when that divisor is small. onnxruntime's histogram
@@ -416,6 +428,10 @@ def guardrail(pre: Path, fmt: str, calib_x: np.ndarray, check_x: np.ndarray, fp3
     if quantize is None:
         quantize = lambda out, exclude: quantize_one(pre, out, calib_x, fmt, cfg, exclude=exclude,  # noqa: E731
                                                      ranges=ranges)
+    if len(check_x) < holdout_floor(cfg.min_agreement):
+        log.warning("int8 guardrail: on %d check samples one disagreement is %.1f%%, so %.0f%% agreement cannot "
+                    "tell int8 noise from harm and layers may be left in float for nothing: give --holdout %d or "
+                    "more", len(check_x), 100 / len(check_x), 100 * cfg.min_agreement, holdout_floor(cfg.min_agreement))
     quantize = _Timed(quantize)
     agree = _Timed(lambda p: float((_top1(p, check_x, cfg.threads) == fp32_top1).mean()))
     final = work / "guarded.onnx"

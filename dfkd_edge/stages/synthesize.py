@@ -147,11 +147,10 @@ def make_plan(s) -> None:
     def planned(cfg) -> dict:
         return plan(cfg, flow, s.method, s.probe, student, rows, twice)
 
-    budget = None
-    if s.cfg.time_budget:  # the time already spent counts: a resumed run's recorded figure, else this run's
+    budget, limit = None, budget_seconds(s.cfg.time_budget)
+    if limit is not None:  # the time already spent counts: a resumed run's recorded figure, else this run's
         spent = recorded.get("spent_before_s") if not fresh else time.perf_counter() - s.t_all
-        budget = fit_budget(s.cfg, flow, budget_seconds(s.cfg.time_budget), spent or 0.0,
-                            lambda c: planned(c)["total_s"])
+        budget = fit_budget(s.cfg, flow, limit, spent or 0.0, lambda c: planned(c)["total_s"])
         budget["spent_before_s"] = round(spent or 0.0, 1)
     s.plan = {**planned(s.cfg), "probe": s.probe.to_dict(), "student_probe": student.to_dict() if student else None,
               "teachers": teachers, "budget": budget, "spent_before_s": budget["spent_before_s"] if budget else None}
