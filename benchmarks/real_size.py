@@ -105,7 +105,20 @@ def quality(doc: dict, run: Path) -> dict:
                         | {"float_layers": len(s.get("float_layers") or [])}
                         for s in doc.get("calibration_sources") or []],
             "int8_weight_layers": int8_weight_layers(run / "model_int8.onnx"), "batch1_p50_ms": p50,
+            "guardrail": guardrail_summary(run / "calibration.json"),
             "verdict": (doc.get("quality") or {}).get("verdict")}
+
+
+def guardrail_summary(path: Path) -> dict | None:
+    """The shipped calibration's guardrail: whether it triggered, its route, agreement before and after on the
+    check set, the nodes it left in float, and whether the time budget cut it."""
+    if not path.is_file():
+        return None
+    g = json.loads(path.read_text()).get("guardrail") or {}
+    return {"triggered": g.get("triggered"), "route": g.get("route"), "held": g.get("held"),
+            "agreement_before": g.get("agreement_before"), "agreement": g.get("agreement"),
+            "checked_on": g.get("checked_on"), "excluded": len(g.get("excluded") or []),
+            "cut_by_budget": g.get("cut_by_budget")}
 
 
 def run_one(model: str, command: str, options: str, threads: int, formats: str) -> dict:

@@ -169,6 +169,25 @@ def test_a_time_budget_keeps_the_ranked_route_where_scoring_would_pass_it(tmp_pa
     assert later["guardrail"]["route"] == "scored" and later["guardrail"]["held"]
 
 
+def test_the_tensorrt_guardrail_keeps_its_ranked_route_past_the_time_budget(tmp_path):
+    """The TensorRT Q/DQ model's guardrail is bounded by the same deadline as ONNX Runtime's."""
+    import shutil
+    import time
+
+    from dfkd_edge.backends.tensorrt.artifacts import _qdq_model
+    from dfkd_edge.runfiles import Artifacts
+
+    fp32, x, _, noise = _residual_case(tmp_path)
+    names = Artifacts("model")
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(fp32, out / names.onnx_fp32)
+    doc = _qdq_model(out, noise, x, CalibConfig(), 1, names, deadline=time.perf_counter())
+    g = doc["guardrail"]
+    assert g["triggered"] and g["cut_by_budget"]["units"] > 0 and not g["held"]
+    assert (out / names.onnx_trt_qdq).exists()
+
+
 def test_guardrail_reaches_the_tensors_between_weight_layers(tmp_path):
     """A residual MLP on raw-scale features (x1000, its first layer, without bias, divided back),
     calibrated on N(0, 1) noise: the hidden ranges are about 1000x too narrow. With every weight layer

@@ -9,6 +9,7 @@ from dfkd_edge.export.quantize import calibration_subset
 from dfkd_edge.runfiles import TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.calibrate import calib_params
+from dfkd_edge.stages.common import deadline
 from dfkd_edge.targets import load_profile
 
 
@@ -37,4 +38,4 @@ class Build(Stage):
     def run(self, s) -> None:
         calib_x = calibration_subset(s.x_train, s.cfg.calib.samples, s.cfg.seed)
         s.built = write_tensorrt_artifacts(s.run.out, tensorrt_profiles(s.cfg), s.spec.input_shape, calib_x,
-                                           s.x_hold, s.cfg.calib, s.threads, s.files)
+                                           s.x_hold, s.cfg.calib, s.threads, s.files, deadline(s))

@@ -25,15 +25,16 @@ log = logging.getLogger(__name__)
 
 
 def write_tensorrt_artifacts(out: Path, profiles: list, input_shape, calib_x, x_hold, calib: CalibConfig,
-                             threads: int, names: Artifacts) -> list[str]:
+                             threads: int, names: Artifacts, deadline: float | None = None) -> list[str]:
     """The files TensorRT targets share and each one's build script, in ``out`` (which holds ``names.onnx_fp32``):
     the Q/DQ model (``calib_x`` calibrates it, ``x_hold`` checks it), the fp16 model, a calibration cache per
-    TensorRT 10.x version, ``build_<target>.sh`` and targets.json; the list of files written."""
+    TensorRT 10.x version, ``build_<target>.sh`` and targets.json; the list of files written. ``deadline`` (the
+    run's ``--time-budget``) bounds the guardrail as in dfkd_edge.export.quantize.guardrail."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     out = Path(out)
-    doc = _qdq_model(out, calib_x, x_hold, calib, threads, names)
+    doc = _qdq_model(out, calib_x, x_hold, calib, threads, names, deadline)
     with atomic_path(out / names.onnx_fp16) as tmp:
         onnx.save(convert_float_to_float16(onnx.load(str(out / names.onnx_fp32)), keep_io_types=True), str(tmp))
     written = [names.onnx_trt_qdq, names.onnx_fp16]
@@ -56,7 +57,8 @@ def write_tensorrt_artifacts(out: Path, profiles: list, input_shape, calib_x, x_
     return written
 
 
-def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, names: Artifacts) -> dict:
+def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, names: Artifacts,
+               deadline: float | None = None) -> dict:
     """The S8S8 Q/DQ model, the guardrail run on it when it disagrees with fp32, the rules checked."""
     from onnxruntime.quantization import quant_pre_process
 
@@ -65,7 +67,7 @@ def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, nam
         pre = work / "pre.onnx"
         quant_pre_process(str(out / names.onnx_fp32), str(pre), skip_symbolic_shape=False)
         quantize_for_tensorrt(pre, out / names.onnx_trt_qdq, calib_x, calib.method, ranges=work / RANGE_CACHE)
-        agreement, guard = _guard(out, pre, work, calib_x, x_hold, calib, threads, names)
+        agreement, guard = _guard(out, pre, work, calib_x, x_hold, calib, threads, names, deadline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     violations, all_float = all_float_violations(tensorrt_qdq_violations(out / names.onnx_trt_qdq),
@@ -82,7 +84,7 @@ def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, nam
 
 
 def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig, threads: int,
-           names: Artifacts) -> tuple[float, dict]:
+           names: Artifacts, deadline: float | None = None) -> tuple[float, dict]:
     """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
     are left in float (TensorRT runs them in fp16/fp32)."""
     with OrtRunner(out / names.onnx_fp32, threads) as r32:
@@ -95,12 +97,14 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
         cfg = CalibConfig(**{**asdict(calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
                                  quantize_for_tensorrt(pre, out, calib_x, calib.method, exclude=ex,
-                                                       ranges=work / RANGE_CACHE))
+                                                       ranges=work / RANGE_CACHE), deadline=deadline)
         if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
             shutil.move(str(final), str(out / names.onnx_trt_qdq))
             agreement = found["agreement"]
             guard.update(excluded=found["excluded"], held=found["held"])
         else:
             guard.update(held=False)
+        if found.get("cut_by_budget"):
+            guard["cut_by_budget"] = found["cut_by_budget"]
     return agreement, guard
 
