@@ -135,6 +135,10 @@ QUANTIZE_HELP = {
               "soft-target or gaussian (the input domain's noise).",
     "iterations": "Optimisation steps per synthesis batch (convert's 200 calibrated no better on the zoo's 16 "
                   "teachers, 3 seeds: docs/benchmarks.md; synthesis is most of quantize's time).",
+    "time_budget": "The whole run's time on this machine, e.g. 20m, 1h30m, 900s, or off (the defaults in full): "
+                   "synthesis steps, then calibration samples, then check samples are cut (each to its floor) until "
+                   "the plan fits, and the int8 guardrail keeps its one-pass ranking where scoring layers one by "
+                   "one would pass it; the plan and the report say what was chosen.",
 }
 
 _TEACHER = ("input_shape", "factory", "input_range", "input_mean", "input_std")
