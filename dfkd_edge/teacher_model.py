@@ -13,6 +13,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from dfkd_edge.backends.base import predict_batch
 from dfkd_edge.errors import UserError, first_line
 from dfkd_edge.taps import BatchChunked, BNRecord, FirstBNSeen, Recorder, hook_module, tap_graph, to_fx
 
@@ -121,8 +122,10 @@ class Teacher:
         return w.detach(), (b.detach() if b is not None else torch.zeros(w.shape[0]))
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """fp32 logits on the CPU, computed where the teacher is, ``batch_size`` rows at a time."""
+    def logits(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """fp32 logits on the CPU, computed where the teacher is, ``batch_size`` rows at a time (default: as many
+        as dfkd_edge.backends.base.predict_batch holds, at most 512)."""
+        batch_size = batch_size or predict_batch(x, 512)
         return torch.cat([self.module(x[i : i + batch_size].to(self.device)).float().cpu()
                           for i in range(0, len(x), batch_size)], 0)
 

@@ -97,6 +97,19 @@ def _outlier_mlp():
     return m.eval()
 
 
+def test_weighted_agreement_weighs_each_disagreement_by_what_fp32_gave_its_own_class():
+    from dfkd_edge.export.quantize import probabilities, weighted_agreement
+
+    sure = np.array([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0]])  # fp32 sure of its classes: top-1 agreement
+    assert weighted_agreement(sure, np.array([0, 1])) == 1.0
+    assert abs(weighted_agreement(sure, np.array([1, 1])) - 0.5) < 1e-3  # one of two flipped: half
+    torn = np.log(np.array([[0.5, 0.5 - 1e-6, 1e-6]]))  # a flip between two classes fp32 found as likely
+    assert weighted_agreement(torn, np.array([1])) > 0.999 and weighted_agreement(torn, np.array([2])) < 0.51
+    p = np.array([[0.7, 0.2, 0.1]])  # outputs that already are probabilities are taken as they are
+    assert np.allclose(probabilities(p), p) and abs(weighted_agreement(p, np.array([1])) - 0.5) < 1e-9
+    assert np.allclose(probabilities(np.log(p) + 3.0), p)  # logits through softmax
+
+
 def test_guardrail_leaves_sensitive_layers_in_float(tmp_path):
     m = _outlier_mlp()
     fp32 = export_onnx(m, (30,), tmp_path / "m.onnx")

@@ -66,7 +66,7 @@ def test_quantize_writes_its_contract(cli, tmp_path, digits_teacher, digits_test
     assert recs["jetson-orin-nano"]["file"] in ("model_trt_qdq.onnx", "model_fp16.onnx", "model_fp32.onnx")
     q = r["quality"]
     assert q["verdict"] in ("ok", "doubtful", "unreliable") and all(x["status"] == q["verdict"] for x in recs.values())
-    assert q["signals"]["int8_agreement_real"] is not None and "int8_agreement" not in q["bounds"]
+    assert q["signals"]["int8_agreement_real"] is not None and "int8_weighted_agreement" not in q["bounds"]
     assert "model_int8_qdq.engine" in (out / "build_jetson-orin-nano.sh").read_text()
     md = (out / "report.md").read_text()
     assert md in stdout and "## Calibration sources" in md and "Gaussian N(0, 1) noise" in md and "output KL to fp32" in md
@@ -86,7 +86,8 @@ def test_the_onnx_models_compute_the_users_model(cli, tmp_path, digits_teacher):
     r = read_json(out / "report.json")
     assert r["accuracy"]["model_fp32"] is None and r["fidelity"]["model_fp32"] == 1.0
     assert {c["source"] for c in r["calibration_sources"]} == {"synthetic", "gaussian"}
-    assert "int8_agreement" in r["quality"]["bounds"] and r["quality"]["signals"]["int8_agreement_real"] is None
+    assert "int8_weighted_agreement" in r["quality"]["bounds"]
+    assert r["quality"]["signals"]["int8_agreement_real"] is None
     x = np.load(out / "transfer_set.npz")["x"][:16]
     with torch.no_grad():
         ref = load_teacher(digits_teacher).runtime(torch.from_numpy(x)).numpy()
@@ -261,7 +262,8 @@ def test_quantize_verdict_speaks_of_the_model_and_its_calibration_set(tmp_path):
     from dfkd_edge.domain import InputDomain
 
     assumed = InputDomain([0.0], [1.0], source="assumed")
-    q = assess_calibration(model, logits, np.zeros((8, 1, 8, 8), np.float32), 0.95, None, assumed, 0.99)
+    q = assess_calibration(model, logits, np.zeros((8, 1, 8, 8), np.float32),
+                           {"model_int8": 0.95, "model_int8_weighted": 0.95}, None, assumed, 0.99)
     assert q["verdict"] == "unreliable" and len(q["reasons"]) >= 4
     assert not any("teacher" in r or "transfer set" in r for r in q["reasons"]), q["reasons"]
     assert any("calibration set" in r for r in q["reasons"]) and any("the model's input domain" in r for r in q["reasons"])

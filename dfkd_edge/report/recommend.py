@@ -11,19 +11,23 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
     """One engine per target: the fastest at batch 1 among those within 1 point of fp32 quality.
 
     ``names``: the shipped model's files (convert's student, quantize's model); its quality is accuracy
-    on the eval data when given, else fidelity on held-out synthetic samples. ``calibration``
+    on the eval data when given, else fidelity on held-out synthetic samples (weighted, where the run weighs it:
+    dfkd_edge.export.quantize.weighted_agreement). ``calibration``
     (calibration.json): an int8 ONNX Runtime model the guardrail left wholly in float is not int8.
     Measured rows decide where the target was measured (host, or measured-remote rows merged by
     ``dfkd-edge profile --report``); otherwise estimated rows do, and the reason says so."""
     m = names.model
     basis = "accuracy" if quality["accuracy"][f"{m}_fp32"] is not None else "fidelity"
     q = quality[basis]
-    ok_int8 = q[f"{m}_int8"] >= q[f"{m}_fp32"] - 0.01
+    # fidelity weighted by the model's probabilities where the run has it (quantize: what its guardrail holds)
+    key = "_weighted" if basis == "fidelity" and f"{m}_int8_weighted" in q else ""
+    ok_int8 = q[f"{m}_int8{key}"] >= q[f"{m}_fp32{key}"] - 0.01
     trt = profile.engine == "tensorrt"
     if trt:
         t = target_doc.get("tensorrt", {})
-        ok_int8 = (ok_int8 and t.get("qdq_agreement_with_fp32", 0) >= 0.99
-                   and t.get("guardrail", {}).get("int8_usable", True))
+        g = t.get("guardrail", {})
+        ok_int8 = (ok_int8 and t.get("qdq_weighted_agreement", 0) >= g.get("threshold", 1.0)
+                   and g.get("int8_usable", True))
     else:
         ok_int8 = ok_int8 and ((calibration or {}).get("guardrail") or {}).get("int8_usable", True)
     device_rows = [r for r in rows if r["model"] == m and r["batch"] == 1

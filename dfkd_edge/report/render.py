@@ -38,12 +38,20 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def _measure(row: dict, weighted: str = "weighted_agreement", top1: str = "agreement_with_fp32") -> str:
+    """The int8 model against fp32 as the guardrail measures it (dfkd_edge.export.quantize.weighted_agreement),
+    plain top-1 agreement next to it."""
+    if row.get(weighted) is None:  # a run recorded before the guardrail weighed its disagreements
+        return f"top-1 agreement with fp32 {_pct(row[top1])}"
+    return f"weighted agreement with fp32 {_pct(row[weighted])} (top-1 agreement {_pct(row[top1])})"
+
+
 def _guard_line(calib: dict) -> str:
     g = calib.get("guardrail") or {}
     if not g:
         return ""
-    head = (f"int8 guardrail: top-1 agreement with fp32 {_pct(calib['chosen']['agreement_with_fp32'])} on "
-            f"{g['checked_on']} inputs (threshold {_pct(g['threshold'])})")
+    c = calib["chosen"]
+    head = (f"int8 guardrail: {_measure(c)} on {g['checked_on']} inputs (threshold {_pct(g['threshold'])})")
     if not g["triggered"]:
         return head + "; every layer quantized."
     if not g["excluded"]:
@@ -57,11 +65,12 @@ def _trt_guard_line(g: dict) -> str:
     if not g.get("triggered"):
         return ""
     if g.get("int8_usable") is False:
-        return (f" Plain int8 agreed on {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}) and only a model "
-                "with every layer in float met the threshold: int8 buys nothing on TensorRT here, so TensorRT "
-                "targets get fp16 or fp32.")
-    return (f" Plain int8 agreed on {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}), so these layers stay "
-            "in float there (TensorRT runs them in fp16/fp32): " + ", ".join(f"`{n}`" for n in g["excluded"])
+        return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}) "
+                "and only a model with every layer in float met the threshold: int8 buys nothing on TensorRT here, "
+                "so TensorRT targets get fp16 or fp32.")
+    return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}), so "
+            "these layers stay in float there (TensorRT runs them in fp16/fp32): "
+            + ", ".join(f"`{n}`" for n in g["excluded"])
             + ("." if g.get("held") else "; the threshold is still not met."))
 
 
@@ -189,6 +198,8 @@ _SIGNAL_TEXT = {
     "probe_agreement": "student agreement with the teacher on probes between classes",
     "baseline_gap": "plain-KD student of the same transfer set minus this one, probe agreement",
     "int8_agreement": "int8 model's top-1 agreement with the model (held-out synthetic)",
+    "int8_weighted_agreement": "int8 model's agreement with the model, disagreements weighed by the model's "
+                               "probabilities (held-out synthetic; what the int8 guardrail holds)",
     "int8_agreement_real": "int8 model's top-1 agreement with the model (eval inputs)",
     "domain_source": "where the input domain came from",
     "domain_fit": "first BatchNorm's mismatch left by the input domain (standard units)",
@@ -294,8 +305,9 @@ def _summary_blocks(report: dict) -> list[Block]:
 def _trt_blocks(trt: dict | None) -> list[Block]:
     b = []
     if trt:
-        b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): top-1 agreement "
-                            f"with fp32 {_pct(trt['qdq_agreement_with_fp32'])} on {trt['agreement_samples']} held-out "
+        b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): "
+                            f"{_measure(trt, 'qdq_weighted_agreement', 'qdq_agreement_with_fp32')} on "
+                            f"{trt['agreement_samples']} held-out "
                             f"synthetic samples, measured with {trt['agreement_measured_with']}; TensorRT Q/DQ "
                             f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."
                             + _trt_guard_line(trt.get("guardrail") or {})))

@@ -12,6 +12,7 @@ import torch
 
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
+from dfkd_edge.export.quantize import weighted_agreement
 from dfkd_edge.quality import assess_calibration
 from dfkd_edge.runner import Stage
 
@@ -24,7 +25,7 @@ class EvaluateModel(Stage):
         doc = evaluate_model(s.teacher, s.run.path(s.files.onnx_fp32), s.run.path(s.files.onnx_int8), s.x_hold,
                              s.l_hold, s.eval_xy, s.threads)
         doc["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
-        doc["quality"] = assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"]["model_int8"],
+        doc["quality"] = assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"],
                                             doc["fidelity"].get("model_int8_eval_inputs"), s.teacher.domain,
                                             cfg.calib.min_agreement)
         s.quality = doc
@@ -34,11 +35,15 @@ def evaluate_model(model, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np
                    threads: int) -> dict:
     """``accuracy`` {dataset, model, model_fp32, model_int8} (PyTorch, ONNX fp32 and int8 on the eval
     data, or None) and ``fidelity``: top-1 agreement of the ONNX models with the PyTorch model on the
-    held-out synthetic samples (``model_int8_eval_inputs``: on the eval inputs, labels not needed)."""
+    held-out synthetic samples, and weighted by the model's probabilities (``*_weighted``: the measure the int8
+    guardrail holds, dfkd_edge.export.quantize.weighted_agreement; ``model_int8_eval_inputs``: top-1 agreement on
+    the eval inputs, labels not needed)."""
     top1 = l_hold.argmax(1)
     with OrtRunner(fp32, threads) as r32, OrtRunner(int8, threads, "int8") as r8:
-        fid = {"model_fp32": float((predict(r32, x_hold).argmax(1) == top1).mean()),
-               "model_int8": float((predict(r8, x_hold).argmax(1) == top1).mean()),
+        p32, p8 = predict(r32, x_hold).argmax(1), predict(r8, x_hold).argmax(1)
+        fid = {"model_fp32": float((p32 == top1).mean()), "model_int8": float((p8 == top1).mean()),
+               "model_fp32_weighted": weighted_agreement(l_hold, p32),
+               "model_int8_weighted": weighted_agreement(l_hold, p8),
                "model_int8_eval_inputs": None, "samples": int(len(x_hold))}
         acc = {"dataset": None, "model": None, "model_fp32": None, "model_int8": None}
         if eval_xy is not None:

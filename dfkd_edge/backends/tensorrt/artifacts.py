@@ -17,7 +17,7 @@ from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, quantize_for_
                                              write_calibration_cache)
 from dfkd_edge.backends.tensorrt.script import write_build_script
 from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import RANGE_CACHE, CalibConfig, guardrail, input_name
+from dfkd_edge.export.quantize import GUARD_MEASURE, RANGE_CACHE, CalibConfig, guardrail, input_name, weighted_agreement
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runfiles import TARGETS_JSON, Artifacts, build_script_name
 
@@ -67,7 +67,7 @@ def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, nam
         pre = work / "pre.onnx"
         quant_pre_process(str(out / names.onnx_fp32), str(pre), skip_symbolic_shape=False)
         quantize_for_tensorrt(pre, out / names.onnx_trt_qdq, calib_x, calib.method, ranges=work / RANGE_CACHE)
-        agreement, guard = _guard(out, pre, work, calib_x, x_hold, calib, threads, names, deadline)
+        weighted, agreement, guard = _guard(out, pre, work, calib_x, x_hold, calib, threads, names, deadline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     violations, all_float = all_float_violations(tensorrt_qdq_violations(out / names.onnx_trt_qdq),
@@ -79,23 +79,25 @@ def _qdq_model(out: Path, calib_x, x_hold, calib: CalibConfig, threads: int, nam
     if violations:
         raise PipelineError("the TensorRT Q/DQ model breaks TensorRT's placement rules: " + "; ".join(violations[:5]))
     return {"qdq_model": names.onnx_trt_qdq, "fp16_model": names.onnx_fp16, "qdq_rule_violations": violations,
-            "qdq_agreement_with_fp32": agreement, "agreement_samples": int(len(x_hold)), "guardrail": guard,
+            "qdq_agreement_with_fp32": agreement, "qdq_weighted_agreement": weighted,
+            "agreement_samples": int(len(x_hold)), "guardrail": guard,
             "agreement_measured_with": "onnxruntime-cpu (TensorRT not available here)"}
 
 
 def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig, threads: int,
-           names: Artifacts, deadline: float | None = None) -> tuple[float, dict]:
-    """Top-1 agreement of the Q/DQ model with fp32; below the threshold, the most sensitive layers
-    are left in float (TensorRT runs them in fp16/fp32)."""
+           names: Artifacts, deadline: float | None = None) -> tuple[float, float, dict]:
+    """Weighted top-1 agreement of the Q/DQ model with fp32 (``weighted_agreement``, what the ONNX Runtime
+    guardrail holds); below the threshold, the most sensitive layers are left in float (TensorRT runs them in
+    fp16/fp32). Returns (weighted agreement, top-1 agreement, the guardrail's record)."""
     with OrtRunner(out / names.onnx_fp32, threads) as r32:
-        fp32_top1 = predict(r32, x_hold).argmax(1)
+        fp32_outputs = predict(r32, x_hold)
     with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
-        agreement = float((predict(rq, x_hold).argmax(1) == fp32_top1).mean())
-    guard = {"threshold": calib.min_agreement, "triggered": agreement < calib.min_agreement,
+        agreement = weighted_agreement(fp32_outputs, predict(rq, x_hold).argmax(1))
+    guard = {"measure": GUARD_MEASURE, "threshold": calib.min_agreement, "triggered": agreement < calib.min_agreement,
              "agreement_before": agreement, "excluded": [], "held": True}
     if guard["triggered"]:
         cfg = CalibConfig(**{**asdict(calib), "threads": threads})
-        final, found = guardrail(pre, "", calib_x, x_hold, fp32_top1, cfg, work, quantize=lambda out, ex:
+        final, found = guardrail(pre, "", calib_x, x_hold, fp32_outputs, cfg, work, quantize=lambda out, ex:
                                  quantize_for_tensorrt(pre, out, calib_x, calib.method, exclude=ex,
                                                        ranges=work / RANGE_CACHE), deadline=deadline)
         if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
@@ -106,5 +108,7 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
             guard.update(held=False)
         if found.get("cut_by_budget"):
             guard["cut_by_budget"] = found["cut_by_budget"]
-    return agreement, guard
+    with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
+        top1 = float((predict(rq, x_hold).argmax(1) == fp32_outputs.argmax(1)).mean())
+    return agreement, top1, guard
 

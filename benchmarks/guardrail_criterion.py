@@ -1,0 +1,209 @@
+"""Which measure on synthesized check samples tells when int8 harms a model? Plain int8 (no layer left in float),
+each ONNX Runtime format, calibrated on the samples quantize synthesizes, against fp32, two ways on those samples:
+
+- top-1 agreement: the share of samples whose int8 top-1 is fp32's;
+- weighted agreement: 1 - mean(p[fp32's top-1] - p[int8's top-1]) under fp32's own probabilities p, each
+  disagreement counted by how much likelier fp32 found its class than int8's (the accuracy int8 is expected to
+  lose where fp32's probabilities are right);
+
+and on the model's real test split: the accuracy int8 lost to fp32, and top-1 agreement. A measure serves the
+guardrail when it stays at or above the threshold (99%) on every model whose real accuracy int8 kept, and falls
+below it where int8 lost accuracy.
+
+    python benchmarks/guardrail_criterion.py --models digits-mlp shapes32z-r18 --seeds 0 1
+    python benchmarks/guardrail_criterion.py --models photo22 --seeds 0
+    python benchmarks/guardrail_criterion.py --table
+
+Zoo names are benchmarks/zoo.py's (trained and cached on first use); ``photo22`` is benchmarks/photo_task.py's
+MobileNetV2 (train it first). Each run synthesizes with quantize's defaults (``--iterations`` overrides the steps)
+and uses its calibration and held-out sizes. Rows are appended to ``--results`` (JSON lines, with the commit and
+the configuration); a run already there is not repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import zoo  # noqa: E402
+
+DEFAULT_RESULTS = HERE / "results" / "guardrail-criterion.jsonl"
+PHOTO = HERE / ".refmodels" / "photo22"
+OUTPUTS = zoo.DEFAULT_CACHE / "guardrail-criterion"
+
+
+def model_options(name: str, cache: Path) -> tuple[str, dict, np.ndarray, np.ndarray]:
+    """(model file, quantize options, real test x, y)."""
+    if name == "photo22":
+        doc = json.loads((PHOTO / "photo22.json").read_text())
+        test = np.load(PHOTO / "test.npz")
+        return (str(PHOTO / "mobilenet_v2-22.pt"), {"input_shape": ",".join(map(str, doc["input_shape"]))},
+                test["x"], test["y"])
+    meta = zoo.build(zoo.BY_NAME[name], cache)
+    test = np.load(meta["eval"])
+    return (meta["teacher"], {"input_shape": ",".join(map(str, meta["input_shape"])), "factory": meta.get("factory")},
+            test["x"], test["y"])
+
+
+def synthesized(model: str, options: dict, work: Path):
+    """quantize's first stages on ``model``: (state with x_train / x_hold, fp32 ONNX path, config)."""
+    from dfkd_edge.config import settle
+    from dfkd_edge.distributed import Dist
+    from dfkd_edge.flows import _state
+    from dfkd_edge.options import config as options_config
+    from dfkd_edge.runfiles import MODEL_FILES
+    from dfkd_edge.runner import Run, prepare_out_dir, run_stages
+    from dfkd_edge.stages.export import ExportModel
+    from dfkd_edge.stages.inspect import InspectModel
+    from dfkd_edge.stages.synthesize import Synthesize
+
+    cfg = options_config("quantize", model, {**options, "out": str(work), "force": True})
+    prepare_out_dir(work, True, False)
+    settle(cfg)
+    run = Run(cfg, None)
+    run.manifest["flow"] = "quantize"
+    s = _state(cfg, run, Dist(), MODEL_FILES)
+    run_stages(run, s, [InspectModel(), Synthesize(), ExportModel()])
+    return s, run.path(s.files.onnx_fp32), cfg
+
+
+#: "sure": the samples on which fp32 gives its top-1 class more probability than all the others together
+SURE = 0.5
+
+
+def measures(fp32_logits: np.ndarray, int8_top1: np.ndarray) -> dict:
+    """Top-1 and weighted agreement on every sample, and on the samples fp32 is sure of (``SURE``)."""
+    from dfkd_edge.export.quantize import probabilities, weighted_agreement
+
+    sure = probabilities(fp32_logits).max(1) >= SURE
+    out = {"agreement": float((fp32_logits.argmax(1) == int8_top1).mean()),
+           "weighted": weighted_agreement(fp32_logits, int8_top1), "sure_share": float(sure.mean())}
+    if sure.any():
+        out.update(sure_agreement=float((fp32_logits[sure].argmax(1) == int8_top1[sure]).mean()),
+                   sure_weighted=weighted_agreement(fp32_logits[sure], int8_top1[sure]))
+    return out
+
+
+def run_one(name: str, seed: int, iterations: int | None, threads: int, work: Path, cache: Path) -> list[dict]:
+    from dfkd_edge.backends import predict
+    from dfkd_edge.backends.onnxruntime import OrtRunner
+    from dfkd_edge.export.quantize import CANDIDATES, RANGE_CACHE, calibration_subset, quantize_one
+
+    model, options, xt, yt = model_options(name, cache)
+    options = {**options, "seed": seed, "threads": threads, **({"iterations": iterations} if iterations else {})}
+    t0 = time.perf_counter()
+    s, fp32_path, cfg = synthesized(model, options, work / "run")
+    calib_x = calibration_subset(s.x_train, cfg.calib.samples, cfg.seed)
+    xt = np.ascontiguousarray(xt, dtype=np.float32)
+    with OrtRunner(fp32_path, threads, "fp32") as r:
+        f_hold, f_test = predict(r, s.x_hold), predict(r, xt)
+    rows, kept = [], {"fp32_hold": f_hold, "fp32_test": f_test, "y_test": yt}
+    for fmt in CANDIDATES:
+        path = work / f"{fmt}.onnx"
+        quantize_one(fp32_path, path, calib_x, fmt, cfg.calib, ranges=work / RANGE_CACHE)
+        with OrtRunner(path, threads, "int8") as r:
+            kept[f"{fmt}_hold"], kept[f"{fmt}_test"] = predict(r, s.x_hold), predict(r, xt)
+        q_hold, q_test = kept[f"{fmt}_hold"].argmax(1), kept[f"{fmt}_test"].argmax(1)
+        rows.append({"model": name, "seed": seed, "format": fmt, "iterations": cfg.iterations,
+                     "samples": cfg.calib.samples, "holdout": len(s.x_hold),
+                     "synthetic": measures(f_hold, q_hold), "real": measures(f_test, q_test),
+                     "real_fp32": float((f_test.argmax(1) == yt).mean()), "real_int8": float((q_test == yt).mean()),
+                     "fp32_confidence_synthetic": float(_probs(f_hold).max(1).mean()),
+                     "fp32_confidence_real": float(_probs(f_test).max(1).mean()),
+                     "seconds": round(time.perf_counter() - t0, 1), "commit": zoo.code_commit(),
+                     "config": cfg.to_dict()})
+    OUTPUTS.mkdir(parents=True, exist_ok=True)  # the outputs, to measure them other ways without running again
+    np.savez_compressed(OUTPUTS / f"{name}-{seed}-{cfg.iterations}.npz", **kept)
+    return rows
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    from dfkd_edge.export.quantize import probabilities
+
+    return probabilities(logits)
+
+
+def load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _ms(vals: list[float], scale: float = 100.0) -> str:
+    m = statistics.mean(vals) * scale
+    return f"{m:.2f}" + (f" ± {statistics.stdev(vals) * scale:.2f}" if len(vals) > 1 else "")
+
+
+def print_table(rows: list[dict], threshold: float = 0.99) -> None:
+    """One line per (model, format): mean ± std over the seeds; the last columns say whether each measure on the
+    synthetic samples would have held ``threshold``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["format"], r["iterations"]), []).append(r)
+    print(f"| model | int8 format | steps | seeds | fp32 real accuracy | int8 - fp32, real | agreement, real "
+          f"| agreement, synthetic | weighted agreement, synthetic | fp32 confidence (synthetic / real) "
+          f"| holds {100 * threshold:.0f}% (agreement / weighted) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, fmt, steps), rs in groups.items():
+        holds = [f"{sum(r['synthetic'][k] >= threshold for r in rs)}/{len(rs)}" for k in ("agreement", "weighted")]
+        print(f"| {model} | {fmt} | {steps} | {len(rs)} | {_ms([r['real_fp32'] for r in rs])} "
+              f"| {_ms([r['real_int8'] - r['real_fp32'] for r in rs])} | {_ms([r['real']['agreement'] for r in rs])} "
+              f"| {_ms([r['synthetic']['agreement'] for r in rs])} | {_ms([r['synthetic']['weighted'] for r in rs])} "
+              f"| {_ms([r['fp32_confidence_synthetic'] for r in rs])} / {_ms([r['fp32_confidence_real'] for r in rs])} "
+              f"| {holds[0]} / {holds[1]} |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="*", help="zoo names and/or photo22 (default: every cached zoo model)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--iterations", type=int, default=None, help="synthesis steps (default: quantize's own)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default=str(DEFAULT_RESULTS))
+    ap.add_argument("--table", action="store_true", help="only print the table from --results")
+    ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
+    a = ap.parse_args(argv)
+    results, cache = Path(a.results), Path(a.cache)
+    if a.table:
+        print_table(load(results))
+        return
+    torch.set_num_threads(a.threads)
+    logging.getLogger().setLevel(logging.ERROR)
+    names = a.models or [e.name for e in zoo.ENTRIES + zoo.PHOTOS + zoo.EXTRA + zoo.DEEP
+                         if (cache / f"{e.name}.json").exists()]
+    from dfkd_edge.options import defaults as options_defaults
+
+    steps = a.iterations or options_defaults("quantize")["iterations"]
+    done = {(r["model"], r["seed"], r["iterations"]) for r in load(results)}
+    for name in names:
+        for seed in a.seeds:
+            if (name, seed, steps) in done:
+                continue
+            work = Path(tempfile.mkdtemp(prefix="guard-crit-"))
+            try:
+                rows = run_one(name, seed, a.iterations, a.threads, work, cache)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            with results.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            for r in rows:
+                print(f"{name} seed {seed} {r['format']}: real int8-fp32 {r['real_int8'] - r['real_fp32']:+.4f}; "
+                      f"synthetic agreement {r['synthetic']['agreement']:.4f}, "
+                      f"weighted {r['synthetic']['weighted']:.4f}",
+                      flush=True)
+    print_table(load(results))
+
+
+if __name__ == "__main__":
+    main()
