@@ -115,7 +115,8 @@ def guardrail_summary(path: Path) -> dict | None:
     if not path.is_file():
         return None
     g = json.loads(path.read_text()).get("guardrail") or {}
-    return {"triggered": g.get("triggered"), "route": g.get("route"), "held": g.get("held"),
+    return {"measure": g.get("measure", "top-1 agreement"), "triggered": g.get("triggered"), "route": g.get("route"),
+            "held": g.get("held"),
             "agreement_before": g.get("agreement_before"), "agreement": g.get("agreement"),
             "checked_on": g.get("checked_on"), "excluded": len(g.get("excluded") or []),
             "cut_by_budget": g.get("cut_by_budget")}

@@ -87,7 +87,8 @@ _WORDS = {
                   "--input-mean/--input-std if you know them)",
     "int8_weighted_agreement": "the int8 model's weighted agreement with the model is only {v:.1%} on held-out "
                                "synthetic samples (disagreements weighed by the model's own probabilities)",
-    "int8_agreement_real": "the int8 model answers as the fp32 model on only {v:.1%} of the eval inputs",
+    "int8_weighted_agreement_real": "the int8 model's weighted agreement with the model is only {v:.1%} on the "
+                                    "eval inputs",
 }
 
 
@@ -234,11 +235,11 @@ def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold
 def calibration_bounds(min_agreement: float) -> dict:
     """quantize's bounds: the calibration set's own signals as above; the int8 model's agreement with the model
     is weak below the guardrail's threshold (CalibConfig.min_agreement, 0.99) and broken below 0.9 (one input in
-    ten answered differently): on held-out synthetic samples weighted as the guardrail weighs it, on the eval
-    inputs top-1."""
+    ten answered differently), weighted as the int8 guardrail weighs it: on the eval inputs when given, else on
+    held-out synthetic samples."""
     keep = ("class_coverage", "classes_seen", "bn_mismatch", "domain_fit")
     return {**{k: BOUNDS[k] for k in keep}, "int8_weighted_agreement": (min_agreement, 0.9, "min"),
-            "int8_agreement_real": (min_agreement, 0.9, "min")}
+            "int8_weighted_agreement_real": (min_agreement, 0.9, "min")}
 
 
 def domain_signals(domain) -> dict:
@@ -247,25 +248,27 @@ def domain_signals(domain) -> dict:
 
 
 def assess_calibration(model, logits_train: np.ndarray, x_hold: np.ndarray, fidelity: dict,
-                       agreement_real: float | None, domain, min_agreement: float) -> dict:
+                       weighted_real: float | None, domain, min_agreement: float) -> dict:
     """report.json's ``quality`` for ``dfkd-edge quantize``: can the int8 model be vouched for without
     real data? The synthesized calibration set must look like the model's training inputs through the
     model's own eyes (class coverage, BatchNorm statistics: activation ranges calibrated on inputs
     unlike the real ones clip real activations), and the int8 model must answer as the model does: on
-    the eval inputs when there are some, else on held-out synthetic samples, there weighted by the model's own
-    probabilities as the int8 guardrail weighs it (``fidelity["model_int8_weighted"]``; inverted samples sit near
-    decision boundaries, where a real input rarely is: on the zoo's raw-pixel digits teacher the int8 model agreed
-    with the model on 100% of the real test inputs and 97.3% of held-out inverted ones). ``fidelity``: the
-    evaluate stage's (dfkd_edge.stages.evaluate_model); its plain top-1 ``model_int8`` is a signal, not judged."""
+    the eval inputs when there are some (``weighted_real``), else on held-out synthetic samples, weighted by the
+    model's own probabilities on the samples it is sure of as the int8 guardrail weighs it
+    (``fidelity["model_int8_weighted"]``; inverted samples sit near decision boundaries, where a real input rarely
+    is: on the zoo's raw-pixel digits teacher the int8 model agreed with the model on 100% of the real test inputs
+    and 97.3% of held-out inverted ones). ``fidelity``: the evaluate stage's (dfkd_edge.stages.evaluate_model);
+    plain top-1 agreement (``int8_agreement``, ``int8_agreement_real``) is shown, not judged."""
     coverage, seen = class_coverage(logits_train)
     probs = torch.softmax(torch.from_numpy(logits_train), 1)
     signals = {**class_counts(logits_train), "class_coverage": round(coverage, 4),
                "classes_seen": round(seen, 4), "teacher_confidence": round(float(probs.max(1).values.mean()), 4),
                "bn_mismatch": _round(bn_mismatch(model, x_hold)), "int8_agreement": round(fidelity["model_int8"], 4),
                "int8_weighted_agreement": round(fidelity["model_int8_weighted"], 4),
-               "int8_agreement_real": _round(agreement_real), **domain_signals(domain)}
+               "int8_agreement_real": _round(fidelity.get("model_int8_eval_inputs")),
+               "int8_weighted_agreement_real": _round(weighted_real), **domain_signals(domain)}
     bounds = calibration_bounds(min_agreement)
-    if agreement_real is not None:  # real inputs judge it; held-out inverted samples sit near decision boundaries
+    if weighted_real is not None:  # real inputs judge it where there are some
         bounds.pop("int8_weighted_agreement")
     v, reasons = verdict(signals, bounds)
     reasons = [in_model_words(r) for r in reasons]

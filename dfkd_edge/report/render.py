@@ -198,9 +198,10 @@ _SIGNAL_TEXT = {
     "probe_agreement": "student agreement with the teacher on probes between classes",
     "baseline_gap": "plain-KD student of the same transfer set minus this one, probe agreement",
     "int8_agreement": "int8 model's top-1 agreement with the model (held-out synthetic)",
-    "int8_weighted_agreement": "int8 model's agreement with the model, disagreements weighed by the model's "
-                               "probabilities (held-out synthetic; what the int8 guardrail holds)",
+    "int8_weighted_agreement": "int8 model's agreement with the model on the samples it is sure of, disagreements "
+                               "weighed by its probabilities (held-out synthetic; what the int8 guardrail holds)",
     "int8_agreement_real": "int8 model's top-1 agreement with the model (eval inputs)",
+    "int8_weighted_agreement_real": "int8 model's weighted agreement with the model (eval inputs)",
     "domain_source": "where the input domain came from",
     "domain_fit": "first BatchNorm's mismatch left by the input domain (standard units)",
 }

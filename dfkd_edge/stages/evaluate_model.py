@@ -26,7 +26,7 @@ class EvaluateModel(Stage):
                              s.l_hold, s.eval_xy, s.threads)
         doc["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
         doc["quality"] = assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"],
-                                            doc["fidelity"].get("model_int8_eval_inputs"), s.teacher.domain,
+                                            doc["fidelity"].get("model_int8_eval_inputs_weighted"), s.teacher.domain,
                                             cfg.calib.min_agreement)
         s.quality = doc
 
@@ -37,7 +37,7 @@ def evaluate_model(model, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np
     data, or None) and ``fidelity``: top-1 agreement of the ONNX models with the PyTorch model on the
     held-out synthetic samples, and weighted by the model's probabilities (``*_weighted``: the measure the int8
     guardrail holds, dfkd_edge.export.quantize.weighted_agreement; ``model_int8_eval_inputs``: top-1 agreement on
-    the eval inputs, labels not needed)."""
+    the eval inputs, labels not needed, and ``_weighted`` the same there)."""
     top1 = l_hold.argmax(1)
     with OrtRunner(fp32, threads) as r32, OrtRunner(int8, threads, "int8") as r8:
         p32, p8 = predict(r32, x_hold).argmax(1), predict(r8, x_hold).argmax(1)
@@ -48,9 +48,10 @@ def evaluate_model(model, fp32: Path, int8: Path, x_hold: np.ndarray, l_hold: np
         acc = {"dataset": None, "model": None, "model_fp32": None, "model_int8": None}
         if eval_xy is not None:
             x, y = eval_xy
-            ref = model.logits(torch.from_numpy(x)).numpy().argmax(1)
+            ref = model.logits(torch.from_numpy(x)).numpy()
             p32, p8 = predict(r32, x).argmax(1), predict(r8, x).argmax(1)
-            acc.update(model=float((ref == y).mean()), model_fp32=float((p32 == y).mean()),
+            acc.update(model=float((ref.argmax(1) == y).mean()), model_fp32=float((p32 == y).mean()),
                        model_int8=float((p8 == y).mean()), samples=int(len(y)))
-            fid["model_int8_eval_inputs"] = float((p8 == ref).mean())
+            fid["model_int8_eval_inputs"] = float((p8 == ref.argmax(1)).mean())
+            fid["model_int8_eval_inputs_weighted"] = weighted_agreement(ref, p8)
     return {"accuracy": acc, "fidelity": fid}

@@ -17,7 +17,8 @@ from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, quantize_for_
                                              write_calibration_cache)
 from dfkd_edge.backends.tensorrt.script import write_build_script
 from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import GUARD_MEASURE, RANGE_CACHE, CalibConfig, guardrail, input_name, weighted_agreement
+from dfkd_edge.export.quantize import (GUARD_MEASURE, RANGE_CACHE, CalibConfig, guardrail, input_name, sure,
+                                      weighted_agreement)
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runfiles import TARGETS_JSON, Artifacts, build_script_name
 
@@ -94,7 +95,8 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
     with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
         agreement = weighted_agreement(fp32_outputs, predict(rq, x_hold).argmax(1))
     guard = {"measure": GUARD_MEASURE, "threshold": calib.min_agreement, "triggered": agreement < calib.min_agreement,
-             "agreement_before": agreement, "excluded": [], "held": True}
+             "sure_samples": int(sure(fp32_outputs).sum()), "agreement_before": agreement, "excluded": [],
+             "held": True}
     if guard["triggered"]:
         cfg = CalibConfig(**{**asdict(calib), "threads": threads})
         final, found = guardrail(pre, "", calib_x, x_hold, fp32_outputs, cfg, work, quantize=lambda out, ex:
