@@ -444,6 +444,20 @@ def _cumulative(scored: list[dict], start: list[str], quantize, agree, final: Pa
     return agreement, excluded, best
 
 
+class _Clock:
+    """Seconds spent per kind of work (``lap(kind)`` adds the time since the last lap to ``kind``): calibration.json's
+    ``seconds``, what a plan of this stage is checked against."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, kind: str) -> None:
+        now = time.perf_counter()
+        self.laps[kind] = round(self.laps.get(kind, 0.0) + now - self.t, 3)
+        self.t = now
+
+
 class _Timed:
     """A function that keeps how long each call took (the guardrail's quantizations and check passes)."""
 
@@ -593,27 +607,34 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     work = Path(tempfile.mkdtemp(prefix=".calib-", dir=out_path.parent))
     try:
+        clock = _Clock()
         pre = work / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        clock.lap("pre_process")
         teacher_top1 = heldout_teacher.argmax(1)
         check_x = heldout_x
         x1 = heldout_x[:1]
         fp32_outputs = _outputs(fp32_path, check_x, cfg.threads, "fp32")
+        clock.lap("check_fp32")
         fp32_top1 = fp32_outputs.argmax(1)
         fp32 = {"fidelity": float((fp32_top1[:len(heldout_x)] == teacher_top1).mean()),
                 "p50_ms_batch1": _p50_ms(fp32_path, x1, cfg.threads)}
+        clock.lap("p50")
         rows = []
         with progress.task("int8 calibration", total=len(cfg.formats)) as task:
             for fmt in cfg.formats:
                 path = work / f"{fmt}.onnx"
                 quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / RANGE_CACHE)  # one calibration pass
+                clock.lap("quantize")
                 top1 = _top1(path, check_x, cfg.threads)
+                clock.lap("check_int8")
                 weighted = weighted_agreement(fp32_outputs, top1)
                 rows.append({"format": fmt, "agreement_with_fp32": float((top1 == fp32_top1).mean()),
                              "weighted_agreement": weighted,
                              "fidelity": float((top1[:len(heldout_x)] == teacher_top1).mean()),
                              "p50_ms_batch1": _p50_ms(path, x1, cfg.threads),
                              "within_tolerance": weighted >= cfg.min_agreement})
+                clock.lap("p50")
                 task.advance(1)
         ok = [r for r in rows if r["within_tolerance"]]
         guard = {"measure": GUARD_MEASURE, "threshold": cfg.min_agreement, "checked_on": int(len(check_x)),
@@ -625,11 +646,13 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
             reason = (f"fastest at batch 1 among formats whose weighted agreement with fp32 is >= "
                       f"{100 * cfg.min_agreement:.0f}%")
         else:
+            clock.lap("decide")
             chosen, final, reason = _guarded(pre, rows, calib_x, check_x, fp32_outputs, heldout_x, teacher_top1, cfg,
                                              work, progress, guard, deadline)
+            clock.lap("guardrail")
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,
-                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard}
+                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard, "seconds": clock.laps}
     finally:
         shutil.rmtree(work, ignore_errors=True)
