@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
+from quantize_bench import _ms, load  # noqa: E402
 
 DEFAULT_RESULTS = HERE / "results" / "guardrail-criterion.jsonl"
 PHOTO = HERE / ".refmodels" / "photo22"
@@ -132,15 +132,6 @@ def remeasure(row: dict) -> dict:
     d = np.load(f)
     return {**row, "synthetic": measures(d["fp32_hold"], d[f"{row['format']}_hold"].argmax(1)),
             "real": measures(d["fp32_test"], d[f"{row['format']}_test"].argmax(1))}
-
-
-def load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def _ms(vals: list[float], scale: float = 100.0) -> str:
-    m = statistics.mean(vals) * scale
-    return f"{m:.2f}" + (f" ± {statistics.stdev(vals) * scale:.2f}" if len(vals) > 1 else "")
 
 
 def print_table(rows: list[dict], threshold: float | None = None) -> None:
