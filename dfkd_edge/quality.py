@@ -234,7 +234,7 @@ def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold
 
 def calibration_bounds(min_agreement: float) -> dict:
     """quantize's bounds: the calibration set's own signals as above; the int8 model's agreement with the model
-    is weak below the guardrail's threshold (CalibConfig.min_agreement, 0.999) and broken below 0.9 (one input in
+    is weak below the guardrail's threshold (CalibConfig.min_agreement, 0.99) and broken below 0.9 (one input in
     ten answered differently), weighted as the int8 guardrail weighs it: on the eval inputs when given, else on
     held-out synthetic samples."""
     keep = ("class_coverage", "classes_seen", "bn_mismatch", "domain_fit")

@@ -108,8 +108,8 @@ def test_weighted_agreement_weighs_each_disagreement_by_what_fp32_gave_its_own_c
     p = np.array([[0.7, 0.2, 0.1]])  # outputs that already are probabilities are taken as they are
     assert np.allclose(probabilities(p), p) and abs(weighted_agreement(p, np.array([1])) - 0.5) < 1e-9
     assert np.allclose(probabilities(np.log(p) + 3.0), p)  # logits through softmax
-    mixed = np.log(np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25]]))  # judged on the sample fp32 is sure of
-    assert weighted_agreement(mixed, np.array([0, 1])) == 1.0 and weighted_agreement(mixed, np.array([1, 0])) < 0.2
+    mixed = np.log(np.array([[0.96, 0.02, 0.02], [0.6, 0.3, 0.1]]))  # judged on the sample fp32 is sure of
+    assert weighted_agreement(mixed, np.array([0, 1])) == 1.0 and weighted_agreement(mixed, np.array([1, 0])) < 0.1
     unsure = np.log(np.array([[0.4, 0.35, 0.25]]))  # sure of none: judged on all
     assert abs(weighted_agreement(unsure, np.array([1])) - 0.95) < 1e-9
 
