@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dfkd_edge.backends import predict
+from dfkd_edge.backends.base import predict_batch
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.errors import PipelineError
 from dfkd_edge.io import atomic_path
@@ -60,7 +61,9 @@ def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray, at
     """
     with torch.inference_mode():
         _eval(model)
-        ref = model(torch.from_numpy(inputs)).numpy()
+        step = predict_batch(inputs)
+        ref = np.concatenate([model(torch.from_numpy(inputs[i:i + step])).numpy()
+                              for i in range(0, len(inputs), step)], 0)
     with OrtRunner(onnx_path, threads=1) as r:
         got = predict(r, inputs)
     diff = float(np.abs(ref - got).max())

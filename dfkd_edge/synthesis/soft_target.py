@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dfkd_edge.backends.base import predict_batch
 from dfkd_edge.errors import UserError
 from dfkd_edge.synthesis.base import InputOptimizer, register_method
 
@@ -92,9 +93,13 @@ class SoftTargetSynthesizer(InputOptimizer):
 
     def _noise_mean(self) -> torch.Tensor:
         x = self.domain.draw(256, self.input_shape, self.generator)
-        with torch.no_grad(), self.teacher.taps() as rec:
-            self.teacher(x.to(self.teacher.device))
-        f = rec.feature_tensor()
+        parts = []
+        step = max(1, predict_batch(x) // 4)  # the taps keep every BatchNorm input of a pass
+        for i in range(0, len(x), step):
+            with torch.no_grad(), self.teacher.taps() as rec:
+                self.teacher(x[i:i + step].to(self.teacher.device))
+            parts.append(rec.feature_tensor())
+        f = None if any(p is None for p in parts) else torch.cat(parts, 0)
         if f is None or f.dim() != 2:
             raise UserError("soft-target needs the teacher's features before its last linear layer; "
                             "they could not be observed (use --method deepinversion)")
