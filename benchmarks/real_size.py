@@ -129,6 +129,7 @@ def run_one(model: str, command: str, options: str, threads: int, formats: str) 
     argv = ["dfkd-edge", command, *model_args(model, command, formats)]
     if command != "inspect":
         argv += ["--out", str(out / "run"), "--threads", str(threads), *shlex.split(options)]
+    rev = commit()  # the code the run starts with (HEAD may move while it runs)
     rss = out / "maxrss"
     timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss)] if Path("/usr/bin/time").exists() else []
     t0 = time.perf_counter()
@@ -136,7 +137,7 @@ def run_one(model: str, command: str, options: str, threads: int, formats: str) 
                           timeout=HANG_GUARD_S, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     wall = time.perf_counter() - t0
     peak = int(rss.read_text().split()[-1]) if rss.is_file() and rss.read_text().strip() else None
-    row = {"commit": commit(), "model": model, "format": formats, "command": " ".join(argv[:1] + argv[1:2] + argv[3:]),
+    row = {"commit": rev, "model": model, "format": formats, "command": " ".join(argv[:1] + argv[1:2] + argv[3:]),
            "threads": threads, "exit": proc.returncode, "wall_s": round(wall, 1),
            "peak_rss_mb": round(peak / 1024) if peak else None}
     report = out / "run" / "report.json"

@@ -38,12 +38,14 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
-def _measure(row: dict, weighted: str = "weighted_agreement", top1: str = "agreement_with_fp32") -> str:
-    """The int8 model against fp32 as the guardrail measures it (dfkd_edge.export.quantize.weighted_agreement),
-    plain top-1 agreement next to it."""
-    if row.get(weighted) is None:  # a run recorded before the guardrail weighed its disagreements
-        return f"top-1 agreement with fp32 {_pct(row[top1])}"
-    return f"weighted agreement with fp32 {_pct(row[weighted])} (top-1 agreement {_pct(row[top1])})"
+def _measure(row: dict, n: int, sure: int | None, weighted: str = "weighted_agreement",
+             top1: str = "agreement_with_fp32", what: str = "inputs") -> str:
+    """The int8 model against fp32 as the guardrail measures it (dfkd_edge.export.quantize.weighted_agreement: on
+    the ``sure`` of ``n`` inputs fp32 is sure of), plain top-1 agreement on all ``n`` next to it."""
+    if row.get(weighted) is None or sure is None:  # a run recorded before the guardrail weighed its disagreements
+        return f"top-1 agreement with fp32 {_pct(row[top1])} on {n} {what}"
+    on = f"the {sure} of {n} {what} fp32 is sure of" if sure else f"all {n} {what} (fp32 is sure of none)"
+    return f"weighted agreement with fp32 {_pct(row[weighted])} on {on} (top-1 agreement {_pct(row[top1])} on all)"
 
 
 def _guard_line(calib: dict) -> str:
@@ -51,7 +53,8 @@ def _guard_line(calib: dict) -> str:
     if not g:
         return ""
     c = calib["chosen"]
-    head = (f"int8 guardrail: {_measure(c)} on {g['checked_on']} inputs (threshold {_pct(g['threshold'])})")
+    head = (f"int8 guardrail: {_measure(c, g['checked_on'], g.get('sure_samples'))} (threshold "
+            f"{_pct(g['threshold'])})")
     if not g["triggered"]:
         return head + "; every layer quantized."
     if not g["excluded"]:
@@ -306,11 +309,13 @@ def _summary_blocks(report: dict) -> list[Block]:
 def _trt_blocks(trt: dict | None) -> list[Block]:
     b = []
     if trt:
-        b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): "
-                            f"{_measure(trt, 'qdq_weighted_agreement', 'qdq_agreement_with_fp32')} on "
-                            f"{trt['agreement_samples']} held-out "
-                            f"synthetic samples, measured with {trt['agreement_measured_with']}; TensorRT Q/DQ "
-                            f"placement rules: {'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."
+        sure = (trt.get("guardrail") or {}).get("sure_samples")
+        measured = _measure(trt, trt["agreement_samples"], sure, "qdq_weighted_agreement", "qdq_agreement_with_fp32",
+                            "held-out synthetic samples")
+        b.append(Block("p", f"TensorRT int8 model (`{trt['qdq_model']}`, symmetric S8S8 Q/DQ): {measured}, "
+                            f"measured with {trt['agreement_measured_with']}; "
+                            f"TensorRT Q/DQ placement rules: "
+                            f"{'all hold' if not trt['qdq_rule_violations'] else 'VIOLATED'}."
                             + _trt_guard_line(trt.get("guardrail") or {})))
     return b
 
