@@ -5,8 +5,9 @@ never seen). Static quantization, per-channel weights. Which int8 format is fast
 Runtime's CPU provider depends on the model and the CPU (probes here: U8S8 Q/DQ about 3x
 faster than fp32 on a ResNet-18, S8S8 Q/DQ slower than fp32; tiny models can be slower in
 int8 than fp32 at all), so every candidate format is built and timed, and the fastest one whose
-top-1 agreement with the fp32 model is at least ``min_agreement`` (99%) is kept; when none
-is, the guardrail leaves the most sensitive layers in float until it holds.
+agreement with the fp32 model (``weighted_agreement``: on the check samples fp32 is sure of) is at least
+``min_agreement`` (99%) is kept; when none is, the guardrail leaves the most sensitive layers in float until
+it holds.
 """
 
 from __future__ import annotations
