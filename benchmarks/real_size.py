@@ -106,7 +106,7 @@ def quality(doc: dict, run: Path) -> dict:
                         for s in doc.get("calibration_sources") or []],
             "int8_weight_layers": int8_weight_layers(run / "model_int8.onnx"), "batch1_p50_ms": p50,
             "guardrail": guardrail_summary(run / "calibration.json"),
-            "calibration_seconds": (json.loads((run / "calibration.json").read_text()).get("seconds")
+            "calibration_seconds": (json.loads((run / "calibration.json").read_text()).get("timings")
                                     if (run / "calibration.json").is_file() else None),
             "verdict": (doc.get("quality") or {}).get("verdict")}
 

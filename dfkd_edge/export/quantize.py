@@ -451,7 +451,7 @@ def _cumulative(scored: list[dict], start: list[str], quantize, agree, final: Pa
 
 class _Clock:
     """Seconds spent per kind of work (``lap(kind)`` adds the time since the last lap to ``kind``): calibration.json's
-    ``seconds``, what a plan of this stage is checked against."""
+    ``timings``, what a plan of this stage is checked against."""
 
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}
@@ -654,6 +654,6 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,
-                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard, "seconds": clock.laps}
+                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard, "timings": clock.laps}
     finally:
         shutil.rmtree(work, ignore_errors=True)
