@@ -226,7 +226,7 @@ def weighted_agreement(fp32_outputs: np.ndarray, int8_top1: np.ndarray) -> float
     Where fp32 is sure of no check sample, every one counts, weighed (docs/benchmarks.md, "Which measure does the
     int8 guardrail hold?")."""
     p = probabilities(fp32_outputs)
-    keep = sure(p)
+    keep = p.max(1) >= SURE_PROBABILITY  # ``sure``, on the probabilities at hand
     if keep.any():
         p, int8_top1 = p[keep], np.asarray(int8_top1)[keep]
     rows = np.arange(len(p))

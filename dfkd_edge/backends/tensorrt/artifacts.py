@@ -92,8 +92,12 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
     fp16/fp32). Returns (weighted agreement, top-1 agreement, the guardrail's record)."""
     with OrtRunner(out / names.onnx_fp32, threads) as r32:
         fp32_outputs = predict(r32, x_hold)
-    with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
-        agreement = weighted_agreement(fp32_outputs, predict(rq, x_hold).argmax(1))
+    def int8_top1():
+        with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
+            return predict(rq, x_hold).argmax(1)
+
+    q_top1 = int8_top1()
+    agreement = weighted_agreement(fp32_outputs, q_top1)
     guard = {"measure": GUARD_MEASURE, "threshold": calib.min_agreement, "triggered": agreement < calib.min_agreement,
              "sure_samples": int(sure(fp32_outputs).sum()), "agreement_before": agreement, "excluded": [],
              "held": True}
@@ -104,13 +108,11 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
                                                        ranges=work / RANGE_CACHE), deadline=deadline)
         if found["held"] or found["agreement"] > agreement:  # else layers in float did not help: plain stays
             shutil.move(str(final), str(out / names.onnx_trt_qdq))
-            agreement = found["agreement"]
+            agreement, q_top1 = found["agreement"], int8_top1()
             guard.update(excluded=found["excluded"], held=found["held"])
         else:
             guard.update(held=False)
         if found.get("cut_by_budget"):
             guard["cut_by_budget"] = found["cut_by_budget"]
-    with OrtRunner(out / names.onnx_trt_qdq, threads, "int8") as rq:
-        top1 = float((predict(rq, x_hold).argmax(1) == fp32_outputs.argmax(1)).mean())
-    return agreement, top1, guard
+    return agreement, float((q_top1 == fp32_outputs.argmax(1)).mean()), guard
 
