@@ -214,16 +214,24 @@ def test_bad_input_writes_nothing_outside_the_output_directory(cli, tmp_path, mo
 
 
 def test_batch_that_does_not_fit_in_memory(tmp_path, digits_teacher):
-    """A real allocation failure (address space capped at 4 GiB) becomes exit 2 and advice."""
+    """A real allocation failure becomes exit 2 and advice. The address space is capped at 2 GiB, less than the
+    process needs once the synthesis batch holds its most (``plan.SYNTH_SAVED_BYTES``) on top of torch itself; one
+    epoch keeps a run that did fit short, so it fails on the exit code rather than running on."""
     import resource
     import subprocess
     import sys
 
+    from dfkd_edge.plan import SYNTH_SAVED_BYTES
+
+    limit = 2 * 2**30
+    assert SYNTH_SAVED_BYTES > limit // 2
+
     def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     r = subprocess.run([sys.executable, "-m", "dfkd_edge.cli", "convert", digits_teacher, "--out", str(tmp_path / "o"),
-                        "--samples", "400000", "--synth-batch", "400000", "--iterations", "2", "--threads", "1"],
+                        "--samples", "20000", "--synth-batch", "20000", "--iterations", "2", "--epochs", "1",
+                        "--threads", "1"],
                        capture_output=True, text=True, preexec_fn=cap, timeout=300)
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
