@@ -147,6 +147,12 @@ def run_one(model: str, command: str, options: str, threads: int, formats: str) 
         row["plan"] = doc.get("plan")
         if command == "quantize":
             row["quality"] = quality(doc, out / "run")
+        if command == "convert":
+            row["outcome"] = {"files": sorted(p.name for p in (out / "run").iterdir()),
+                              "verdict": (doc.get("quality") or {}).get("verdict"),
+                              "reasons": (doc.get("quality") or {}).get("reasons"),
+                              "fidelity": doc.get("fidelity"), "student": doc.get("student")}
+        row["out"] = str(out / "run")
     if proc.returncode != 0:
         row["error"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
     return row
