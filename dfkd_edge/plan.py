@@ -15,13 +15,14 @@ import copy
 from dfkd_edge.compute import Compute
 from dfkd_edge.config import ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
-from dfkd_edge.export.quantize import holdout_floor
+from dfkd_edge.export.quantize import P50_BUDGET_S, holdout_floor
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.progress import duration
 from dfkd_edge.synthesis import METHODS
 from dfkd_edge.synthesis.base import InputOptimizer, choose_auto, create_synthesizer
 from dfkd_edge.synthesis.gaussian import GaussianSynthesizer
+from dfkd_edge.targets import load_profile
 from dfkd_edge.targets.host import LONG_CALL_CAP, LONG_MIN_CALLS
 
 #: the host's latency rows: these batch sizes, interleaved in this many rounds, at least this many timed calls and
@@ -35,6 +36,12 @@ LATENCY_BATCHES, LATENCY_ROUNDS, LATENCY_MIN_RUNS, LATENCY_WARMUP = (1, 32), 5, 
 SYNTH_SAVED_BYTES = 3 << 29
 #: seconds a stage spends whatever its size (loading, writing files, ONNX export)
 FIXED_S = 0.5
+#: an int8 pass over a sample costs at most this share of the fp32 probe's forward pass (int8 ran 1.9x-3.2x
+#: faster than fp32 at batch 1 on the reference models, docs/benchmarks.md)
+INT8_FORWARD = 0.5
+#: seconds onnxruntime's quantize_static spends rewriting the graph, whatever the samples (0.8-1.4 s a call on
+#: MobileNetV2, ResNet-18 and the trained MobileNetV2 here: calibration.json's ``timings``)
+QUANTIZE_CALL_S = 1.0
 
 
 def synthesis_batch(requested: int, saved_bytes: int | None) -> int:
@@ -95,24 +102,41 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
             if distill_twice:
                 add("distill-kd-baseline", cfg.kd.epochs * per_epoch, "the same, plain KD for comparison")
     add("export", 2 * cfg.holdout * shipped.forward_s, f"parity on {cfg.holdout} held-out samples")
-    passes = len(cfg.calib.formats) * (cfg.calib.samples + cfg.holdout)
-    add("calibrate", passes * shipped.forward_s,
-        f"{len(cfg.calib.formats)} formats x ({cfg.calib.samples} calibration + {cfg.holdout} check samples); "
+    formats, f = len(cfg.calib.formats), shipped.forward_s
+    add("calibrate", calibration_seconds(cfg, f, formats),
+        f"{cfg.calib.samples} calibration samples, then {formats} formats x {cfg.holdout} check samples; "
         "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
+    checked = eval_rows or cfg.holdout
     if flow == "quantize":
         sources = 1 + bool(cfg.calib_data)
-        add("calibration-sources", sources * (cfg.calib.samples + cfg.holdout) * shipped.forward_s,
-            f"{sources} other calibration source(s)")
+        add("calibration-sources",
+            sources * calibration_seconds(cfg, f, 1) + checked * f * (1 + (1 + sources) * INT8_FORWARD),
+            f"{sources} other calibration source(s), each int8 model checked on {checked} samples")
+    versions = {p.tensorrt_version for p in (load_profile(t) for t in cfg.targets)
+                if p.engine == "tensorrt" and p.tensorrt[0] <= 10}
+    if any(load_profile(t).engine == "tensorrt" for t in cfg.targets):
+        add("build", calibration_seconds(cfg, f, 1, timed=False) + len(versions) * cfg.calib.samples * f,
+            f"the TensorRT Q/DQ model and {len(versions)} calibration cache(s) from {cfg.calib.samples} samples; "
+            "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
     runners = [teacher.forward_s, student.forward_s, shipped.forward_s, shipped.forward_s] if (
         flow == "convert" and student is not None) else [teacher.forward_s, shipped.forward_s, shipped.forward_s]
     add("profile", latency_seconds(runners, cfg.latency_budget_s),
         f"latency: {len(runners)} runners x batches {' and '.join(map(str, LATENCY_BATCHES))}")
-    checked = eval_rows or cfg.holdout
     add("evaluate", 3 * checked * shipped.forward_s, f"{checked} samples x fp32, ONNX and int8")
     add("report", 0.0, "files")
     known = [r["seconds"] for r in rows if r["seconds"] is not None]
     return {"stages": rows, "total_s": round(sum(known), 1),
             "complete": len(known) == len(rows)}
+
+
+def calibration_seconds(cfg: ConvertConfig, forward_s: float, formats: int, timed: bool = True) -> float:
+    """One calibration (dfkd_edge.export.quantize.calibrate) of a model whose fp32 forward pass takes
+    ``forward_s`` per sample: one pass over the calibration samples (its ranges serve every format), fp32 on the
+    check samples, then per format a quantization and an int8 pass over the check samples; ``timed``: fp32 and
+    each format are timed at batch 1 to pick the fastest."""
+    return (cfg.calib.samples * forward_s + cfg.holdout * forward_s
+            + formats * (cfg.holdout * forward_s * INT8_FORWARD + QUANTIZE_CALL_S)
+            + timed * (formats + 1) * P50_BUDGET_S)
 
 
 def against(p: dict | None, timings: dict) -> dict | None:

@@ -59,6 +59,26 @@ def test_the_plan_multiplies_what_each_stage_repeats():
     assert "synthesize" in text and "total" in text
 
 
+def test_calibration_is_planned_as_one_range_pass_then_each_format_and_each_source_checked():
+    cfg = ConvertConfig(teacher="t", out="o", samples=1000, holdout=24, iterations=50)
+    f, formats = 0.004, len(cfg.calib.formats)
+    one = planning.calibration_seconds(cfg, f, 1)
+    assert planning.calibration_seconds(cfg, f, formats) - one == pytest.approx(
+        (formats - 1) * (24 * f * planning.INT8_FORWARD + planning.QUANTIZE_CALL_S + planning.P50_BUDGET_S))
+    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", _probe(), eval_rows=500)["stages"]}
+    assert rows["calibrate"]["seconds"] == pytest.approx(
+        planning.calibration_seconds(cfg, f, formats) + planning.FIXED_S, abs=0.1)
+    # one other source (Gaussian); fp32 and both int8 models on the 500 eval inputs
+    assert rows["calibration-sources"]["seconds"] == pytest.approx(
+        one + 500 * f * (1 + 2 * planning.INT8_FORWARD) + planning.FIXED_S, abs=0.1)
+    assert "build" not in rows
+    cfg.targets = ("host-cpu", "jetson-orin-nano")
+    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", _probe())["stages"]}
+    untimed = planning.calibration_seconds(cfg, f, 1, timed=False)
+    assert untimed == pytest.approx(one - 2 * planning.P50_BUDGET_S)
+    assert rows["build"]["seconds"] >= untimed and "TensorRT" in rows["build"]["work"]
+
+
 def test_the_plan_against_the_stage_times():
     p = {"stages": [{"stage": "synthesize", "seconds": 100.0}, {"stage": "export", "seconds": 10.0},
                     {"stage": "calibrate", "seconds": None}], "probe": {"x": 1}}
