@@ -30,6 +30,8 @@ class Probe:
     batch: int  # the samples per pass the probe timed
     device: str
     loop: bool = False  # train_s timed as one step of the loop that repeats it (a synthesis step), not a bare pass
+    ort_forward_s: float | None = None  # seconds per sample of the network's fp32 ONNX under ONNX Runtime (None: unknown)
+    export_s: float | None = None  # seconds torch.onnx took to export it
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -37,7 +39,12 @@ class Probe:
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
         return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")},
-                   loop=bool(d.get("loop", False)))
+                   loop=bool(d.get("loop", False)), ort_forward_s=d.get("ort_forward_s"), export_s=d.get("export_s"))
+
+    @property
+    def ort_s(self) -> float:
+        """Seconds per sample of an fp32 pass under ONNX Runtime: measured where the probe could, else PyTorch's."""
+        return self.ort_forward_s if self.ort_forward_s is not None else self.forward_s
 
 
 def _sync(compute: Compute) -> None:
@@ -135,3 +142,22 @@ def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | N
     train_s = step_seconds(loop, compute) if loop is not None else _fastest(train, compute)
     return Probe(forward_s=_fastest(forward, compute) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
                  device=str(compute.torch_device), loop=loop is not None)
+
+
+#: samples per ONNX Runtime call the probe times (what predictions run at, up to this many)
+ORT_PROBE_BATCH = 8
+
+
+def onnx_forward_s(path, input_shape: tuple[int, ...], threads: int) -> float:
+    """Seconds per sample of the ONNX model at ``path`` under ONNX Runtime on the CPU with ``threads``: one warm-up
+    call, then the fastest of ``REPEATS``, at the batch predictions run at (up to ``ORT_PROBE_BATCH``)."""
+    import numpy as np
+
+    from dfkd_edge.backends.base import predict_batch
+    from dfkd_edge.backends.onnxruntime import OrtRunner
+
+    x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+    n = min(ORT_PROBE_BATCH, predict_batch(x))
+    x = np.repeat(x, n, 0)
+    with OrtRunner(path, threads, "fp32") as r:
+        return _fastest(lambda: r.infer(x), Compute()) / n

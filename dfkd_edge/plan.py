@@ -2,9 +2,11 @@
 
 Each figure is what the stage repeats (synthesis steps x samples, epochs x samples, calibration and check
 passes, latency runs) times what one sample costs, probed on this machine (dfkd_edge.cost): the teacher's
-probe for synthesis, the teacher's forward pass inside distillation and the shipped model's for the stages
-after it, the student's probe for distillation. Stages whose work does not follow these counts (a method that
-trains a generator, the guardrail when it triggers) are planned without that part and say so. The run records
+probe for synthesis, the teacher's forward pass inside distillation, the student's probe for distillation, and
+for the stages after it the shipped model's passes in PyTorch and under ONNX Runtime (its fp32 ONNX timed by
+the probe where it exports; int8 passes at ``INT8_FORWARD`` of fp32's). Stages whose work does not follow these
+counts (a method that trains a generator, the guardrail when it triggers) are planned without that part and
+say so. The run records
 the plan in its manifest (``plan``) and the report sets each stage's seconds against it.
 """
 
@@ -15,6 +17,7 @@ import copy
 from dfkd_edge.compute import Compute
 from dfkd_edge.config import ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
+from dfkd_edge.export.onnx_export import PARITY_EACH
 from dfkd_edge.export.quantize import P50_BUDGET_S, holdout_floor
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import build_from_recipe
@@ -101,8 +104,10 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
                 cfg.kd.batch_size * student.saved_bytes)
             if distill_twice:
                 add("distill-kd-baseline", cfg.kd.epochs * per_epoch, "the same, plain KD for comparison")
-    add("export", 2 * cfg.holdout * shipped.forward_s, f"parity on {cfg.holdout} held-out samples")
-    formats, f = len(cfg.calib.formats), shipped.forward_s
+    parity = min(PARITY_EACH, cfg.holdout) + PARITY_EACH
+    add("export", (shipped.export_s or 0.0) + parity * (shipped.forward_s + shipped.ort_s),
+        f"ONNX, then parity with PyTorch on {parity} samples")
+    formats, f = len(cfg.calib.formats), shipped.ort_s
     add("calibrate", calibration_seconds(cfg, f, formats),
         f"{cfg.calib.samples} calibration samples, then {formats} formats x {cfg.holdout} check samples; "
         "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
@@ -118,11 +123,12 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
         add("build", calibration_seconds(cfg, f, 1, timed=False) + len(versions) * cfg.calib.samples * f,
             f"the TensorRT Q/DQ model and {len(versions)} calibration cache(s) from {cfg.calib.samples} samples; "
             "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
-    runners = [teacher.forward_s, student.forward_s, shipped.forward_s, shipped.forward_s] if (
-        flow == "convert" and student is not None) else [teacher.forward_s, shipped.forward_s, shipped.forward_s]
+    onnx = [f, f * INT8_FORWARD]  # the fp32 and the int8 ONNX model under ONNX Runtime
+    runners = [teacher.forward_s, student.forward_s, *onnx] if (
+        flow == "convert" and student is not None) else [teacher.forward_s, *onnx]
     add("profile", latency_seconds(runners, cfg.latency_budget_s),
         f"latency: {len(runners)} runners x batches {' and '.join(map(str, LATENCY_BATCHES))}")
-    add("evaluate", 3 * checked * shipped.forward_s, f"{checked} samples x fp32, ONNX and int8")
+    add("evaluate", checked * (shipped.forward_s + f * (1 + INT8_FORWARD)), f"{checked} samples x fp32, ONNX and int8")
     add("report", 0.0, "files")
     known = [r["seconds"] for r in rows if r["seconds"] is not None]
     return {"stages": rows, "total_s": round(sum(known), 1),
@@ -276,8 +282,9 @@ def _within_budget(cfg: ConvertConfig, flow: str, method: str, tp: Probe, sp: Pr
 def lines(p: dict, probe: Probe) -> list[str]:
     """The plan as a person reads it: one line per stage, then the total."""
     step = "a synthesis step" if probe.loop else "forward+backward"
+    ort = "" if probe.ort_forward_s is None else f", {probe.ort_forward_s * 1000:.3g} ms under ONNX Runtime"
     out = [f"plan on this machine (probe: {probe.forward_s * 1000:.3g} ms forward, {probe.train_s * 1000:.3g} ms "
-           f"{step} per sample on {probe.device}):"]
+           f"{step} per sample on {probe.device}{ort}):"]
     for r in p["stages"]:
         secs = "?" if r["seconds"] is None else duration(r["seconds"])
         mem = f", peak {r['peak_bytes'] / 2**30:.2g} GiB held for the backward" if r["peak_bytes"] else ""

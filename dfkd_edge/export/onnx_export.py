@@ -53,6 +53,10 @@ def _eval(model: nn.Module) -> bool:
         return False
 
 
+#: the parity check runs this many held-out synthetic samples and as many draws of the input domain's noise
+PARITY_EACH = 64
+
+
 def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray, atol: float = 1e-3,
                  rtol: float = 1e-3) -> dict:
     """Max abs diff between PyTorch and ONNX Runtime logits on ``inputs``; raises beyond tolerance.

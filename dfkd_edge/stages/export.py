@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfkd_edge.export.onnx_export import OPSET, check_parity, export_onnx
+from dfkd_edge.export.onnx_export import OPSET, PARITY_EACH, check_parity, export_onnx
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
@@ -36,9 +36,9 @@ class Export(Stage):
 
 
 def parity_inputs(s) -> np.ndarray:
-    """64 held-out synthetic samples and 64 draws of the input domain's noise."""
-    noise = s.teacher.domain.draw(64, s.spec.input_shape, torch.Generator().manual_seed(s.cfg.seed)).numpy()
-    return np.concatenate([s.x_hold[:64], noise.astype(np.float32)])
+    """``PARITY_EACH`` held-out synthetic samples and as many draws of the input domain's noise."""
+    noise = s.teacher.domain.draw(PARITY_EACH, s.spec.input_shape, torch.Generator().manual_seed(s.cfg.seed)).numpy()
+    return np.concatenate([s.x_hold[:PARITY_EACH], noise.astype(np.float32)])
 
 
 class ExportModel(Stage):

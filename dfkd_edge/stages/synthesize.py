@@ -5,14 +5,17 @@ ensemble (dfkd_edge.ensemble) like one teacher."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from dfkd_edge.compute import Compute
-from dfkd_edge.cost import Probe, probe, saved_per_sample, weights_of
+from dfkd_edge.cost import Probe, onnx_forward_s, probe, saved_per_sample, weights_of
 from dfkd_edge.errors import UserError
+from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.config import budget_seconds
 from dfkd_edge.plan import (budget_lines, fit_budget, lines as plan_lines, plan, student_probe, synthesis_batch,
@@ -20,6 +23,7 @@ from dfkd_edge.plan import (budget_lines, fit_budget, lines as plan_lines, plan,
 from dfkd_edge.runfiles import HEADERS_JSON, HEADERS_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TEACHER_JSON, TRANSFER_SET
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
+from dfkd_edge.stages.export import shipped_module
 from dfkd_edge.synthesis import METHODS, create_synthesizer
 from dfkd_edge.synthesis.cdfkd_mfs import MultiTeacherConfig, MultiTeacherSynthesizer
 from dfkd_edge.transfer_store import TransferSetFile
@@ -120,6 +124,24 @@ def _synth_kwargs(cfg, batch: int) -> dict:
             "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units}
 
 
+def onnx_probe(p: Probe, module, shape: tuple[int, ...], threads: int, work: Path, onnx_file: str | None = None) -> None:
+    """``p``'s ONNX Runtime figures: the network exported to ONNX as the export stage exports it (``onnx_file``:
+    the user's own, timed as it is), timed under ONNX Runtime. A network that does not export here is planned
+    from its PyTorch passes (the export stage says why it fails)."""
+    try:
+        if onnx_file:
+            p.ort_forward_s = onnx_forward_s(onnx_file, shape, threads)
+            return
+        module = module if all(t.device.type == "cpu" for t in module.parameters()) else copy.deepcopy(module).cpu()
+        with tempfile.TemporaryDirectory(prefix=".probe-", dir=work) as d:
+            t0 = time.perf_counter()
+            path = export_onnx(module, shape, Path(d) / "probe.onnx")
+            p.export_s = round(time.perf_counter() - t0, 3)
+            p.ort_forward_s = onnx_forward_s(path, shape, threads)
+    except Exception as e:  # noqa: BLE001 - the plan falls back to PyTorch's passes
+        log.debug("the ONNX Runtime probe failed (%s: %s); the plan uses PyTorch's passes", type(e).__name__, e)
+
+
 def make_plan(s) -> None:
     """The probe of the teacher (and the student) here and the run's plan (dfkd_edge.plan), printed. A run that
     recorded a probe of the same teacher files keeps it: a resumed run's synthesis batch (cut by the probe's
@@ -136,8 +158,12 @@ def make_plan(s) -> None:
         batch = min(synthesis_batch(s.cfg.synth_batch, saved), s.cfg.samples + s.cfg.holdout)
         loop = None if s.multihead else synthesis_loop(s.method, s.teacher, s.cfg, batch, compute)
         s.probe = probe(s.teacher, shape, batch, compute, saved, loop)
+        if flow == "quantize":
+            onnx_probe(s.probe, shipped_module(s.teacher), shape, s.threads, s.run.out, s.cfg.onnx_model)
         if s.recipe is not None and flow == "convert":
-            student = student_probe(build_from_recipe(s.recipe).to(s.compute.torch_device), shape, s.cfg, s.compute)
+            net = build_from_recipe(s.recipe)
+            student = student_probe(net.to(s.compute.torch_device), shape, s.cfg, s.compute)
+            onnx_probe(student, build_from_recipe(s.recipe).eval(), shape, s.threads, s.run.out)
     else:
         s.probe = Probe.from_dict(recorded["probe"])
         student = Probe.from_dict(recorded["student_probe"]) if recorded.get("student_probe") else None
