@@ -187,6 +187,14 @@ def latency_seconds(per_sample_s: list[float], budget_s: float) -> float:
 #: held-out check set last, to ``holdout_floor``. A floor of None is that function's.
 LEVERS = {"convert": (("iterations", 50), ("epochs", 30), ("samples", 512)),
           "quantize": (("iterations", 10), ("samples", 64), ("holdout", None))}
+#: where convert's floors are still over the budget (a 224x224 teacher on a CPU: ResNet-50's floors plan at about
+#: two hours on 2 cores), the same levers cut again, in the same order, down to these, and the check set last:
+#: the run keeps the budget the user gave and its verdict is at best doubtful (``BELOW_FLOORS``). quantize stops
+#: at its floors (fewer calibration or check samples are not judged).
+LAST_RESORT = {"convert": (("iterations", 10), ("epochs", 5), ("samples", 64), ("holdout", None)), "quantize": ()}
+#: the verdict's reason when the budget cut below the floors
+BELOW_FLOORS = ("the time budget cut synthesis and distillation below the floors measured to give a usable student "
+                "({cuts}); give a longer --time-budget")
 
 
 def _get(cfg: ConvertConfig, lever: str) -> int:
@@ -205,17 +213,30 @@ def _set(cfg: ConvertConfig, lever: str, value: int, flow: str) -> None:
 def fit_budget(cfg: ConvertConfig, flow: str, budget_s: float, spent_s: float, planned) -> dict:
     """Cut ``cfg``'s levers (``LEVERS``, in place) until ``planned(cfg)`` (a plan's total seconds) plus ``spent_s``
     fits ``budget_s``: each lever to its floor before the next moves, the last one moved to the largest value that
-    fits. Returns ``{budget_s, requested, chosen, fits}``; ``fits`` False when every lever at its floor is still
-    over (the run goes on at the floors, and says so)."""
-    levers = LEVERS[flow]
-    requested = {name: _get(cfg, name) for name, _ in levers}
+    fits. Where the floors are over, convert cuts again to ``LAST_RESORT`` (``below_floors`` names what went
+    under a floor). Returns ``{budget_s, requested, chosen, fits, below_floors}``; ``fits`` False when every lever
+    at its last floor is still over (the run goes on there, and says so)."""
+    names = list(dict.fromkeys(name for name, _ in LEVERS[flow] + LAST_RESORT[flow]))
+    requested = {name: _get(cfg, name) for name in names}
 
     def fits() -> bool:
         return spent_s + planned(cfg) <= budget_s
 
+    _cut(cfg, flow, LEVERS[flow], fits)
+    floors = {name: _get(cfg, name) for name in names}
+    below = not fits() and bool(LAST_RESORT[flow])
+    if below:
+        _cut(cfg, flow, LAST_RESORT[flow], fits)
+    chosen = {name: _get(cfg, name) for name in names}
+    return {"budget_s": budget_s, "requested": requested, "chosen": chosen, "fits": fits(),
+            "below_floors": {k: v for k, v in chosen.items() if v < floors[k]} if below else {}}
+
+
+def _cut(cfg: ConvertConfig, flow: str, levers, fits) -> None:
+    """Each lever to its floor before the next moves, the last one moved to the largest value that fits."""
     for name, floor in levers:
         if fits():
-            break
+            return
         floor = holdout_floor(cfg.calib.min_agreement) if floor is None else floor
         hi = _get(cfg, name)
         lo = min(floor, hi)
@@ -227,16 +248,22 @@ def fit_budget(cfg: ConvertConfig, flow: str, budget_s: float, spent_s: float, p
             _set(cfg, name, mid, flow)
             lo, hi = (mid, hi) if fits() else (lo, mid)
         _set(cfg, name, lo, flow)
-        break
-    return {"budget_s": budget_s, "requested": requested, "chosen": {name: _get(cfg, name) for name, _ in levers},
-            "fits": fits()}
+        return
+
+
+def below_floors_reason(budget: dict | None) -> str | None:
+    """The verdict's reason when ``budget`` (fit_budget's record) cut below the floors; None when it did not."""
+    cuts = (budget or {}).get("below_floors")
+    return BELOW_FLOORS.format(cuts=", ".join(f"{k} {v}" for k, v in cuts.items())) if cuts else None
 
 
 def budget_lines(b: dict) -> list[str]:
     changed = [f"{k} {b['requested'][k]} -> {v}" for k, v in b["chosen"].items() if v != b["requested"][k]]
     head = f"time budget {duration(b['budget_s'])}: " + (", ".join(changed) if changed else "the defaults fit")
-    return [head] + ([] if b["fits"] else ["WARNING: over the time budget even with every lever at its floor "
-                                           f"({', '.join(f'{k} {v}' for k, v in b['chosen'].items())})"])
+    below = below_floors_reason(b)
+    return [head] + ([f"WARNING: {below}; the verdict will say doubtful at best"] if below else []) + (
+        [] if b["fits"] else ["WARNING: over the time budget even with every lever at its floor "
+                              f"({', '.join(f'{k} {v}' for k, v in b['chosen'].items())})"])
 
 
 def student_probe(net, shape: tuple[int, ...], cfg: ConvertConfig, compute=None, most: int | None = None) -> Probe:

@@ -225,6 +225,14 @@ def verdict(signals: dict, bounds: dict | None = None) -> tuple[str, list[str]]:
     return ("ok", "doubtful", "unreliable")[worst], reasons
 
 
+def at_least_doubtful(quality: dict, reason: str | None) -> dict:
+    """``quality`` (a verdict record) with ``reason`` added and the verdict raised to doubtful where it was ok."""
+    if reason:
+        quality["reasons"] = [*quality["reasons"], reason]
+        quality["verdict"] = "doubtful" if quality["verdict"] == "ok" else quality["verdict"]
+    return quality
+
+
 def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold: np.ndarray, l_hold: np.ndarray,
            fidelity: dict, domain, seed: int = 0, baseline: torch.nn.Module | None = None) -> dict:
     """report.json's ``quality``: {verdict, signals, reasons}; ``baseline``: the plain-KD student of the

@@ -119,20 +119,44 @@ def test_the_budget_cuts_each_lever_to_its_floor_before_the_next_and_the_last_to
         return c.samples * c.iterations * 0.001 + c.kd.epochs * c.samples * 0.0005
 
     b = planning.fit_budget(cfg, "convert", 500.0, 10.0, planned)
-    epochs = ConvertConfig(teacher="t", out="o").kd.epochs
-    assert b["requested"] == {"iterations": 200, "epochs": epochs, "samples": 4096}
+    epochs, holdout = ConvertConfig(teacher="t", out="o").kd.epochs, ConvertConfig(teacher="t", out="o").holdout
+    assert b["requested"] == {"iterations": 200, "epochs": epochs, "samples": 4096, "holdout": holdout}
     assert b["chosen"]["iterations"] == 50 and b["chosen"]["samples"] == 4096 and b["fits"]
+    assert b["below_floors"] == {} and planning.below_floors_reason(b) is None
     assert planned(cfg) + 10 <= 500 and cfg.kd.epochs == b["chosen"]["epochs"]
     cfg.kd.epochs += 1
     assert planned(cfg) + 10 > 500  # the largest that fits
     roomy = ConvertConfig(teacher="t", out="o")
-    assert planning.fit_budget(roomy, "convert", 1e9, 0.0, planned)["chosen"] == {"iterations": 200,
-                                                                                "epochs": epochs, "samples": 4096}
+    assert planning.fit_budget(roomy, "convert", 1e9, 0.0, planned)["chosen"] == {
+        "iterations": 200, "epochs": epochs, "samples": 4096, "holdout": holdout}
     tight = ConvertConfig(teacher="t", out="o", samples=256, holdout=256, iterations=50)
     tight.calib.samples = 256
     b = planning.fit_budget(tight, "quantize", 1.0, 0.0, planned)
     assert not b["fits"] and b["chosen"] == {"iterations": 10, "samples": 64, "holdout": 200}
-    assert tight.calib.samples == 64 and "WARNING" in planning.budget_lines(b)[-1]
+    assert tight.calib.samples == 64 and "WARNING" in planning.budget_lines(b)[-1] and b["below_floors"] == {}
+
+
+def test_a_convert_budget_under_the_floors_cuts_again_in_order_and_the_verdict_says_so():
+    def planned(c):
+        return (c.samples + c.holdout) * c.iterations * 0.01 + c.kd.epochs * c.samples * 0.01
+
+    floors = dict(planning.LEVERS["convert"])
+    cfg = ConvertConfig(teacher="t", out="o", samples=4096, iterations=200)
+    at_floors = ConvertConfig(teacher="t", out="o", samples=floors["samples"], iterations=floors["iterations"])
+    at_floors.kd.epochs = floors["epochs"]
+    budget = planned(at_floors) / 4  # a quarter of what the floors take
+    b = planning.fit_budget(cfg, "convert", budget, 0.0, planned)
+    assert b["fits"] and planned(cfg) <= budget
+    last = dict(planning.LAST_RESORT["convert"])
+    # steps first, to the last resort, then epochs to what fits; samples and the check set stay at their floors
+    assert b["chosen"]["iterations"] == last["iterations"] and last["epochs"] < b["chosen"]["epochs"] < floors["epochs"]
+    assert b["chosen"]["samples"] == floors["samples"] and set(b["below_floors"]) == {"iterations", "epochs"}
+    assert b["below_floors"]["iterations"] == last["iterations"] and "iterations" in planning.below_floors_reason(b)
+    assert any("WARNING" in line and "doubtful" in line for line in planning.budget_lines(b))
+    from dfkd_edge.quality import at_least_doubtful
+    q = at_least_doubtful({"verdict": "ok", "reasons": []}, planning.below_floors_reason(b))
+    assert q["verdict"] == "doubtful" and q["reasons"]
+    assert at_least_doubtful({"verdict": "unreliable", "reasons": ["x"]}, "y")["verdict"] == "unreliable"
 
 
 @pytest.mark.parametrize("agreement, floor", [(0.99, 200), (0.98, 100), (0.995, 400), (0.9, 20)])

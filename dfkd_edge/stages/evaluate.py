@@ -14,7 +14,8 @@ from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.distill.vkd import load_virtual_generator
 from dfkd_edge.models.students import build_from_recipe, count_params
-from dfkd_edge.quality import assess
+from dfkd_edge.plan import below_floors_reason
+from dfkd_edge.quality import assess, at_least_doubtful
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
 from dfkd_edge.runfiles import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
@@ -35,8 +36,10 @@ class Evaluate(Stage):
         baseline = kd_baseline(run, s.student_doc) if s.uses_vkd else None  # read once: comparison and verdict
         s.distillation = distillation_summary(run, s.student, s.x_hold, s.l_hold, s.eval_xy, s.uses_vkd,
                                               s.method if s.synth.needs_student else None, baseline)
-        quality["quality"] = assess(s.teacher, s.student, np.asarray(s.l_train), s.x_hold, s.l_hold,
-                                    quality["fidelity"], s.teacher.domain, cfg.seed, baseline)
+        quality["quality"] = at_least_doubtful(
+            assess(s.teacher, s.student, np.asarray(s.l_train), s.x_hold, s.l_hold, quality["fidelity"],
+                   s.teacher.domain, cfg.seed, baseline),
+            below_floors_reason((run.manifest.get("plan") or {}).get("budget")))
         s.quality = quality
         s.multi_teacher = (multi_teacher_summary(s.teacher, s.student, s.x_hold, s.l_hold, s.eval_xy, s.aggregation)
                            if s.multi else None)
