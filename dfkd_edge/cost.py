@@ -14,8 +14,11 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
+from dfkd_edge.backends.base import predict_batch
+from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.compute import Compute
 
 #: timed repeats after the warm-up (the fastest is kept)
@@ -151,11 +154,6 @@ ORT_PROBE_BATCH = 8
 def onnx_forward_s(path, input_shape: tuple[int, ...], threads: int) -> float:
     """Seconds per sample of the ONNX model at ``path`` under ONNX Runtime on the CPU with ``threads``: one warm-up
     call, then the fastest of ``REPEATS``, at the batch predictions run at (up to ``ORT_PROBE_BATCH``)."""
-    import numpy as np
-
-    from dfkd_edge.backends.base import predict_batch
-    from dfkd_edge.backends.onnxruntime import OrtRunner
-
     x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
     n = min(ORT_PROBE_BATCH, predict_batch(x))
     x = np.repeat(x, n, 0)
