@@ -76,10 +76,19 @@ def prepare_out_dir(out: Path, force: bool, resume: bool = False, marker: str = 
         clean_temporaries(out)
 
 
+#: the work folders stages make in the run folder and remove when they end (calibration, the calibration
+#: sources, the TensorRT Q/DQ model, the plan's ONNX probe): a killed run leaves them behind
+WORK_DIRS = (".calib-", ".trt-", ".probe-")
+
+
 def clean_temporaries(out: Path) -> None:
-    """The temp files of the writes a killed run was inside (dfkd_edge.io)."""
+    """The temp files of the writes a killed run was inside (dfkd_edge.io), and the work folders of the stage
+    it was in (``WORK_DIRS``)."""
     for tmp in out.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    for d in out.glob(".*"):
+        if d.is_dir() and d.name.startswith(WORK_DIRS):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class _CountingProgress:

@@ -109,3 +109,16 @@ def test_killed_at_any_instant_then_resumed_gives_the_uninterrupted_result(tmp_p
         diffs = _same_as(out, ref)
         assert not diffs, f"killed at instant {k} of {total}, resumed: differs in {diffs}"
         assert json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def test_a_resumed_run_removes_the_work_folders_and_temp_files_a_killed_stage_left(tmp_path):
+    from dfkd_edge.runner import WORK_DIRS, clean_temporaries
+
+    for prefix in WORK_DIRS:
+        (tmp_path / f"{prefix}abc123").mkdir()
+        (tmp_path / f"{prefix}abc123" / "pre.onnx").write_bytes(b"x")
+    (tmp_path / ".report.json.x1.tmp").write_text("{}")
+    (tmp_path / ".partial").mkdir()  # checkpoints a resumed stage continues from: kept
+    (tmp_path / "calibration.json").write_text("{}")
+    clean_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".partial", "calibration.json"]
