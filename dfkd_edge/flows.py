@@ -249,7 +249,7 @@ def _obey(cfg: ConvertConfig, dist: Dist, teacher, compute, work, checkpoints: l
         kd = KDConfig(**p["kd"])
         seed_all(cfg.seed)
         distill(build_from_recipe(p["recipe"]), x, logits, kd, teacher=None if kd.mode == "vkd" else teacher,
-                virtual=virtual, dist=dist, compute=compute)
+                virtual=virtual, dist=dist, compute=compute, micro_batch=p["micro"])
     elif name == "done":
         for c in checkpoints:  # the leader has the transfer set; on a shared disk it removed these
             shutil.rmtree(c, ignore_errors=True)

@@ -32,12 +32,13 @@ from dfkd_edge.targets.host import LONG_CALL_CAP, LONG_MIN_CALLS
 #: this many warm-up calls (the first round; 2 after it) per runner and round, as dfkd_edge.stages.profile runs them
 LATENCY_BATCHES, LATENCY_ROUNDS, LATENCY_MIN_RUNS, LATENCY_WARMUP = (1, 32), 5, 10, 10
 
-#: autograd may keep at most this many bytes of one synthesis batch between its forward and backward passes:
-#: the batch is cut to fit (``synthesis_batch``). It depends on the model alone, so a run's transfer set is the
+#: autograd may keep at most this many bytes of one synthesis batch, or of one part of a distillation batch, between
+#: its forward and backward passes: the synthesis batch is cut to fit (``synthesis_batch``), the distillation batch
+#: run in parts that fit (``distill_micro_batch``). It depends on the model alone, so a run's results are the
 #: same on every machine; 1.25 GiB holds every zoo teacher's 256-sample batch (the largest 4.84 MiB a sample at
 #: 32x32), and 10 samples of ResNet-50 at 224x224. At 2 GiB quantize of MobileNetV2 at 224x224 peaked at 4.27 GB,
 #: at 1.5 GiB 3.18 GB, and ResNet-50 at 1.5 GiB at 4,003 MiB.
-SYNTH_SAVED_BYTES = 5 << 28
+SAVED_BYTES = 5 << 28
 #: seconds a stage spends whatever its size (loading, writing files, ONNX export)
 FIXED_S = 0.5
 #: an int8 pass over a sample costs at most this share of the fp32 probe's forward pass (int8 ran 1.9x-3.2x
@@ -50,10 +51,17 @@ QUANTIZE_CALL_S = 1.0
 
 def synthesis_batch(requested: int, saved_bytes: int | None) -> int:
     """``--synth-batch``, cut so that one batch's saved activations (``saved_bytes`` per sample) fit
-    ``SYNTH_SAVED_BYTES``."""
+    ``SAVED_BYTES``."""
     if not saved_bytes or saved_bytes <= 0:
         return requested
-    return max(1, min(requested, SYNTH_SAVED_BYTES // saved_bytes))
+    return max(1, min(requested, SAVED_BYTES // saved_bytes))
+
+
+def distill_micro_batch(student, input_shape: tuple[int, ...], batch: int) -> int:
+    """The rows of a distillation batch run at once (dfkd_edge.distill.distill's ``micro_batch``): ``batch`` cut as
+    a synthesis batch is, from what ``student`` keeps per sample on the CPU (measured on a copy: its BatchNorm
+    statistics do not move)."""
+    return synthesis_batch(batch, saved_per_sample(copy.deepcopy(student), tuple(input_shape)))
 
 
 def synthesis_loop(method: str, teacher, cfg: ConvertConfig, batch: int, compute=None):
@@ -101,8 +109,10 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
         shipped = student or teacher
         if student is not None and not getattr(METHODS.get(method), "needs_student", False):
             per_epoch = cfg.samples * (student.train_s + teacher.forward_s)
-            add("distill", cfg.kd.epochs * per_epoch, f"{cfg.kd.epochs} epochs x {cfg.samples} samples",
-                cfg.kd.batch_size * student.saved_bytes)
+            part = synthesis_batch(cfg.kd.batch_size, student.saved_bytes)
+            add("distill", cfg.kd.epochs * per_epoch, f"{cfg.kd.epochs} epochs x {cfg.samples} samples" + (
+                f", batches of {cfg.kd.batch_size} run in parts of {part}" if part < cfg.kd.batch_size else ""),
+                part * student.saved_bytes)
             if distill_twice:
                 add("distill-kd-baseline", cfg.kd.epochs * per_epoch, "the same, plain KD for comparison")
     parity = min(PARITY_EACH, cfg.holdout) + PARITY_EACH

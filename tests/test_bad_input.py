@@ -215,16 +215,16 @@ def test_bad_input_writes_nothing_outside_the_output_directory(cli, tmp_path, mo
 
 def test_batch_that_does_not_fit_in_memory(tmp_path, digits_teacher):
     """A real allocation failure becomes exit 2 and advice. The address space is capped at 256 MiB over what the
-    synthesis batch may hold (``plan.SYNTH_SAVED_BYTES``): torch alone maps more than that, so the full batch cannot
+    synthesis batch may hold (``plan.SAVED_BYTES``): torch alone maps more than that, so the full batch cannot
     fit on any machine, while starting up does; one epoch keeps a run that did fit short, so it fails on the exit
     code rather than running on."""
     import resource
     import subprocess
     import sys
 
-    from dfkd_edge.plan import SYNTH_SAVED_BYTES
+    from dfkd_edge.plan import SAVED_BYTES
 
-    limit = SYNTH_SAVED_BYTES + 2**28
+    limit = SAVED_BYTES + 2**28
     assert limit >= 2**30
 
     def cap():

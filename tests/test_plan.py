@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from dfkd_edge import cost, plan as planning
 from dfkd_edge.config import QUANTIZE_TIME_BUDGET, ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe
+from dfkd_edge.distill import KDConfig, distill
 from tests.conftest import read_json
 from tests.test_quantize import QFAST
 
@@ -32,9 +35,39 @@ def test_saved_memory_grows_with_the_positions_and_leaves_the_weights_out():
     assert Probe.from_dict(p.to_dict()).to_dict() == p.to_dict()
 
 
+def test_a_distillation_batch_run_in_parts_takes_the_same_step_as_run_whole():
+    """Without BatchNorm or mixup (the parts' statistics and pairings are the only things parts change) the
+    summed gradients of the parts are the whole batch's: the trained weights agree."""
+    x = np.random.default_rng(0).normal(size=(40, 3, 8, 8)).astype(np.float32)
+    logits = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    cfg = KDConfig(epochs=2, batch_size=16, mixup=0.0, seed=0)
+    trained = []
+    for micro in (None, 16, 5, 3):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+        history = distill(net, x, logits, cfg, micro_batch=micro)
+        trained.append((torch.cat([p.detach().flatten() for p in net.parameters()]), history["loss"]))
+    whole = trained[0]
+    assert torch.equal(trained[1][0], whole[0]), "a part as large as the batch is the batch"
+    for weights, losses in trained[2:]:
+        assert torch.allclose(weights, whole[0], atol=1e-5) and not torch.equal(weights, whole[0] * 0)
+        assert np.allclose(losses, whole[1], rtol=1e-5)
+
+
+def test_the_distillation_part_follows_what_the_student_keeps_and_leaves_it_as_it_was():
+    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(64 * 64 * 64, 3))
+    saved = cost.saved_per_sample(net, (3, 64, 64))  # moves the statistics: what is kept now must not move
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    part = planning.distill_micro_batch(net, (3, 64, 64), 100_000)
+    assert part == planning.SAVED_BYTES // saved < 100_000
+    assert planning.distill_micro_batch(net, (3, 64, 64), 4) == 4
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "BatchNorm statistics unmoved"
+
+
 def test_the_synthesis_batch_is_cut_to_the_memory_the_model_keeps():
     assert planning.synthesis_batch(256, 1 << 20) == 256  # 1 MB a sample: 256 MB
-    assert planning.synthesis_batch(256, 100 << 20) == planning.SYNTH_SAVED_BYTES // (100 << 20)
+    assert planning.synthesis_batch(256, 100 << 20) == planning.SAVED_BYTES // (100 << 20)
     assert planning.synthesis_batch(256, 1 << 40) == 1 and planning.synthesis_batch(256, None) == 256
 
 
@@ -48,7 +81,7 @@ def test_the_plan_multiplies_what_each_stage_repeats():
     rows = {r["stage"]: r for r in p["stages"]}
     assert list(rows) == ["synthesize", "export", "calibrate", "calibration-sources", "profile", "evaluate", "report"]
     assert rows["synthesize"]["seconds"] == pytest.approx(1024 * (50 * 0.01 + 0.004) + planning.FIXED_S, abs=0.1)
-    assert rows["synthesize"]["peak_bytes"] == min(cfg.synth_batch, planning.SYNTH_SAVED_BYTES // (10 << 20)) * (10 << 20)
+    assert rows["synthesize"]["peak_bytes"] == min(cfg.synth_batch, planning.SAVED_BYTES // (10 << 20)) * (10 << 20)
     assert p["total_s"] == pytest.approx(sum(r["seconds"] for r in p["stages"]), abs=0.2) and p["complete"]
     student = _probe(train_s=0.001, forward_s=0.0005)
     c = {r["stage"]: r for r in planning.plan(cfg, "convert", "deepinversion", _probe(), student)["stages"]}

@@ -114,7 +114,7 @@ class _Checkpoint:
 
 def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             teacher=None, progress: Progress | None = None, virtual: VirtualGenerator | None = None,
-            dist=None, compute: Compute | None = None, checkpoint_dir=None) -> dict:
+            dist=None, compute: Compute | None = None, checkpoint_dir=None, micro_batch: int | None = None) -> dict:
     """Train ``student`` in place; returns a small history ({'loss': [...per epoch]}).
 
     ``x`` is an array or a row source on disk: only one batch of inputs is in memory at a time.
@@ -130,7 +130,12 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
 
     ``checkpoint_dir`` (one process): the whole training state is saved there after every epoch
     (weights, optimizer, schedule, every random stream), and a call that finds it continues from
-    the next epoch, with the same result as an uninterrupted run."""
+    the next epoch, with the same result as an uninterrupted run.
+
+    ``micro_batch``: a batch (this rank's rows of it) is run in near-equal parts of at most this many rows (at
+    least 2), their gradients summed before the one optimizer step, so that a student with large activations
+    trains in the memory of a part (dfkd_edge.plan.distill_micro_batch); None or a part as large as the batch
+    runs it whole."""
     check_mode(cfg)
     dist = dist or Dist()
     compute = compute or Compute()
@@ -160,6 +165,7 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
     ckpt = _Checkpoint(checkpoint_dir, student, opt, sched, scaler, {"gen": gen, "own": own, "noise": noise})
     first = ckpt.restore(history)
     lt = torch.from_numpy(logits)
+    micro = max(2, micro_batch or cfg.batch_size)
     title = f"distillation ({cfg.mode.upper()}" + (f", {dist.world} ranks)" if dist.enabled else ")")
     with progress.task(title, total=cfg.epochs) as task:
         if first:
@@ -170,15 +176,17 @@ def distill(student: nn.Module, x, logits: np.ndarray, cfg: KDConfig,
             total = count = 0.0
             for i in starts:
                 idx = perm[i:i + cfg.batch_size][dist.rank::dist.world]
-                xb = torch.from_numpy(np.ascontiguousarray(take(x, idx.numpy())))
-                with compute.autocast():
-                    loss = terms.loss(xb, lt[idx])
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                for part in idx.tensor_split(-(-len(idx) // micro)):
+                    xb = torch.from_numpy(np.ascontiguousarray(take(x, part.numpy())))
+                    with compute.autocast():
+                        loss = terms.loss(xb, lt[part])
+                    share = loss if len(part) == len(idx) else loss * (len(part) / len(idx))
+                    scaler.scale(share).backward()
+                    total += float(loss.detach()) * len(part)
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                total += float(loss.detach()) * len(idx)
                 count += len(idx)
             total, count = dist.all_sum([total, count])
             history.append(total / count)

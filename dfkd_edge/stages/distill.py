@@ -15,6 +15,7 @@ from dfkd_edge.distill import KDConfig, distill
 from dfkd_edge.distill.vkd import load_virtual_generator
 from dfkd_edge.io import atomic_path
 from dfkd_edge.models.students import build_from_recipe
+from dfkd_edge.plan import distill_micro_batch
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import save_student, scale_key, seed_all
 from dfkd_edge.runfiles import (KD_BASELINE_PT, PARTIAL, STUDENT_JSON, STUDENT_PT, TRANSFER_SET, VIRTUAL_PT,
@@ -92,12 +93,13 @@ def distill_everywhere(s, student, kd: KDConfig, virtual_file: str | None, check
     the config, the virtual generator's file and, once, the training rows (of ``inputs``)."""
     run, dist = s.run, s.dist
     virtual = load_virtual_generator(run.path(virtual_file)) if virtual_file else None
+    micro = distill_micro_batch(student, s.spec.input_shape, kd.batch_size)
     with dist.collective():
         x, logits = (s.x_train, s.l_train) if inputs == TRANSFER_SET else s.virtual_set.train
         if dist.enabled:
-            dist.command("distill", recipe=s.recipe, kd=kd.to_dict(),
+            dist.command("distill", recipe=s.recipe, kd=kd.to_dict(), micro=micro,
                          virtual=run.path(virtual_file).read_bytes() if virtual_file else None)
             x, logits = dist.share_rows(x, logits, run.digest(inputs), None)
         return distill(student, x, logits, kd, teacher=None if kd.mode == "vkd" else s.teacher,
                        progress=run.progress, virtual=virtual, dist=dist, compute=s.compute,
-                       checkpoint_dir=None if dist.enabled else checkpoints)
+                       checkpoint_dir=None if dist.enabled else checkpoints, micro_batch=micro)
