@@ -172,7 +172,7 @@ def against(p: dict | None, timings: dict) -> dict | None:
     planned, actual = sum(r["planned_s"] for r in rows), sum(r["actual_s"] for r in rows)
     return {"stages": rows, "planned_s": round(planned, 1), "actual_s": round(actual, 1),
             "actual_over_planned": round(actual / planned, 2) if planned else None, "probe": p.get("probe"),
-            "budget": p.get("budget")}
+            "budget": p.get("budget"), "budget_lines": budget_lines(p["budget"]) if p.get("budget") else []}
 
 
 def latency_seconds(per_sample_s: list[float], budget_s: float) -> float:

@@ -214,6 +214,9 @@ def test_a_bad_time_budget_is_refused_and_one_that_cannot_fit_runs_at_the_floors
     budget = read_json(out / "report.json")["plan"]["budget"]
     assert budget["chosen"]["iterations"] == 10 and budget["chosen"]["holdout"] == 32 and not budget["fits"]
     assert read_json(out / "manifest.json")["stages"]["synthesize"]["key"]
+    shown = (out / "report.md").read_text()  # the rendered report: the plan against the stage times, and the budget
+    section = shown.split("## Cost: planned and taken")[1]
+    assert "| synthesize |" in section and "all planned stages" in section and "over the time budget" in section
 
 
 def test_a_loop_is_timed_by_the_steps_it_adds_and_the_synthesis_loop_is_the_runs_own(digits_teacher):

@@ -369,4 +369,20 @@ def _file_blocks(report: dict, trt: dict | None) -> list[Block]:
         b.append(Block("p", _guard_line(calib)))
     b.append(Block("p", f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}."))
     b.append(Block("p", "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items())))
+    return b + plan_blocks(report.get("plan"))
+
+
+def plan_blocks(p: dict | None) -> list[Block]:
+    """The plan printed at the start set against what each stage took, and what ``--time-budget`` chose."""
+    if not p or not p.get("stages"):
+        return []
+    rows = [[r["stage"], f"{r['planned_s']:.1f}", f"{r['actual_s']:.1f}", f"{r['actual_over_planned']:.2f}"]
+            for r in p["stages"]]
+    rows.append(["all planned stages", f"{p['planned_s']:.1f}", f"{p['actual_s']:.1f}",
+                 "-" if p["actual_over_planned"] is None else f"{p['actual_over_planned']:.2f}"])
+    b = [Block("h2", "Cost: planned and taken"),
+         Block("p", "Each stage's seconds as planned at the start from a probe of the model on this machine, "
+                    "and as taken (stages skipped as finished are left out).")]
+    b.append(Block("table", header=["stage", "planned s", "took s", "took / planned"], rows=rows))
+    b += [Block("p", line) for line in p.get("budget_lines") or []]
     return b
