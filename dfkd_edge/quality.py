@@ -136,7 +136,20 @@ def class_counts(logits: np.ndarray) -> dict:
     return {"classes": classes, "classes_missing": classes - int(np.unique(logits.argmax(1)).size)}
 
 
-def bn_mismatch(teacher, x: np.ndarray, batch: int = 256) -> float | None:
+#: the data-free verdict's passes: the BatchNorm mismatch reads at most this many held-out samples, and the student
+#: and teacher are compared on this many mixes of two held-out samples (``probe_set``)
+BN_CHECK_SAMPLES = PROBE_SAMPLES = 256
+
+
+def module_logits(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` without gradients, in batches of what dfkd_edge.backends.base.predict_batch holds (a student at
+    full resolution keeps tens of MB a sample between its layers: 256 samples at once held about 10 GB)."""
+    b = predict_batch(x)
+    with torch.no_grad():
+        return torch.cat([module(x[i:i + b]) for i in range(0, len(x), b)], 0)
+
+
+def bn_mismatch(teacher, x: np.ndarray, batch: int = BN_CHECK_SAMPLES) -> float | None:
     """Mean standardised BatchNorm mismatch (see the module doc) of ``x``; None without BatchNorm.
 
     ``teacher`` may be an Ensemble: the mean over its members that have BatchNorm layers."""
@@ -172,7 +185,7 @@ def _bn_mismatch_one(teacher, x: np.ndarray) -> float | None:
     return float(np.mean(per_layer)) if per_layer else None
 
 
-def probe_set(x_hold: np.ndarray, l_hold: np.ndarray, n: int = 256, seed: int = 0) -> np.ndarray:
+def probe_set(x_hold: np.ndarray, l_hold: np.ndarray, n: int = PROBE_SAMPLES, seed: int = 0) -> np.ndarray:
     """Mixes of two held-out samples of different teacher classes, weights uniform in [0.3, 0.7]."""
     rng = np.random.default_rng(seed)
     top1 = l_hold.argmax(1)
@@ -240,9 +253,8 @@ def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold
     coverage, seen = class_coverage(x_train_logits)
     probe = torch.from_numpy(probe_set(x_hold, l_hold, seed=seed))
     t_probe = teacher.logits(probe).numpy()
-    with torch.no_grad():
-        probe_agree = agreement(student(probe).numpy(), t_probe)
-        gap = None if baseline is None else agreement(baseline(probe).numpy(), t_probe) - probe_agree
+    probe_agree = agreement(module_logits(student, probe).numpy(), t_probe)
+    gap = None if baseline is None else agreement(module_logits(baseline, probe).numpy(), t_probe) - probe_agree
     probs = torch.softmax(torch.from_numpy(x_train_logits), 1)
     signals = {
         **class_counts(x_train_logits), "class_coverage": round(coverage, 4), "classes_seen": round(seen, 4),

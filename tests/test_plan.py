@@ -15,7 +15,9 @@ from torch import nn
 from dfkd_edge import cost, plan as planning
 from dfkd_edge.config import QUANTIZE_TIME_BUDGET, ConvertConfig, budget_seconds
 from dfkd_edge.cost import Probe
+from dfkd_edge.backends.base import predict_batch
 from dfkd_edge.distill import KDConfig, distill
+from dfkd_edge.quality import module_logits
 from tests.conftest import read_json
 from tests.test_quantize import QFAST
 
@@ -86,6 +88,12 @@ def test_the_plan_multiplies_what_each_stage_repeats():
     student = _probe(train_s=0.001, forward_s=0.0005)
     c = {r["stage"]: r for r in planning.plan(cfg, "convert", "deepinversion", _probe(), student)["stages"]}
     assert c["distill"]["seconds"] == pytest.approx(cfg.kd.epochs * 1000 * (0.001 + 0.004) + planning.FIXED_S, abs=0.1)
+    # evaluate: ONNX fp32 and int8 on the held-out samples, the teacher on the BatchNorm check, and in convert the
+    # teacher and the student on the verdict's probe set (f: ONNX Runtime falls back to the torch probe here)
+    onnx = 0.004 * (1 + planning.INT8_FORWARD)
+    assert rows["evaluate"]["seconds"] == pytest.approx(24 * onnx + 24 * 0.004 + planning.FIXED_S, abs=0.1)
+    assert c["evaluate"]["seconds"] == pytest.approx(24 * 0.0005 * (1 + planning.INT8_FORWARD) + 24 * 0.004 + 256 * (
+        0.004 + 0.0005) + planning.FIXED_S, abs=0.1)
     adversarial = planning.plan(cfg, "convert", "adversarial", _probe(), student)
     assert adversarial["stages"][0]["seconds"] is None and not adversarial["complete"]
     text = "\n".join(planning.lines(p, _probe()))
@@ -110,6 +118,14 @@ def test_calibration_is_planned_as_one_range_pass_then_each_format_and_each_sour
     untimed = planning.calibration_seconds(cfg, f, 1, timed=False)
     assert untimed == pytest.approx(one - 2 * planning.P50_BUDGET_S)
     assert rows["build"]["seconds"] >= untimed and "TensorRT" in rows["build"]["work"]
+
+
+def test_the_verdicts_student_pass_runs_in_batches_with_the_result_of_one_pass():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 62 * 62, 3)).eval()
+    x = torch.randn(300, 3, 64, 64)
+    assert predict_batch(x) < 300  # more than one batch
+    with torch.no_grad():
+        assert torch.allclose(module_logits(net, x), net(x), atol=1e-6)
 
 
 def test_the_plan_against_the_stage_times():

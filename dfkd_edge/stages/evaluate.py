@@ -15,7 +15,7 @@ from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.distill.vkd import load_virtual_generator
 from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.plan import below_floors_reason
-from dfkd_edge.quality import assess, at_least_doubtful
+from dfkd_edge.quality import assess, at_least_doubtful, module_logits
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.common import load_student
 from dfkd_edge.runfiles import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
@@ -67,8 +67,8 @@ def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndar
         # the ensemble's logits are the mean of its members' (Ensemble.logits): no second pass over them
         doc["ensemble"] = {"accuracy": acc(torch.stack(t_eval).mean(0), eval_xy[1]) if xe is not None else None}
         if not hasattr(student, "header_outputs"):  # one student distilled from the ensemble
-            doc["student"] = {"accuracy": acc(student(xe), eval_xy[1]) if xe is not None else None,
-                              "fidelity": acc(student(xh), l_hold.argmax(1))}
+            doc["student"] = {"accuracy": acc(module_logits(student, xe), eval_xy[1]) if xe is not None else None,
+                              "fidelity": acc(module_logits(student, xh), l_hold.argmax(1))}
             return doc
         h_hold = student.header_outputs(xh)[0]
         h_eval = student.header_outputs(xe)[0] if xe is not None else None
@@ -88,11 +88,10 @@ def multi_teacher_summary(ensemble, student, x_hold: np.ndarray, l_hold: np.ndar
 
 def _torch_quality(model: torch.nn.Module, x_hold: np.ndarray, l_hold: np.ndarray, eval_xy) -> dict:
     """fp32 PyTorch figures of one student: accuracy on eval data (or None), fidelity on held-out."""
-    with torch.no_grad():
-        fid = float((model(torch.from_numpy(x_hold)).argmax(1).numpy() == l_hold.argmax(1)).mean())
-        acc = None
-        if eval_xy is not None:
-            acc = float((model(torch.from_numpy(eval_xy[0])).argmax(1).numpy() == eval_xy[1]).mean())
+    fid = float((module_logits(model, torch.from_numpy(x_hold)).argmax(1).numpy() == l_hold.argmax(1)).mean())
+    acc = None
+    if eval_xy is not None:
+        acc = float((module_logits(model, torch.from_numpy(eval_xy[0])).argmax(1).numpy() == eval_xy[1]).mean())
     return {"accuracy": acc, "fidelity": fid}
 
 
