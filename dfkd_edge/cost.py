@@ -35,6 +35,7 @@ class Probe:
     loop: bool = False  # train_s timed as one step of the loop that repeats it (a synthesis step), not a bare pass
     ort_forward_s: float | None = None  # seconds per sample of the network's fp32 ONNX under ONNX Runtime (None: unknown)
     export_s: float | None = None  # seconds torch.onnx took to export it
+    setup_s: float = 0.0  # with ``loop``: seconds a batch of the loop costs beyond its steps (its start, its set-up)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -42,7 +43,8 @@ class Probe:
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
         return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")},
-                   loop=bool(d.get("loop", False)), ort_forward_s=d.get("ort_forward_s"), export_s=d.get("export_s"))
+                   loop=bool(d.get("loop", False)), ort_forward_s=d.get("ort_forward_s"), export_s=d.get("export_s"),
+                   setup_s=float(d.get("setup_s") or 0.0))
 
     @property
     def ort_s(self) -> float:
@@ -104,8 +106,9 @@ def weights_of(teacher) -> list:
 LOOP_STEPS = 3
 
 
-def step_seconds(run, compute: Compute | None = None) -> float:
-    """Seconds one more step of ``run(steps)`` costs (``run`` does a whole batch's loop of ``steps`` steps)."""
+def step_seconds(run, compute: Compute | None = None) -> tuple[float, float]:
+    """Seconds one more step of ``run(steps)`` costs (``run`` does a whole batch's loop of ``steps`` steps), and
+    the seconds the batch costs beyond its steps."""
     compute = compute or Compute()
 
     def timed(k: int) -> float:
@@ -116,7 +119,8 @@ def step_seconds(run, compute: Compute | None = None) -> float:
 
     timed(1)
     one, more = timed(1), timed(LOOP_STEPS)
-    return max(more - one, 0.0) / (LOOP_STEPS - 1) or more / LOOP_STEPS
+    step = max(more - one, 0.0) / (LOOP_STEPS - 1) or more / LOOP_STEPS
+    return step, max(one - step, 0.0)
 
 
 def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | None = None,
@@ -142,9 +146,9 @@ def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | N
 
     if saved_bytes is None:
         saved_bytes = saved_per_sample(module, input_shape, compute)
-    train_s = step_seconds(loop, compute) if loop is not None else _fastest(train, compute)
+    train_s, setup_s = step_seconds(loop, compute) if loop is not None else (_fastest(train, compute), 0.0)
     return Probe(forward_s=_fastest(forward, compute) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
-                 device=str(compute.torch_device), loop=loop is not None)
+                 device=str(compute.torch_device), loop=loop is not None, setup_s=setup_s)
 
 
 #: samples per ONNX Runtime call the probe times (what predictions run at, up to this many)

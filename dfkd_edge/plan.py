@@ -86,7 +86,9 @@ def _synthesis(cfg: ConvertConfig, method: str, teacher: Probe, student: Probe |
     n = cfg.samples + cfg.holdout
     cls = METHODS.get(method)
     if cls is not None and issubclass(cls, InputOptimizer):
-        return n * (cfg.iterations * teacher.train_s + teacher.forward_s), f"{n} samples x {cfg.iterations} steps"
+        batches = -(-n // synthesis_batch(cfg.synth_batch, teacher.saved_bytes))
+        return (n * (cfg.iterations * teacher.train_s + teacher.forward_s) + batches * teacher.setup_s,
+                f"{n} samples x {cfg.iterations} steps")
     if cls is GaussianSynthesizer:
         return n * teacher.forward_s, f"{n} samples, one forward pass each"
     return None, f"--method {method} trains a generator: not planned"

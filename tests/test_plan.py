@@ -83,6 +83,9 @@ def test_the_plan_multiplies_what_each_stage_repeats():
     rows = {r["stage"]: r for r in p["stages"]}
     assert list(rows) == ["synthesize", "export", "calibrate", "calibration-sources", "profile", "evaluate", "report"]
     assert rows["synthesize"]["seconds"] == pytest.approx(1024 * (50 * 0.01 + 0.004) + planning.FIXED_S, abs=0.1)
+    with_setup = planning.plan(cfg, "quantize", "deepinversion", Probe(**{**_probe().to_dict(), "setup_s": 2.0}))
+    batches = -(-1024 // planning.synthesis_batch(cfg.synth_batch, 10 << 20))  # each batch's start and set-up
+    assert with_setup["stages"][0]["seconds"] == pytest.approx(rows["synthesize"]["seconds"] + 2.0 * batches, abs=0.1)
     assert rows["synthesize"]["peak_bytes"] == min(cfg.synth_batch, planning.SAVED_BYTES // (10 << 20)) * (10 << 20)
     assert p["total_s"] == pytest.approx(sum(r["seconds"] for r in p["stages"]), abs=0.2) and p["complete"]
     student = _probe(train_s=0.001, forward_s=0.0005)
@@ -238,7 +241,8 @@ def test_a_bad_time_budget_is_refused_and_one_that_cannot_fit_runs_at_the_floors
 def test_a_loop_is_timed_by_the_steps_it_adds_and_the_synthesis_loop_is_the_runs_own(digits_teacher):
     """The step probe runs the loop with 1 step to warm up, then with 1 and LOOP_STEPS: its set-up cancels out."""
     calls = []
-    assert cost.step_seconds(calls.append) >= 0 and calls == [1, 1, cost.LOOP_STEPS]
+    step, setup = cost.step_seconds(calls.append)
+    assert step >= 0 and setup >= 0 and calls == [1, 1, cost.LOOP_STEPS]
     from dfkd_edge.teacher import load_teacher
 
     teacher = load_teacher(digits_teacher, None, None)
