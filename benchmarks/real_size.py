@@ -124,6 +124,10 @@ def guardrail_summary(path: Path) -> dict | None:
             "cut_by_budget": g.get("cut_by_budget")}
 
 
+#: the plan's acceptance is judged on the stages that take longer than this
+ACCEPT_STAGE_S = 30.0
+
+
 def run_one(model: str, command: str, options: str, threads: int, formats: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"real-size-{model}-"))
     argv = ["dfkd-edge", command, *model_args(model, command, formats)]
@@ -163,15 +167,29 @@ def refmodels_dir() -> str:
 
 
 def table(pattern: str) -> None:
+    """Every row of ``pattern``'s files: wall, peak, the whole run against its plan, the stages over
+    ``ACCEPT_STAGE_S`` against theirs, and for quantize the weight layers in int8 and batch-1 latency. A row
+    marked ``disturbed`` (something else shared the cores) is listed with the reason and no figures."""
     rows = [json.loads(line) for f in sorted(glob.glob(pattern)) for line in open(f) if line.strip()]
-    print("| model | command | commit | wall s | peak RSS MB | stages: actual s (planned s) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | command | commit | wall s | peak MB | took / planned | stages over 30 s: took / planned s "
+          "| weight layers in int8 | batch 1 fp32 / int8 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        plan = {p["stage"]: p["planned_s"] for p in ((r.get("plan") or {}).get("stages") or [])}
-        stages = ", ".join(f"{k} {v:.0f}" + (f" ({plan[k]:.0f})" if k in plan else "")
-                           for k, v in (r.get("timings") or {}).items() if k != "total_s" and v >= 1)
-        print(f"| {r['model']} | `{r['command']}` | {r['commit']} | {r['wall_s']} | {r['peak_rss_mb']} | "
-              f"{stages or '-'} |")
+        head = f"| {r['model']} | `{' '.join(r['command'].split()[:2])}` | {r['commit']} |"
+        if r.get("disturbed"):
+            print(f"{head} disturbed: {r['disturbed']} | | | | | |")
+            continue
+        p = r.get("plan") or {}
+        whole = f"{p['actual_over_planned']:.2f}" if p.get("actual_over_planned") else "-"
+        long = ", ".join(f"{s['stage']} {s['actual_s']:.0f} / {s['planned_s']:.0f}" for s in p.get("stages") or []
+                         if max(s["actual_s"], s["planned_s"]) > ACCEPT_STAGE_S) or "-"
+        q = r.get("quality") or {}
+        layers = q.get("int8_weight_layers") or {}
+        ms = q.get("batch1_p50_ms") or {}
+        wall = f"{r['wall_s']}" + (f" (exit {r['exit']})" if r.get("exit") else "")
+        print(f"{head} {wall} | {r['peak_rss_mb']} | {whole} | {long} | "
+              + (f"{layers['int8']} of {layers['weight_layers']}" if layers else "-") + " | "
+              + (f"{ms.get('fp32', 0):.1f} / {ms.get('int8', 0):.1f}" if ms else "-") + " |")
 
 
 def main(argv=None) -> None:
