@@ -43,3 +43,24 @@ def test_settled_batchnorm_holds_input_statistics_not_zero_and_one():
     var = m.bn1.running_var
     assert not torch.allclose(var, torch.ones_like(var)) and not m.training
     assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_a_format_onnxruntime_cannot_make_for_a_network_is_left_out_and_the_others_calibrate(tmp_path):
+    """DeiT-Tiny (zero biases, as timm initialises it) traced as a TorchScript teacher file: onnxruntime's QOperator
+    format quantizes a bias the exported graph shares between a convolution and an Add into an int32 QLinearAdd
+    input it then refuses to load; calibration records that and goes on with the other formats."""
+    from dfkd_edge.export.onnx_export import export_onnx
+    from dfkd_edge.export.quantize import CalibConfig, calibrate
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 224, 224)
+    torch.jit.save(torch.jit.trace(refmodels.build("deit_tiny", classes=5), x[:1]), str(tmp_path / "d.pt"))
+    net = torch.jit.load(str(tmp_path / "d.pt")).eval()
+    fp32 = export_onnx(net, (3, 224, 224), tmp_path / "d.onnx")
+    with torch.no_grad():
+        logits = net(x[4:]).numpy()
+    cfg = CalibConfig(formats=("qoperator-u8s8", "qdq-u8s8"), threads=2)
+    rec = calibrate(fp32, tmp_path / "d8.onnx", x[:4].numpy(), x[4:].numpy(), logits, cfg)
+    assert [f["format"] for f in rec["failed_formats"]] == ["qoperator-u8s8"] and rec["failed_formats"][0]["error"]
+    assert [c["format"] for c in rec["candidates"]] == ["qdq-u8s8"] and rec["chosen_format"] == "qdq-u8s8"
+    assert (tmp_path / "d8.onnx").is_file()

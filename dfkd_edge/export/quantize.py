@@ -26,7 +26,7 @@ import numpy as np
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.transfer_store import take
-from dfkd_edge.errors import UserError
+from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.progress import NullProgress, Progress, duration
 from dfkd_edge.targets.host import time_runner
 
@@ -553,6 +553,14 @@ def computes_in_int8(path: Path) -> bool:
                for n in onnx.load(str(path)).graph.node)
 
 
+def _failed_format(fmt: str, error: Exception) -> dict:
+    """A format onnxruntime could not write or load for this graph (QOperator's QLinearAdd on DeiT-Tiny's patch
+    embedding bias, for one): left out of the candidates, with a warning and a record."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    log.warning("int8 format %s left out: onnxruntime could not make or load it for this network (%s)", fmt, text)
+    return {"format": fmt, "error": text}
+
+
 def _guarded(pre: Path, rows: list[dict], calib_x, check_x, fp32_outputs, heldout_x, teacher_top1, cfg: CalibConfig,
              work: Path, progress: Progress, guard: dict, deadline: float | None = None) -> tuple[dict, Path, str]:
     """No format held the threshold: the guardrail on the most faithful one (``guard`` is updated);
@@ -624,13 +632,18 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         fp32 = {"fidelity": float((fp32_top1[:len(heldout_x)] == teacher_top1).mean()),
                 "p50_ms_batch1": _p50_ms(fp32_path, x1, cfg.threads)}
         clock.lap("p50")
-        rows = []
+        rows, failed = [], []
         with progress.task("int8 calibration", total=len(cfg.formats)) as task:
             for fmt in cfg.formats:
                 path = work / f"{fmt}.onnx"
-                quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / RANGE_CACHE)  # one calibration pass
-                clock.lap("quantize")
-                top1 = _top1(path, check_x, cfg.threads)
+                try:
+                    quantize_one(pre, path, calib_x, fmt, cfg, ranges=work / RANGE_CACHE)  # one calibration pass
+                    clock.lap("quantize")
+                    top1 = _top1(path, check_x, cfg.threads)
+                except Exception as e:  # noqa: BLE001 - onnxruntime's graph errors have no common class
+                    failed.append(_failed_format(fmt, e))
+                    task.advance(1)
+                    continue
                 clock.lap("check_int8")
                 weighted = weighted_agreement(fp32_outputs, top1)
                 rows.append({"format": fmt, "agreement_with_fp32": float((top1 == fp32_top1).mean()),
@@ -640,6 +653,9 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
                              "within_tolerance": weighted >= cfg.min_agreement})
                 clock.lap("p50")
                 task.advance(1)
+        if not rows:
+            raise PipelineError("onnxruntime could not make an int8 model of this network in any format: "
+                                + "; ".join(f"{f['format']}: {f['error']}" for f in failed))
         ok = [r for r in rows if r["within_tolerance"]]
         guard = {"measure": GUARD_MEASURE, "threshold": cfg.min_agreement, "checked_on": int(len(check_x)),
                  "sure_samples": sure_count(fp32_outputs, cfg.min_agreement), "triggered": not ok,
@@ -657,6 +673,7 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,
-                "chosen": chosen, "fp32": fp32, "candidates": rows, "guardrail": guard, "timings": clock.laps}
+                "chosen": chosen, "fp32": fp32, "candidates": rows, "failed_formats": failed, "guardrail": guard,
+                "timings": clock.laps}
     finally:
         shutil.rmtree(work, ignore_errors=True)

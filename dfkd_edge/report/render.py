@@ -365,6 +365,9 @@ def _file_blocks(report: dict, trt: dict | None) -> list[Block]:
     b.append(Block("p", f"int8 calibration: {calib['method']} on {calib['samples']} synthesized samples; formats "
                         "tried: " + ", ".join(f"{c['format']} {_ms(c['p50_ms_batch1'])} ms / fidelity "
                                              f"{_pct(c['fidelity'])}" for c in calib["candidates"]) + "."))
+    for f in calib.get("failed_formats") or []:
+        b.append(Block("p", f"int8 format {f['format']} left out: onnxruntime could not make or load it for this "
+                            f"network ({f['error']})."))
     if _guard_line(calib):
         b.append(Block("p", _guard_line(calib)))
     b.append(Block("p", f"ONNX parity: max |torch - onnxruntime| = {report['parity']['max_abs_diff']:.2e}."))
