@@ -142,8 +142,7 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
         flow == "convert" and student is not None) else [teacher.forward_s, *onnx]
     add("profile", latency_seconds(runners, cfg.latency_budget_s),
         f"latency: {len(runners)} runners x batches {' and '.join(map(str, LATENCY_BATCHES))}")
-    add("evaluate", evaluate_seconds(cfg, flow, teacher, student if flow == "convert" else None, f, eval_rows,
-                                     distill_twice),
+    add("evaluate", evaluate_seconds(cfg, teacher, student if flow == "convert" else None, f, eval_rows, distill_twice),
         f"{cfg.holdout} held-out samples x ONNX fp32 and int8" + (f", {eval_rows} eval samples" if eval_rows else "")
         + ", the verdict's teacher and student passes")
     add("report", 0.0, "files")
@@ -152,13 +151,14 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
             "complete": len(known) == len(rows)}
 
 
-def evaluate_seconds(cfg: ConvertConfig, flow: str, teacher: Probe, student: Probe | None, ort_s: float,
-                     eval_rows: int, distill_twice: bool) -> float:
+def evaluate_seconds(cfg: ConvertConfig, teacher: Probe, student: Probe | None, ort_s: float, eval_rows: int,
+                     distill_twice: bool) -> float:
     """The evaluate stage (dfkd_edge.stages.evaluate, evaluate_model): the shipped ONNX model in fp32 and int8 on
     the held-out samples and the eval rows, the teacher on the eval rows and on the BatchNorm check, and in convert
     the teacher and the student (and the plain-KD baseline) on the verdict's probe set."""
     onnx = ort_s * (1 + INT8_FORWARD)
-    s = cfg.holdout * onnx + eval_rows * (teacher.forward_s + onnx) + min(BN_CHECK_SAMPLES, cfg.holdout) * teacher.forward_s
+    s = cfg.holdout * onnx + eval_rows * (teacher.forward_s + onnx)
+    s += min(BN_CHECK_SAMPLES, cfg.holdout) * teacher.forward_s
     if student is not None:
         s += PROBE_SAMPLES * (teacher.forward_s + (1 + distill_twice) * student.forward_s)
     return s
