@@ -246,6 +246,22 @@ def at_least_doubtful(quality: dict, reason: str | None) -> dict:
     return quality
 
 
+def unresolved_check_reason(calibration: dict | None) -> str | None:
+    """A verdict reason where the int8 model shipped with a weighted agreement below the threshold asked, accepted
+    because fp32 was sure of too few check samples to judge that threshold (calibration.json: ``guardrail``,
+    dfkd_edge.export.quantize.resolvable_threshold, and ``chosen``); None where it met the threshold asked."""
+    guard = (calibration or {}).get("guardrail")
+    if not guard or guard["threshold"] >= guard.get("threshold_asked", guard["threshold"]):
+        return None
+    agreement = calibration["chosen"]["weighted_agreement"]
+    if agreement >= guard["threshold_asked"]:
+        return None
+    return (f"int8's weighted agreement with fp32 is {100 * agreement:.1f}%, below the "
+            f"{100 * guard['threshold_asked']:.0f}% asked, and fp32 is sure of {guard['sure_samples']} of "
+            f"{guard['checked_on']} synthesized check samples, too few to tell int8's noise from harm: the int8 "
+            "model is not vouched for")
+
+
 def assess(teacher, student: torch.nn.Module, x_train_logits: np.ndarray, x_hold: np.ndarray, l_hold: np.ndarray,
            fidelity: dict, domain, seed: int = 0, baseline: torch.nn.Module | None = None) -> dict:
     """report.json's ``quality``: {verdict, signals, reasons}; ``baseline``: the plain-KD student of the
@@ -327,4 +343,4 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(float(v), 4)
 
 
-__all__ = ["BOUNDS", "assess", "assess_calibration", "bn_mismatch", "calibration_bounds", "class_coverage", "in_model_words", "probe_set", "teacher_agreement", "verdict"]
+__all__ = ["BOUNDS", "assess", "assess_calibration", "bn_mismatch", "calibration_bounds", "class_coverage", "in_model_words", "probe_set", "teacher_agreement", "unresolved_check_reason", "verdict"]

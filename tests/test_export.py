@@ -341,3 +341,36 @@ def test_calibration_one_batch_at_a_time_gives_the_same_int8_model(tmp_path, mon
     monkeypatch.setattr(dq, "calibration_options", lambda method: {})
     dq.quantize_one(fp32, tmp_path / "whole.onnx", x, "qdq-u8s8", CalibConfig())
     assert sha256(tmp_path / "strided.onnx") == sha256(tmp_path / "whole.onnx")
+
+
+def test_the_int8_check_holds_only_what_its_sure_samples_can_resolve():
+    from dfkd_edge.export.quantize import holdout_floor, resolvable_threshold
+
+    assert holdout_floor(0.99) == 200 and resolvable_threshold(200, 256, 0.99) == 0.99
+    assert resolvable_threshold(1000, 1000, 0.99) == 0.99
+    assert abs(resolvable_threshold(100, 256, 0.99) - 0.98) < 1e-12  # two disagreements tolerated
+    assert resolvable_threshold(2, 256, 0.99) == 0.0  # two sure samples judge nothing
+    assert resolvable_threshold(0, 256, 0.99) == 0.99  # sure of none: all 256 judged, weighed
+    assert resolvable_threshold(0, 0, 0.99) == 0.0
+
+
+def test_below_the_resolvable_floor_the_guardrail_does_not_act_on_noise(tmp_path):
+    """Two check samples cannot judge a 99% threshold: the fastest format ships, nothing is left in float, and the
+    record, the report line and the verdict say int8 is not vouched for."""
+    from dfkd_edge.quality import unresolved_check_reason
+    from dfkd_edge.report.render import _guard_line
+
+    fp32, x, logits, noise = _residual_case(tmp_path)  # noise breaks this model's int8 (< 90% agreement)
+    p = torch.softmax(torch.from_numpy(logits), 1).max(1).values.numpy()
+    two = x[p >= 0.9][:2]
+    rec = calibrate(fp32, tmp_path / "q.onnx", noise, two, logits[p >= 0.9][:2], CalibConfig())
+    g = rec["guardrail"]
+    assert g["sure_samples"] == 2 and g["threshold"] == 0.0 and g["threshold_asked"] == 0.99
+    assert not g["triggered"] and g["excluded"] == []
+    assert rec["chosen"]["p50_ms_batch1"] == min(r["p50_ms_batch1"] for r in rec["candidates"])
+    assert "not vouched for" in rec["reason"] and "2 of 2 check samples" in rec["reason"]
+    assert "NOT the 99.00% asked" in _guard_line(rec)
+    assert rec["chosen"]["weighted_agreement"] < 0.99 and "not vouched for" in unresolved_check_reason(rec)
+    assert unresolved_check_reason({**rec, "guardrail": {**g, "threshold": 0.99}}) is None
+    met = {**rec, "chosen": {**rec["chosen"], "weighted_agreement": 1.0}}  # no flip: the threshold asked is met
+    assert unresolved_check_reason(met) is None and "99.00%, met" in _guard_line(met)

@@ -54,7 +54,7 @@ def _guard_line(calib: dict) -> str:
         return ""
     c = calib["chosen"]
     head = (f"int8 guardrail: {_measure(c, g['checked_on'], g.get('sure_samples'))} (threshold "
-            f"{_pct(g['threshold'])})")
+            f"{_threshold(g, c.get('weighted_agreement') or 0.0)})")
     if not g["triggered"]:
         return head + "; every layer quantized."
     if not g["excluded"]:
@@ -64,14 +64,30 @@ def _guard_line(calib: dict) -> str:
             + ", ".join(f"`{n}`" for n in g["excluded"]) + ("." if g["held"] else " (threshold still not met)."))
 
 
+def _threshold(g: dict, agreement: float) -> str:
+    """The guardrail's threshold; where too few sure samples relaxed it (dfkd_edge.export.quantize.
+    resolvable_threshold), the one asked and whether ``agreement`` met it."""
+    asked = g.get("threshold_asked", g["threshold"])
+    if g["threshold"] >= asked:
+        return _pct(g["threshold"])
+    few = f"fp32 is sure of only {g.get('sure_samples')} check samples, fewer than resolve {_pct(asked)}"
+    if agreement >= asked:
+        return f"{_pct(asked)}, met; {few}, so down to {_pct(g['threshold'])} would have passed"
+    return f"{_pct(g['threshold'])}, NOT the {_pct(asked)} asked: {few}, so int8 is not vouched for"
+
+
 def _trt_guard_line(g: dict) -> str:
     if not g.get("triggered"):
         return ""
+    threshold = _pct(g["threshold"])
+    if g["threshold"] < g.get("threshold_asked", g["threshold"]):
+        threshold += (f", relaxed from {_pct(g['threshold_asked'])}: fp32 is sure of only {g.get('sure_samples')} "
+                      "check samples")
     if g.get("int8_usable") is False:
-        return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}) "
+        return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {threshold}) "
                 "and only a model with every layer in float met the threshold: int8 buys nothing on TensorRT here, "
                 "so TensorRT targets get fp16 or fp32.")
-    return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {_pct(g['threshold'])}), so "
+    return (f" Plain int8's weighted agreement was {_pct(g['agreement_before'])} (< {threshold}), so "
             "these layers stay in float there (TensorRT runs them in fp16/fp32): "
             + ", ".join(f"`{n}`" for n in g["excluded"])
             + ("." if g.get("held") else "; the threshold is still not met."))

@@ -10,7 +10,8 @@ import torch
 
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.models.students import build_from_recipe, count_params
-from dfkd_edge.runfiles import STUDENT_JSON, STUDENT_PT
+from dfkd_edge.quality import unresolved_check_reason
+from dfkd_edge.runfiles import CALIBRATION_JSON, STUDENT_JSON, STUDENT_PT
 
 
 def seed_all(seed: int) -> None:
@@ -47,3 +48,9 @@ def load_student(out: Path) -> torch.nn.Module:
     student = build_from_recipe(recipe)
     student.load_state_dict(torch.load(Path(out) / STUDENT_PT, map_location="cpu", weights_only=True))
     return student.eval()
+
+
+def calibration_check_reason(run) -> str | None:
+    """``unresolved_check_reason`` of the run's calibration record, where there is one."""
+    path = run.path(CALIBRATION_JSON)
+    return unresolved_check_reason(json.loads(path.read_text())) if path.exists() else None

@@ -17,9 +17,9 @@ from dfkd_edge.models.students import build_from_recipe, count_params
 from dfkd_edge.plan import below_floors_reason
 from dfkd_edge.quality import assess, at_least_doubtful, module_logits
 from dfkd_edge.runner import Stage
-from dfkd_edge.stages.common import load_student
-from dfkd_edge.runfiles import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET, VIRTUAL_JSON,
-                                    VIRTUAL_PT, VIRTUAL_SET)
+from dfkd_edge.stages.common import calibration_check_reason, load_student
+from dfkd_edge.runfiles import (KD_BASELINE_PT, ONNX_FP32, ONNX_INT8, STUDENT_JSON, TRANSFER_SET,
+                                VIRTUAL_JSON, VIRTUAL_PT, VIRTUAL_SET)
 from dfkd_edge.transfer_store import TransferSetFile
 
 
@@ -36,10 +36,10 @@ class Evaluate(Stage):
         baseline = kd_baseline(run, s.student_doc) if s.uses_vkd else None  # read once: comparison and verdict
         s.distillation = distillation_summary(run, s.student, s.x_hold, s.l_hold, s.eval_xy, s.uses_vkd,
                                               s.method if s.synth.needs_student else None, baseline)
-        quality["quality"] = at_least_doubtful(
+        quality["quality"] = at_least_doubtful(at_least_doubtful(
             assess(s.teacher, s.student, np.asarray(s.l_train), s.x_hold, s.l_hold, quality["fidelity"],
                    s.teacher.domain, cfg.seed, baseline),
-            below_floors_reason((run.manifest.get("plan") or {}).get("budget")))
+            below_floors_reason((run.manifest.get("plan") or {}).get("budget"))), calibration_check_reason(run))
         s.quality = quality
         s.multi_teacher = (multi_teacher_summary(s.teacher, s.student, s.x_hold, s.l_hold, s.eval_xy, s.aggregation)
                            if s.multi else None)

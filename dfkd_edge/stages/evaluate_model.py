@@ -13,7 +13,8 @@ import torch
 from dfkd_edge.backends import predict
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.export.quantize import weighted_agreement
-from dfkd_edge.quality import assess_calibration
+from dfkd_edge.quality import assess_calibration, at_least_doubtful
+from dfkd_edge.stages.common import calibration_check_reason
 from dfkd_edge.runner import Stage
 
 
@@ -25,9 +26,11 @@ class EvaluateModel(Stage):
         doc = evaluate_model(s.teacher, s.run.path(s.files.onnx_fp32), s.run.path(s.files.onnx_int8), s.x_hold,
                              s.l_hold, s.eval_xy, s.threads)
         doc["accuracy"]["dataset"] = (cfg.eval_name or Path(cfg.eval_data).name) if cfg.eval_data else None
-        doc["quality"] = assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"],
-                                            doc["fidelity"].get("model_int8_eval_inputs_weighted"), s.teacher.domain,
-                                            cfg.calib.min_agreement)
+        doc["quality"] = at_least_doubtful(
+            assess_calibration(s.teacher, np.asarray(s.l_train), s.x_hold, doc["fidelity"],
+                               doc["fidelity"].get("model_int8_eval_inputs_weighted"), s.teacher.domain,
+                               cfg.calib.min_agreement),
+            None if cfg.eval_data else calibration_check_reason(s.run))
         s.quality = doc
 
 
