@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ class Probe:
     ort_forward_s: float | None = None  # seconds per sample of the network's fp32 ONNX under ONNX Runtime (None: unknown)
     export_s: float | None = None  # seconds torch.onnx took to export it
     setup_s: float = 0.0  # with ``loop``: seconds a batch of the loop costs beyond its steps (its start, its set-up)
+    onnx_bytes: int | None = None  # bytes of its fp32 ONNX file (its weights, mostly)
+    activation_bytes: int | None = None  # bytes of every float tensor its ONNX graph computes for one sample
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -44,7 +47,8 @@ class Probe:
     def from_dict(cls, d: dict) -> "Probe":
         return cls(**{k: d[k] for k in ("forward_s", "train_s", "saved_bytes", "batch", "device")},
                    loop=bool(d.get("loop", False)), ort_forward_s=d.get("ort_forward_s"), export_s=d.get("export_s"),
-                   setup_s=float(d.get("setup_s") or 0.0))
+                   setup_s=float(d.get("setup_s") or 0.0), onnx_bytes=d.get("onnx_bytes"),
+                   activation_bytes=d.get("activation_bytes"))
 
     @property
     def ort_s(self) -> float:
@@ -166,3 +170,20 @@ def onnx_forward_s(path, input_shape: tuple[int, ...], threads: int) -> float:
     x = np.repeat(x, n, 0)
     with OrtRunner(path, threads, "fp32") as r:
         return _fastest(lambda: r.infer(x), Compute()) / n
+
+
+def onnx_figures(path) -> tuple[int, int]:
+    """(bytes of the ONNX file at ``path``, bytes of every float tensor its graph computes for one sample, from
+    ONNX shape inference: what a calibration pass makes every node output). A dimension shape inference leaves
+    unknown counts as 1."""
+    import onnx
+
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    total = 0
+    for v in list(m.graph.value_info) + list(m.graph.output):
+        t = v.type.tensor_type
+        if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
+        total += int(np.prod(dims[1:])) * (4 if t.elem_type == onnx.TensorProto.FLOAT else 2)
+    return Path(path).stat().st_size, total

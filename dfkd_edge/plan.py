@@ -42,12 +42,24 @@ LATENCY_BATCHES, LATENCY_ROUNDS, LATENCY_MIN_RUNS, LATENCY_WARMUP = (1, 32), 5, 
 SAVED_BYTES = 5 << 28
 #: seconds a stage spends whatever its size (loading, writing files, ONNX export)
 FIXED_S = 0.5
-#: an int8 pass over a sample costs at most this share of the fp32 probe's forward pass (int8 ran 1.9x-3.2x
-#: faster than fp32 at batch 1 on the reference models, docs/benchmarks.md)
+#: an int8 pass over a sample of the shipped int8 model costs at most this share of the fp32 probe's forward pass
+#: (int8 ran 1.9x-3.2x faster than fp32 at batch 1 on the reference models, docs/benchmarks.md)
 INT8_FORWARD = 0.5
-#: seconds onnxruntime's quantize_static spends rewriting the graph, whatever the samples (0.8-1.4 s a call on
-#: MobileNetV2, ResNet-18 and the trained MobileNetV2 here: calibration.json's ``timings``)
-QUANTIZE_CALL_S = 1.0
+#: calibration's check passes over each candidate format, as a share of the fp32 forward pass: the medians on the
+#: six reference networks at 224x224 (u8s8 Q/DQ 0.25-1.05, QOperator 0.26-0.79, s8s8 Q/DQ 0.52-2.88:
+#: benchmarks/calibrate_cost.py; docs/benchmarks.md, "What does one calibration cost?")
+INT8_CHECK_FORWARD = {"qdq-u8s8": 0.42, "qoperator-u8s8": 0.33, "qdq-s8s8": 1.37}
+#: seconds onnxruntime's quantize_static spends rewriting the graph, whatever the samples: the median on the six
+#: reference networks (0.5-2.6 s a call)
+QUANTIZE_CALL_S = 1.9
+#: seconds onnxruntime's quant_pre_process spends per byte of the ONNX file (0.010-0.023 s per MiB, median 0.019,
+#: on the six reference networks)
+PRE_PROCESS_S_PER_BYTE = 0.019 / 2**20
+#: a calibration pass costs each sample its fp32 forward pass and this many seconds per byte of the tensors its
+#: nodes output (every one is an output then: 0.25-0.78 ms per MiB, median 0.39, on the six reference networks),
+#: and ``CALIBRATION_PASS_S`` once (0.2-2.1 s, median 0.9)
+CALIBRATION_S_PER_BYTE = 0.39e-3 / 2**20
+CALIBRATION_PASS_S = 0.9
 
 
 def synthesis_batch(requested: int, saved_bytes: int | None) -> int:
@@ -122,19 +134,19 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
     add("export", (shipped.export_s or 0.0) + parity * (shipped.forward_s + shipped.ort_s),
         f"ONNX, then parity with PyTorch on {parity} samples")
     formats, f = len(cfg.calib.formats), shipped.ort_s
-    add("calibrate", calibration_seconds(cfg, f, formats),
+    add("calibrate", calibration_seconds(cfg, shipped, tuple(cfg.calib.formats)),
         f"{cfg.calib.samples} calibration samples, then {formats} formats x {cfg.holdout} check samples; "
         "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
     checked = eval_rows or cfg.holdout
     if flow == "quantize":
         sources = 1 + bool(cfg.calib_data)
         add("calibration-sources",
-            sources * calibration_seconds(cfg, f, 1) + checked * f * (1 + (1 + sources) * INT8_FORWARD),
+            sources * calibration_seconds(cfg, shipped) + checked * f * (1 + (1 + sources) * INT8_FORWARD),
             f"{sources} other calibration source(s), each int8 model checked on {checked} samples")
     versions = {p.tensorrt_version for p in (load_profile(t) for t in cfg.targets)
                 if p.engine == "tensorrt" and p.tensorrt[0] <= 10}
     if any(load_profile(t).engine == "tensorrt" for t in cfg.targets):
-        add("build", calibration_seconds(cfg, f, 1, timed=False) + len(versions) * cfg.calib.samples * f,
+        add("build", calibration_seconds(cfg, shipped, timed=False) + len(versions) * cfg.calib.samples * f,
             f"the TensorRT Q/DQ model and {len(versions)} calibration cache(s) from {cfg.calib.samples} samples; "
             "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
     onnx = [f, f * INT8_FORWARD]  # the fp32 and the int8 ONNX model under ONNX Runtime
@@ -164,14 +176,21 @@ def evaluate_seconds(cfg: ConvertConfig, teacher: Probe, student: Probe | None, 
     return s
 
 
-def calibration_seconds(cfg: ConvertConfig, forward_s: float, formats: int, timed: bool = True) -> float:
-    """One calibration (dfkd_edge.export.quantize.calibrate) of a model whose fp32 forward pass takes
-    ``forward_s`` per sample: one pass over the calibration samples (its ranges serve every format), fp32 on the
-    check samples, then per format a quantization and an int8 pass over the check samples; ``timed``: fp32 and
-    each format are timed at batch 1 to pick the fastest."""
-    return (cfg.calib.samples * forward_s + cfg.holdout * forward_s
-            + formats * (cfg.holdout * forward_s * INT8_FORWARD + QUANTIZE_CALL_S)
-            + timed * (formats + 1) * P50_BUDGET_S)
+def calibration_seconds(cfg: ConvertConfig, shipped: Probe, formats: tuple[str, ...] | None = None,
+                        timed: bool = True) -> float:
+    """One calibration (dfkd_edge.export.quantize.calibrate) of the network ``shipped`` probed: onnxruntime's
+    pre-processing (by the size of its ONNX file), one calibration pass over the calibration samples (its ranges
+    serve every format; each sample costs a forward pass and the copy of every tensor its nodes output), fp32 on
+    the check samples, then per format a quantization and an int8 pass over the check samples (``formats``; None:
+    the one format shipped, at ``INT8_FORWARD``); ``timed``: fp32 and each format are timed at batch 1 to pick the
+    fastest. Where the probe has no ONNX figures, the activations autograd keeps stand in for the tensors."""
+    f = shipped.ort_s
+    tensors = shipped.activation_bytes if shipped.activation_bytes is not None else shipped.saved_bytes
+    shares = [INT8_CHECK_FORWARD.get(fmt, INT8_FORWARD) for fmt in formats] if formats else [INT8_FORWARD]
+    return ((shipped.onnx_bytes or 0) * PRE_PROCESS_S_PER_BYTE
+            + CALIBRATION_PASS_S + cfg.calib.samples * (f + tensors * CALIBRATION_S_PER_BYTE)
+            + cfg.holdout * f + sum(cfg.holdout * f * share + QUANTIZE_CALL_S for share in shares)
+            + timed * (len(shares) + 1) * P50_BUDGET_S)
 
 
 def against(p: dict | None, timings: dict) -> dict | None:

@@ -105,20 +105,28 @@ def test_the_plan_multiplies_what_each_stage_repeats():
 
 def test_calibration_is_planned_as_one_range_pass_then_each_format_and_each_source_checked():
     cfg = ConvertConfig(teacher="t", out="o", samples=1000, holdout=24, iterations=50)
-    f, formats = 0.004, len(cfg.calib.formats)
-    one = planning.calibration_seconds(cfg, f, 1)
-    assert planning.calibration_seconds(cfg, f, formats) - one == pytest.approx(
-        (formats - 1) * (24 * f * planning.INT8_FORWARD + planning.QUANTIZE_CALL_S + planning.P50_BUDGET_S))
-    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", _probe(), eval_rows=500)["stages"]}
-    assert rows["calibrate"]["seconds"] == pytest.approx(
-        planning.calibration_seconds(cfg, f, formats) + planning.FIXED_S, abs=0.1)
+    f, formats = 0.004, tuple(cfg.calib.formats)
+    pr = _probe()
+    one = planning.calibration_seconds(cfg, pr)
+    every = planning.calibration_seconds(cfg, pr, formats)
+    assert every - one == pytest.approx(
+        24 * f * (sum(planning.INT8_CHECK_FORWARD[x] for x in formats) - planning.INT8_FORWARD)
+        + (len(formats) - 1) * (planning.QUANTIZE_CALL_S + planning.P50_BUDGET_S))
+    # the calibration pass copies every tensor the nodes output: the ONNX graph's where the probe read it, else the
+    # activations autograd keeps; the pre-processing follows the ONNX file's size
+    onnx = Probe(forward_s=f, train_s=0.01, saved_bytes=10 << 20, batch=8, device="cpu", onnx_bytes=50 << 20,
+                 activation_bytes=30 << 20)
+    assert planning.calibration_seconds(cfg, onnx) - one == pytest.approx(
+        (50 << 20) * planning.PRE_PROCESS_S_PER_BYTE + cfg.calib.samples * (20 << 20) * planning.CALIBRATION_S_PER_BYTE)
+    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pr, eval_rows=500)["stages"]}
+    assert rows["calibrate"]["seconds"] == pytest.approx(every + planning.FIXED_S, abs=0.1)
     # one other source (Gaussian); fp32 and both int8 models on the 500 eval inputs
     assert rows["calibration-sources"]["seconds"] == pytest.approx(
         one + 500 * f * (1 + 2 * planning.INT8_FORWARD) + planning.FIXED_S, abs=0.1)
     assert "build" not in rows
     cfg.targets = ("host-cpu", "jetson-orin-nano")
-    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", _probe())["stages"]}
-    untimed = planning.calibration_seconds(cfg, f, 1, timed=False)
+    rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pr)["stages"]}
+    untimed = planning.calibration_seconds(cfg, pr, timed=False)
     assert untimed == pytest.approx(one - 2 * planning.P50_BUDGET_S)
     assert rows["build"]["seconds"] >= untimed and "TensorRT" in rows["build"]["work"]
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from dfkd_edge.compute import Compute
-from dfkd_edge.cost import Probe, onnx_forward_s, probe, saved_per_sample, weights_of
+from dfkd_edge.cost import Probe, onnx_figures, onnx_forward_s, probe, saved_per_sample, weights_of
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.models.students import build_from_recipe
@@ -131,6 +131,7 @@ def onnx_probe(p: Probe, module, shape: tuple[int, ...], threads: int, work: Pat
     try:
         if onnx_file:
             p.ort_forward_s = onnx_forward_s(onnx_file, shape, threads)
+            p.onnx_bytes, p.activation_bytes = onnx_figures(onnx_file)
             return
         module = module if all(t.device.type == "cpu" for t in module.parameters()) else copy.deepcopy(module).cpu()
         with tempfile.TemporaryDirectory(prefix=".probe-", dir=work) as d:
@@ -138,6 +139,7 @@ def onnx_probe(p: Probe, module, shape: tuple[int, ...], threads: int, work: Pat
             path = export_onnx(module, shape, Path(d) / "probe.onnx")
             p.export_s = round(time.perf_counter() - t0, 3)
             p.ort_forward_s = onnx_forward_s(path, shape, threads)
+            p.onnx_bytes, p.activation_bytes = onnx_figures(path)
     except Exception as e:  # noqa: BLE001 - the plan falls back to PyTorch's passes
         log.debug("the ONNX Runtime probe failed (%s: %s); the plan uses PyTorch's passes", type(e).__name__, e)
 
