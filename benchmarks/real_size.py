@@ -120,7 +120,8 @@ def guardrail_summary(path: Path) -> dict | None:
     return {"measure": g.get("measure", "top-1 agreement"), "triggered": g.get("triggered"), "route": g.get("route"),
             "held": g.get("held"),
             "agreement_before": g.get("agreement_before"), "agreement": g.get("agreement"),
-            "checked_on": g.get("checked_on"), "excluded": len(g.get("excluded") or []),
+            "checked_on": g.get("checked_on"), "sure_samples": g.get("sure_samples"), "threshold": g.get("threshold"),
+            "threshold_asked": g.get("threshold_asked"), "excluded": len(g.get("excluded") or []),
             "cut_by_budget": g.get("cut_by_budget")}
 
 

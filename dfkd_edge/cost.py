@@ -61,11 +61,11 @@ def _sync(compute: Compute) -> None:
         torch.cuda.synchronize()
 
 
-def _fastest(fn, compute: Compute) -> float:
+def _fastest(fn, compute: Compute, repeats: int = REPEATS) -> float:
     fn()
     _sync(compute)
     best = math.inf
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t = time.perf_counter()
         fn()
         _sync(compute)
@@ -105,14 +105,18 @@ def weights_of(teacher) -> list:
     return [p for t in members for p in (*t.module.parameters(), *t.module.buffers())]
 
 
+#: the quick probe's (repeats, loop steps): 4 synthesis steps instead of 9 (``probe``'s ``quick``)
+QUICK = (1, 2)
+
 #: a loop's step is timed as (t(LOOP_STEPS) - t(1)) / (LOOP_STEPS - 1) after one step to warm up: what the loop
 #: does once per batch (its start, its lazy set-up) cancels out
 LOOP_STEPS = 3
 
 
-def step_seconds(run, compute: Compute | None = None) -> tuple[float, float]:
+def step_seconds(run, compute: Compute | None = None, repeats: int = REPEATS,
+                 steps: int = LOOP_STEPS) -> tuple[float, float]:
     """Seconds one more step of ``run(steps)`` costs (``run`` does a whole batch's loop of ``steps`` steps), and
-    the seconds the batch costs beyond its steps."""
+    the seconds the batch costs beyond its steps (``repeats`` timings of 1 and ``steps`` steps, the fastest)."""
     compute = compute or Compute()
 
     def timed(k: int) -> float:
@@ -123,20 +127,22 @@ def step_seconds(run, compute: Compute | None = None) -> tuple[float, float]:
 
     timed(1)
     best = (math.inf, math.inf)
-    for _ in range(REPEATS):  # the fastest of REPEATS: what slows a probe (another process, a page fault) only adds
-        one, more = timed(1), timed(LOOP_STEPS)
-        step = max(more - one, 0.0) / (LOOP_STEPS - 1) or more / LOOP_STEPS
+    for _ in range(repeats):  # the fastest: what slows a probe (another process, a page fault) only adds
+        one, more = timed(1), timed(steps)
+        step = max(more - one, 0.0) / (steps - 1) or more / steps
         best = min(best, (step, max(one - step, 0.0)))
     return best
 
 
 def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | None = None,
-          saved_bytes: int | None = None, loop=None) -> Probe:
+          saved_bytes: int | None = None, loop=None, quick: bool = False) -> Probe:
     """Time ``module`` on ``batch`` samples of ``input_shape`` (N(0, 1) draws: the cost does not depend on the
     values) where ``compute`` says, under its autocast; ``saved_bytes`` from :func:`saved_per_sample`. With
     ``loop`` (``loop(steps)`` runs a batch of ``batch`` samples through the loop that repeats the backward, e.g.
     a synthesis batch of ``steps`` steps), ``train_s`` is one step of that loop (:func:`step_seconds`) instead
-    of a bare forward and backward pass: the loop's own work per step is counted."""
+    of a bare forward and backward pass: the loop's own work per step is counted. ``quick`` (``QUICK``): each
+    figure timed once, the loop's step from 1 and 2 steps, for a plan that is read, not run (``dfkd-edge
+    inspect``)."""
     compute = compute or Compute()
     n = max(1, int(batch))
     x = _draw(n, input_shape, compute)
@@ -153,8 +159,10 @@ def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | N
 
     if saved_bytes is None:
         saved_bytes = saved_per_sample(module, input_shape, compute)
-    train_s, setup_s = step_seconds(loop, compute) if loop is not None else (_fastest(train, compute), 0.0)
-    return Probe(forward_s=_fastest(forward, compute) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
+    repeats, steps = QUICK if quick else (REPEATS, LOOP_STEPS)
+    train_s, setup_s = (step_seconds(loop, compute, repeats, steps) if loop is not None
+                        else (_fastest(train, compute, repeats), 0.0))
+    return Probe(forward_s=_fastest(forward, compute, repeats) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
                  device=str(compute.torch_device), loop=loop is not None, setup_s=setup_s)
 
 

@@ -314,12 +314,13 @@ def budget_lines(b: dict) -> list[str]:
                               f"({', '.join(f'{k} {v}' for k, v in b['chosen'].items())})"])
 
 
-def student_probe(net, shape: tuple[int, ...], cfg: ConvertConfig, compute=None, most: int | None = None) -> Probe:
+def student_probe(net, shape: tuple[int, ...], cfg: ConvertConfig, compute=None, most: int | None = None,
+                  quick: bool = False) -> Probe:
     """The student's probe at distillation's batch (at most ``most``), cut as a synthesis batch is where its
-    activations are large."""
+    activations are large; ``quick``: dfkd_edge.cost.probe's."""
     saved = saved_per_sample(net, shape, compute)
     batch = min(synthesis_batch(cfg.kd.batch_size, saved), cfg.samples, most or cfg.kd.batch_size)
-    return probe(net, shape, batch, compute, saved)
+    return probe(net, shape, batch, compute, saved, quick=quick)
 
 
 #: ``dfkd-edge inspect`` times its probes on at most this many samples (a run times them at its own batches, where
@@ -328,8 +329,8 @@ INSPECT_PROBE_BATCH = 8
 
 
 def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConfig) -> dict:
-    """``dfkd-edge inspect``'s plans: the probe of ``teacher`` (its domain set) and of the student ``auto`` would
-    build, on at most ``INSPECT_PROBE_BATCH`` samples, and the plans of ``convert`` and ``quantize`` with these
+    """``dfkd-edge inspect``'s plans: the quick probe (dfkd_edge.cost.QUICK) of ``teacher`` (its domain set) and of
+    the student ``auto`` would build, on at most ``INSPECT_PROBE_BATCH`` samples, and the plans of ``convert`` and ``quantize`` with these
     configs (their defaults), on the CPU. The runs plan again from probes at their own batches."""
     spec = teacher.spec
     shape = tuple(spec.input_shape)
@@ -337,9 +338,10 @@ def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConf
     batch = min(synthesis_batch(convert_cfg.synth_batch, saved), convert_cfg.samples + convert_cfg.holdout,
                 INSPECT_PROBE_BATCH)
     method, _ = choose_auto(teacher)
-    tp = probe(teacher, shape, batch, saved_bytes=saved, loop=synthesis_loop(method, teacher, convert_cfg, batch))
+    tp = probe(teacher, shape, batch, saved_bytes=saved, loop=synthesis_loop(method, teacher, convert_cfg, batch),
+               quick=True)
     _, recipe = create_student("auto", shape, spec.num_classes, spec.num_params, None, teacher.domain)
-    sp = student_probe(build_from_recipe(recipe), shape, convert_cfg, most=INSPECT_PROBE_BATCH)
+    sp = student_probe(build_from_recipe(recipe), shape, convert_cfg, most=INSPECT_PROBE_BATCH, quick=True)
     return {"probe": tp.to_dict(), "student_probe": sp.to_dict(), "method": method,
             "convert": _within_budget(convert_cfg, "convert", method, tp, sp),
             "quantize": _within_budget(quantize_cfg, "quantize", method, tp, None)}

@@ -252,6 +252,9 @@ def test_a_loop_is_timed_by_the_steps_it_adds_and_the_synthesis_loop_is_the_runs
     calls = []
     step, setup = cost.step_seconds(calls.append)
     assert step >= 0 and setup >= 0 and calls == [1] + [1, cost.LOOP_STEPS] * cost.REPEATS
+    calls.clear()  # inspect's quick probe: one timing of 1 and 2 steps
+    cost.step_seconds(calls.append, None, *cost.QUICK)
+    assert calls == [1, 1, 2]
     from dfkd_edge.teacher import load_teacher
 
     teacher = load_teacher(digits_teacher, None, None)
