@@ -206,9 +206,10 @@ def sure_count(fp32_outputs: np.ndarray, min_agreement: float) -> int:
         held = resolvable_threshold(n, len(fp32_outputs), min_agreement)
         log.warning("int8 check: fp32 is sure (top-1 probability >= %.0f%%) of %d of %d synthesized check samples, "
                     "and int8 is judged on those: %.1f%% weighted agreement tells int8's noise from harm on %d or "
-                    "more, so int8 is held to %.1f%% here (%d disagreements tolerated) and is not vouched for (more "
-                    "--holdout, or more synthesis steps, gives more)", 100 * SURE_PROBABILITY, n, len(fp32_outputs),
-                    100 * min_agreement, holdout_floor(min_agreement), 100 * held, HOLDOUT_TOLERATES)
+                    "more, so int8 is held to %.1f%% here (%d disagreements tolerated), and not vouched for where it "
+                    "lands below %.1f%% (more --holdout, or more synthesis steps, gives more sure samples)",
+                    100 * SURE_PROBABILITY, n, len(fp32_outputs), 100 * min_agreement, holdout_floor(min_agreement),
+                    100 * held, HOLDOUT_TOLERATES, 100 * min_agreement)
     return n
 
 
@@ -692,7 +693,9 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         if cfg.min_agreement < asked:
             reason += (f" (fp32 is sure of {n_sure} of {len(check_x)} check samples, fewer than the "
                        f"{holdout_floor(asked)} on which {_pct(asked)} can be judged: int8 was held to "
-                       f"{_pct(cfg.min_agreement)} and is not vouched for)")
+                       f"{_pct(cfg.min_agreement)}, " + ("and met " + _pct(asked) + " anyway)"
+                                                         if chosen["weighted_agreement"] >= asked
+                                                         else "and is not vouched for)"))
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,

@@ -70,7 +70,7 @@ def _threshold(g: dict, agreement: float) -> str:
     asked = g.get("threshold_asked", g["threshold"])
     if g["threshold"] >= asked:
         return _pct(g["threshold"])
-    few = f"fp32 is sure of only {g.get('sure_samples')} check samples, fewer than resolve {_pct(asked)}"
+    few = f"fp32 is sure of only {g.get('sure_samples')} check samples, too few to judge {_pct(asked)}"
     if agreement >= asked:
         return f"{_pct(asked)}, met; {few}, so down to {_pct(g['threshold'])} would have passed"
     return f"{_pct(g['threshold'])}, NOT the {_pct(asked)} asked: {few}, so int8 is not vouched for"
