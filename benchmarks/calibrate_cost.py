@@ -31,6 +31,7 @@ import refmodels  # noqa: E402
 
 from dfkd_edge.backends import predict  # noqa: E402
 from dfkd_edge.backends.onnxruntime import OrtRunner  # noqa: E402
+from dfkd_edge.cost import onnx_figures  # noqa: E402
 from dfkd_edge.export.onnx_export import export_onnx  # noqa: E402
 from dfkd_edge.export.quantize import CANDIDATES, RANGE_CACHE, CalibConfig, quantize_one  # noqa: E402
 
@@ -91,22 +92,12 @@ def measure(name: str, size: int, threads: int, calib: int, check: int, work: Pa
                                "int8_over_fp32": round(f_s / row["fp32_forward_s"], 3)}
     per = (passes[calib] - passes[calib // 4]) / (calib - calib // 4)
     row["calibration_pass"] = {"samples": [calib // 4, calib], "seconds": [round(passes[k], 3) for k in passes],
-                               "per_sample_s": round(per, 5), "over_fp32_forward": round(per / row["fp32_forward_s"], 2),
+                               "per_sample_s": round(per, 5),
+                               "over_fp32_forward": round(per / row["fp32_forward_s"], 2),
                                "fixed_s": round(passes[calib] - calib * per, 3)}
-    row["activation_bytes"] = activation_bytes(fp32)
-    row["model_mb"] = round(fp32.stat().st_size / 2**20, 1)
+    size, row["activation_bytes"] = onnx_figures(fp32)  # what the plan reads from the run's probe
+    row["model_mb"] = round(size / 2**20, 1)
     return row
-
-
-def activation_bytes(path: Path) -> int:
-    """Bytes of every float tensor the graph computes for one sample (what a calibration pass makes each
-    node output), from ONNX shape inference."""
-    m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    total = 0
-    for v in list(m.graph.value_info) + list(m.graph.output):
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
-        total += int(np.prod(dims[1:] if dims else [1])) * 4
-    return total
 
 
 def table(rows: list[dict]) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -162,8 +162,8 @@ def probe(module, input_shape: tuple[int, ...], batch: int, compute: Compute | N
     repeats, steps = QUICK if quick else (REPEATS, LOOP_STEPS)
     train_s, setup_s = (step_seconds(loop, compute, repeats, steps) if loop is not None
                         else (_fastest(train, compute, repeats), 0.0))
-    return Probe(forward_s=_fastest(forward, compute, repeats) / n, train_s=train_s / n, saved_bytes=int(saved_bytes), batch=n,
-                 device=str(compute.torch_device), loop=loop is not None, setup_s=setup_s)
+    return Probe(forward_s=_fastest(forward, compute, repeats) / n, train_s=train_s / n, saved_bytes=int(saved_bytes),
+                 batch=n, device=str(compute.torch_device), loop=loop is not None, setup_s=setup_s)
 
 
 #: samples per ONNX Runtime call the probe times (what predictions run at, up to this many)

@@ -330,8 +330,9 @@ INSPECT_PROBE_BATCH = 8
 
 def default_plans(teacher, convert_cfg: ConvertConfig, quantize_cfg: ConvertConfig) -> dict:
     """``dfkd-edge inspect``'s plans: the quick probe (dfkd_edge.cost.QUICK) of ``teacher`` (its domain set) and of
-    the student ``auto`` would build, on at most ``INSPECT_PROBE_BATCH`` samples, and the plans of ``convert`` and ``quantize`` with these
-    configs (their defaults), on the CPU. The runs plan again from probes at their own batches."""
+    the student ``auto`` would build, on at most ``INSPECT_PROBE_BATCH`` samples, and the plans of ``convert`` and
+    ``quantize`` with these configs (their defaults), on the CPU. The runs plan again from probes at their own
+    batches."""
     spec = teacher.spec
     shape = tuple(spec.input_shape)
     saved = saved_per_sample(teacher, shape, weights=weights_of(teacher))

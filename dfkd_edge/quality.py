@@ -238,10 +238,12 @@ def verdict(signals: dict, bounds: dict | None = None) -> tuple[str, list[str]]:
     return ("ok", "doubtful", "unreliable")[worst], reasons
 
 
-def at_least_doubtful(quality: dict, reason: str | None) -> dict:
-    """``quality`` (a verdict record) with ``reason`` added and the verdict raised to doubtful where it was ok."""
-    if reason:
-        quality["reasons"] = [*quality["reasons"], reason]
+def at_least_doubtful(quality: dict, *reasons: str | None) -> dict:
+    """``quality`` (a verdict record) with each given ``reasons`` (None: none) added and the verdict raised to
+    doubtful where it was ok."""
+    given = [r for r in reasons if r]
+    if given:
+        quality["reasons"] = [*quality["reasons"], *given]
         quality["verdict"] = "doubtful" if quality["verdict"] == "ok" else quality["verdict"]
     return quality
 

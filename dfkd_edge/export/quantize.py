@@ -198,19 +198,20 @@ def sure(fp32_outputs: np.ndarray) -> np.ndarray:
     return probabilities(fp32_outputs).max(1) >= SURE_PROBABILITY
 
 
-def sure_count(fp32_outputs: np.ndarray, min_agreement: float) -> int:
-    """How many check samples fp32 is sure of, the ones ``weighted_agreement`` judges on; a warning where they are
-    fewer than ``holdout_floor`` (the threshold is then relaxed to what they resolve, ``resolvable_threshold``)."""
+def check_threshold(fp32_outputs: np.ndarray, min_agreement: float, warn: bool = True) -> tuple[int, float]:
+    """(how many check samples fp32 is sure of, the ones ``weighted_agreement`` judges on; the agreement the int8
+    check holds on them, ``resolvable_threshold``), with a warning (``warn``) where they are fewer than
+    ``holdout_floor`` and the threshold is relaxed."""
     n = int(sure(fp32_outputs).sum())
-    if n < holdout_floor(min_agreement):
-        held = resolvable_threshold(n, len(fp32_outputs), min_agreement)
+    held = resolvable_threshold(n, len(fp32_outputs), min_agreement)
+    if warn and n < holdout_floor(min_agreement):
         log.warning("int8 check: fp32 is sure (top-1 probability >= %.0f%%) of %d of %d synthesized check samples, "
                     "and int8 is judged on those: %.1f%% weighted agreement tells int8's noise from harm on %d or "
                     "more, so int8 is held to %.1f%% here (%d disagreements tolerated), and not vouched for where it "
                     "lands below %.1f%% (more --holdout, or more synthesis steps, gives more sure samples)",
                     100 * SURE_PROBABILITY, n, len(fp32_outputs), 100 * min_agreement, holdout_floor(min_agreement),
                     100 * held, HOLDOUT_TOLERATES, 100 * min_agreement)
-    return n
+    return n, held
 
 
 def resolvable_threshold(sure_n: int, checked: int, min_agreement: float) -> float:
@@ -647,8 +648,9 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
         fp32_outputs = _outputs(fp32_path, check_x, cfg.threads, "fp32")
         clock.lap("check_fp32")
         fp32_top1 = fp32_outputs.argmax(1)
-        asked, n_sure = cfg.min_agreement, sure_count(fp32_outputs, cfg.min_agreement)
-        cfg = replace(cfg, min_agreement=resolvable_threshold(n_sure, len(check_x), asked))
+        asked = cfg.min_agreement
+        n_sure, held = check_threshold(fp32_outputs, asked)
+        cfg = replace(cfg, min_agreement=held)
         fp32 = {"fidelity": float((fp32_top1[:len(heldout_x)] == teacher_top1).mean()),
                 "p50_ms_batch1": _p50_ms(fp32_path, x1, cfg.threads)}
         clock.lap("p50")
@@ -690,12 +692,11 @@ def calibrate(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, 
             chosen, final, reason = _guarded(pre, rows, calib_x, check_x, fp32_outputs, heldout_x, teacher_top1, cfg,
                                              work, progress, guard, deadline)
             clock.lap("guardrail")
-        if cfg.min_agreement < asked:
+        if held < asked:
+            outcome = f"met {_pct(asked)} anyway" if chosen["weighted_agreement"] >= asked else "is not vouched for"
             reason += (f" (fp32 is sure of {n_sure} of {len(check_x)} check samples, fewer than the "
-                       f"{holdout_floor(asked)} on which {_pct(asked)} can be judged: int8 was held to "
-                       f"{_pct(cfg.min_agreement)}, " + ("and met " + _pct(asked) + " anyway)"
-                                                         if chosen["weighted_agreement"] >= asked
-                                                         else "and is not vouched for)"))
+                       f"{holdout_floor(asked)} on which {_pct(asked)} can be judged: int8 was held to {_pct(held)} "
+                       f"and {outcome})")
         shutil.move(str(final), str(out_path))
         return {"method": cfg.method, "samples": int(len(calib_x)), "per_channel": cfg.per_channel,
                 "source": "synthesized transfer set", "chosen_format": chosen["format"], "reason": reason,

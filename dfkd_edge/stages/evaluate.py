@@ -36,10 +36,10 @@ class Evaluate(Stage):
         baseline = kd_baseline(run, s.student_doc) if s.uses_vkd else None  # read once: comparison and verdict
         s.distillation = distillation_summary(run, s.student, s.x_hold, s.l_hold, s.eval_xy, s.uses_vkd,
                                               s.method if s.synth.needs_student else None, baseline)
-        quality["quality"] = at_least_doubtful(at_least_doubtful(
+        quality["quality"] = at_least_doubtful(
             assess(s.teacher, s.student, np.asarray(s.l_train), s.x_hold, s.l_hold, quality["fidelity"],
                    s.teacher.domain, cfg.seed, baseline),
-            below_floors_reason((run.manifest.get("plan") or {}).get("budget"))), calibration_check_reason(run))
+            below_floors_reason((run.manifest.get("plan") or {}).get("budget")), calibration_check_reason(run))
         s.quality = quality
         s.multi_teacher = (multi_teacher_summary(s.teacher, s.student, s.x_hold, s.l_hold, s.eval_xy, s.aggregation)
                            if s.multi else None)

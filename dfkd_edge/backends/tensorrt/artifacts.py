@@ -17,8 +17,8 @@ from dfkd_edge.backends.tensorrt.qdq import (all_float_violations, quantize_for_
                                              write_calibration_cache)
 from dfkd_edge.backends.tensorrt.script import write_build_script
 from dfkd_edge.errors import PipelineError
-from dfkd_edge.export.quantize import (GUARD_MEASURE, RANGE_CACHE, CalibConfig, guardrail, input_name,
-                                      resolvable_threshold, sure, weighted_agreement)
+from dfkd_edge.export.quantize import (GUARD_MEASURE, RANGE_CACHE, CalibConfig, check_threshold, guardrail,
+                                      input_name, weighted_agreement)
 from dfkd_edge.io import atomic_path, atomic_write_json
 from dfkd_edge.runfiles import TARGETS_JSON, Artifacts, build_script_name
 
@@ -98,8 +98,7 @@ def _guard(out: Path, pre: Path, work: Path, calib_x, x_hold, calib: CalibConfig
 
     q_top1 = int8_top1()
     agreement = weighted_agreement(fp32_outputs, q_top1)
-    n_sure = int(sure(fp32_outputs).sum())
-    threshold = resolvable_threshold(n_sure, len(x_hold), calib.min_agreement)
+    n_sure, threshold = check_threshold(fp32_outputs, calib.min_agreement, warn=False)  # calibrate warned
     guard = {"measure": GUARD_MEASURE, "threshold": threshold, "threshold_asked": calib.min_agreement,
              "triggered": agreement < threshold, "sure_samples": n_sure, "agreement_before": agreement,
              "excluded": [], "held": True}
