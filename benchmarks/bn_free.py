@@ -14,7 +14,9 @@ onnxruntime); its Q/DQ models are run here, by this project's onnxruntime on the
         --modelopt-python /opt/modelopt/bin/python
     python benchmarks/bn_free.py --table
 
-Zoo names are benchmarks/zoo.py's (trained and cached on first use). Rows (JSON lines, with the commit and the
+Zoo names are benchmarks/zoo.py's (trained and cached on first use); ``photo22`` is benchmarks/photo_task.py's
+trained 22-class MobileNetV2 at 128x128 (its ONNX export folds every BatchNorm). ``--input-range LO,HI`` tells
+quantize the domain instead of assuming it. Rows (JSON lines, with the commit and the
 configuration) go to ``--results``; a run already there is not repeated. Without ``--modelopt-python`` the
 ModelOpt columns are left out.
 """
@@ -38,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
 from quantize_bench import _ms, load, run_one  # noqa: E402
+from guardrail_criterion import PHOTO  # noqa: E402
 from real_size import int8_weight_layers  # noqa: E402
 
 DEFAULT_RESULTS = HERE / "results" / "bn-free.jsonl"
@@ -80,13 +83,24 @@ def measure(path: Path, x: np.ndarray, y: np.ndarray, fp32_logits: np.ndarray, t
             "weighted_agreement": weighted_agreement(fp32_logits, top1), "weight_layers": int8_weight_layers(path)}
 
 
-def run_model(meta: dict, seed: int, threads: int, work: Path, modelopt: str | None) -> dict:
+def model_meta(name: str, cache: Path) -> dict:
+    """The zoo entry, or photo22 (benchmarks/photo_task.py) described the same way."""
+    if name != "photo22":
+        return zoo.build(zoo.BY_NAME[name], cache)
+    doc = json.loads((PHOTO / "photo22.json").read_text())
+    return {"name": name, "teacher": str(PHOTO / "mobilenet_v2-22.pt"), "input_shape": doc["input_shape"],
+            "eval": str(PHOTO / "test.npz"), "train": str(PHOTO / "calib.npz")}
+
+
+def run_model(meta: dict, seed: int, threads: int, work: Path, modelopt: str | None,
+              input_range: str | None = None) -> dict:
     from dfkd_edge.backends import predict
     from dfkd_edge.backends.onnxruntime import OrtRunner
     from dfkd_edge.export.quantize import calibration_subset
     from dfkd_edge.runfiles import TRANSFER_SET
 
-    row = run_one(meta, seed, None, threads, work, "onnx")
+    row = run_one(meta, seed, None, threads, work, "onnx", {"input_range": input_range})
+    row["input_range_told"] = input_range
     fp32 = work / f"{meta['name']}.onnx"
     run = work / f"{meta['name']}-{seed}"
     row["onnx_batchnorm_nodes"] = batchnorm_nodes(fp32)
@@ -112,7 +126,8 @@ def print_table(rows: list[dict]) -> None:
     """One line per model: mean ± std over the seeds of each source's int8 accuracy on the real test split."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r["model"], []).append(r)
+        told = r.get("input_range_told")
+        groups.setdefault(r["model"] + (f" (told --input-range {told})" if told else ""), []).append(r)
     cols = ("synthetic", "gaussian", "real", "modelopt-random", "modelopt-synthetic")
     print("| model | BatchNorm in the ONNX file | domain | seeds | fp32 | " + " | ".join(
         f"int8, {c}" for c in cols) + " | ModelOpt weight layers in int8 (random) | verdict |")
@@ -134,6 +149,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modelopt-python", default=None, help="the python of a virtual environment with "
                     "nvidia-modelopt[onnx] installed")
+    ap.add_argument("--input-range", default=None, help="LO,HI given to quantize (default: the domain is assumed)")
     ap.add_argument("--results", default=str(DEFAULT_RESULTS))
     ap.add_argument("--table", action="store_true", help="only print the table from --results")
     ap.add_argument("--cache", default=str(zoo.DEFAULT_CACHE))
@@ -144,15 +160,15 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(a.threads)
     logging.getLogger().setLevel(logging.ERROR)
-    done = {(r["model"], r["seed"]) for r in load(results)}
+    done = {(r["model"], r["seed"], r.get("input_range_told")) for r in load(results)}
     work = Path(tempfile.mkdtemp(prefix="bn-free-"))
     try:
         for name in a.models:
-            meta = zoo.build(zoo.BY_NAME[name], cache)
+            meta = model_meta(name, cache)
             for seed in a.seeds:
-                if (name, seed) in done:
+                if (name, seed, a.input_range) in done:
                     continue
-                row = run_model(meta, seed, a.threads, work, a.modelopt_python)
+                row = run_model(meta, seed, a.threads, work, a.modelopt_python, a.input_range)
                 results.parent.mkdir(parents=True, exist_ok=True)
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
