@@ -4,7 +4,8 @@ Each figure is what the stage repeats (synthesis steps x samples, epochs x sampl
 passes, latency runs) times what one sample costs, probed on this machine (dfkd_edge.cost): the teacher's
 probe for synthesis, the teacher's forward pass inside distillation, the student's probe for distillation, and
 for the stages after it the shipped model's passes in PyTorch and under ONNX Runtime (its fp32 ONNX timed by
-the probe where it exports; int8 passes at ``INT8_FORWARD`` of fp32's). Stages whose work does not follow these
+the probe where it exports, and each int8 format of it quantized and timed the same way; where the probe could not,
+int8 passes at ``INT8_FORWARD`` and ``INT8_CHECK_FORWARD`` of fp32's). Stages whose work does not follow these
 counts (a method that trains a generator, the guardrail when it triggers) are planned without that part and
 say so. The run records
 the plan in its manifest (``plan``) and the report sets each stage's seconds against it.
@@ -42,10 +43,12 @@ LATENCY_BATCHES, LATENCY_ROUNDS, LATENCY_MIN_RUNS, LATENCY_WARMUP = (1, 32), 5, 
 SAVED_BYTES = 5 << 28
 #: seconds a stage spends whatever its size (loading, writing files, ONNX export)
 FIXED_S = 0.5
-#: an int8 pass over a sample of the shipped int8 model costs at most this share of the fp32 probe's forward pass
-#: (int8 ran 1.9x-3.2x faster than fp32 at batch 1 on the reference models, docs/benchmarks.md)
+#: where the probe did not time int8 (``Probe.int8_forward_s``), an int8 pass over a sample of the shipped int8 model
+#: costs this share of the fp32 probe's forward pass (int8 ran 1.9x-3.2x faster than fp32 at batch 1 on the
+#: reference models, docs/benchmarks.md)
 INT8_FORWARD = 0.5
-#: calibration's check passes over each candidate format, as a share of the fp32 forward pass: the medians on the
+#: where the probe did not time int8, calibration's check passes over each candidate format, as a share of the fp32
+#: forward pass: the medians on the
 #: six reference networks at 224x224 (u8s8 Q/DQ 0.25-1.05, QOperator 0.26-0.79, s8s8 Q/DQ 0.52-2.88:
 #: benchmarks/calibrate_cost.py; docs/benchmarks.md, "What does one calibration cost?")
 INT8_CHECK_FORWARD = {"qdq-u8s8": 0.42, "qoperator-u8s8": 0.33, "qdq-s8s8": 1.37}
@@ -133,7 +136,7 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
     parity = min(PARITY_EACH, cfg.holdout) + PARITY_EACH
     add("export", (shipped.export_s or 0.0) + parity * (shipped.forward_s + shipped.ort_s),
         f"ONNX, then parity with PyTorch on {parity} samples")
-    formats, f = len(cfg.calib.formats), shipped.ort_s
+    formats, f, f8 = len(cfg.calib.formats), shipped.ort_s, shipped.ort_s * shipped.int8_share(None, INT8_FORWARD)
     add("calibrate", calibration_seconds(cfg, shipped, tuple(cfg.calib.formats)),
         f"{cfg.calib.samples} calibration samples, then {formats} formats x {cfg.holdout} check samples; "
         "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
@@ -141,7 +144,7 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
     if flow == "quantize":
         sources = 1 + bool(cfg.calib_data)
         add("calibration-sources",
-            sources * calibration_seconds(cfg, shipped) + checked * f * (1 + (1 + sources) * INT8_FORWARD),
+            sources * calibration_seconds(cfg, shipped) + checked * (f + (1 + sources) * f8),
             f"{sources} other calibration source(s), each int8 model checked on {checked} samples")
     versions = {p.tensorrt_version for p in (load_profile(t) for t in cfg.targets)
                 if p.engine == "tensorrt" and p.tensorrt[0] <= 10}
@@ -149,12 +152,13 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
         add("build", calibration_seconds(cfg, shipped, timed=False) + len(versions) * cfg.calib.samples * f,
             f"the TensorRT Q/DQ model and {len(versions)} calibration cache(s) from {cfg.calib.samples} samples; "
             "the guardrail, when it triggers, adds a quantization and a check pass per layer it tries")
-    onnx = [f, f * INT8_FORWARD]  # the fp32 and the int8 ONNX model under ONNX Runtime
+    onnx = [f, f8]  # the fp32 and the int8 ONNX model under ONNX Runtime
     runners = [teacher.forward_s, student.forward_s, *onnx] if (
         flow == "convert" and student is not None) else [teacher.forward_s, *onnx]
     add("profile", latency_seconds(runners, cfg.latency_budget_s),
         f"latency: {len(runners)} runners x batches {' and '.join(map(str, LATENCY_BATCHES))}")
-    add("evaluate", evaluate_seconds(cfg, teacher, student if flow == "convert" else None, f, eval_rows, distill_twice),
+    add("evaluate", evaluate_seconds(cfg, teacher, student if flow == "convert" else None, f, f8, eval_rows,
+                                     distill_twice),
         f"{cfg.holdout} held-out samples x ONNX fp32 and int8" + (f", {eval_rows} eval samples" if eval_rows else "")
         + ", the verdict's teacher and student passes")
     add("report", 0.0, "files")
@@ -163,12 +167,12 @@ def plan(cfg: ConvertConfig, flow: str, method: str, teacher: Probe, student: Pr
             "complete": len(known) == len(rows)}
 
 
-def evaluate_seconds(cfg: ConvertConfig, teacher: Probe, student: Probe | None, ort_s: float, eval_rows: int,
-                     distill_twice: bool) -> float:
+def evaluate_seconds(cfg: ConvertConfig, teacher: Probe, student: Probe | None, ort_s: float, int8_s: float,
+                     eval_rows: int, distill_twice: bool) -> float:
     """The evaluate stage (dfkd_edge.stages.evaluate, evaluate_model): the shipped ONNX model in fp32 and int8 on
     the held-out samples and the eval rows, the teacher on the eval rows and on the BatchNorm check, and in convert
     the teacher and the student (and the plain-KD baseline) on the verdict's probe set."""
-    onnx = ort_s * (1 + INT8_FORWARD)
+    onnx = ort_s + int8_s
     s = cfg.holdout * onnx + eval_rows * (teacher.forward_s + onnx)
     s += min(BN_CHECK_SAMPLES, cfg.holdout) * teacher.forward_s
     if student is not None:
@@ -181,12 +185,13 @@ def calibration_seconds(cfg: ConvertConfig, shipped: Probe, formats: tuple[str, 
     """One calibration (dfkd_edge.export.quantize.calibrate) of the network ``shipped`` probed: onnxruntime's
     pre-processing (by the size of its ONNX file), one calibration pass over the calibration samples (its ranges
     serve every format; each sample costs a forward pass and the copy of every tensor its nodes output), fp32 on
-    the check samples, then per format a quantization and an int8 pass over the check samples (``formats``; None:
-    the one format shipped, at ``INT8_FORWARD``); ``timed``: fp32 and each format are timed at batch 1 to pick the
-    fastest. Where the probe has no ONNX figures, the activations autograd keeps stand in for the tensors."""
+    the check samples, then per format a quantization and an int8 pass over the check samples at the speed the probe
+    timed (``formats``; None: the one format shipped, the fastest timed); ``timed``: fp32 and each format are timed
+    at batch 1 to pick the fastest. Where the probe has no ONNX figures, the activations autograd keeps stand in for the tensors."""
     f = shipped.ort_s
     tensors = shipped.activation_bytes if shipped.activation_bytes is not None else shipped.saved_bytes
-    shares = [INT8_CHECK_FORWARD.get(fmt, INT8_FORWARD) for fmt in formats] if formats else [INT8_FORWARD]
+    shares = ([shipped.int8_share(fmt, INT8_CHECK_FORWARD.get(fmt, INT8_FORWARD)) for fmt in formats] if formats
+              else [shipped.int8_share(None, INT8_FORWARD)])
     return ((shipped.onnx_bytes or 0) * PRE_PROCESS_S_PER_BYTE
             + CALIBRATION_PASS_S + cfg.calib.samples * (f + tensors * CALIBRATION_S_PER_BYTE)
             + cfg.holdout * f + sum(cfg.holdout * f * share + QUANTIZE_CALL_S for share in shares)
@@ -361,6 +366,7 @@ def lines(p: dict, probe: Probe) -> list[str]:
     """The plan as a person reads it: one line per stage, then the total."""
     step = "a synthesis step" if probe.loop else "forward+backward"
     ort = "" if probe.ort_forward_s is None else f", {probe.ort_forward_s * 1000:.3g} ms under ONNX Runtime"
+    ort += "".join(f", {fmt} {v * 1000:.3g} ms" for fmt, v in (probe.int8_forward_s or {}).items())
     out = [f"plan on this machine (probe: {probe.forward_s * 1000:.3g} ms forward, {probe.train_s * 1000:.3g} ms "
            f"{step} per sample on {probe.device}{ort}):"]
     for r in p["stages"]:

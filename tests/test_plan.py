@@ -124,6 +124,17 @@ def test_calibration_is_planned_as_one_range_pass_then_each_format_and_each_sour
     assert rows["calibration-sources"]["seconds"] == pytest.approx(
         one + 500 * f * (1 + 2 * planning.INT8_FORWARD) + planning.FIXED_S, abs=0.1)
     assert "build" not in rows
+    # where the probe timed each int8 format, its check pass runs at that speed, and the other sources' int8 models
+    # (the shipped format) at the fastest
+    timed = {"qdq-u8s8": 0.006, "qoperator-u8s8": 0.003, "qdq-s8s8": 0.012}
+    pt = Probe(**{**pr.to_dict(), "ort_forward_s": f, "int8_forward_s": timed})
+    assert Probe.from_dict(pt.to_dict()).int8_forward_s == timed
+    assert planning.calibration_seconds(cfg, pt, formats) - planning.calibration_seconds(cfg, pt) == pytest.approx(
+        24 * (sum(timed.values()) - 0.003) + (len(formats) - 1) * (planning.QUANTIZE_CALL_S + planning.P50_BUDGET_S))
+    rows_t = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pt, eval_rows=500)["stages"]}
+    assert rows_t["calibration-sources"]["seconds"] == pytest.approx(
+        planning.calibration_seconds(cfg, pt) + 500 * (f + 2 * 0.003) + planning.FIXED_S, abs=0.1)
+    assert "qoperator-u8s8 3 ms" in "\n".join(planning.lines(planning.plan(cfg, "quantize", "deepinversion", pt), pt))
     cfg.targets = ("host-cpu", "jetson-orin-nano")
     rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pr)["stages"]}
     untimed = planning.calibration_seconds(cfg, pr, timed=False)
@@ -156,6 +167,11 @@ def test_a_run_prints_records_and_reports_its_plan_and_a_resume_keeps_the_probe(
     recorded = read_json(out / "manifest.json")["plan"]
     assert recorded["probe"]["saved_bytes"] > 0 and recorded["teachers"]
     assert recorded["probe"]["loop"] and "a synthesis step per sample" in err  # timed in the synthesis loop
+    # the shipped network timed under ONNX Runtime, in fp32 and quantized to each format calibration tries
+    formats = read_json(out / "manifest.json")["config"]["calib"]["formats"]
+    assert recorded["probe"]["ort_forward_s"] > 0 and recorded["probe"]["activation_bytes"] > 0
+    assert sorted(recorded["probe"]["int8_forward_s"]) == sorted(formats)
+    assert all(v > 0 for v in recorded["probe"]["int8_forward_s"].values())
     report = read_json(out / "report.json")
     assert report["plan"]["stages"] and report["plan"]["stages"][0]["stage"] == "synthesize"
     budget = report["plan"]["budget"]  # quantize's own budget: a small model's defaults fit it, nothing is cut

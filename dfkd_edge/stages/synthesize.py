@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from dfkd_edge.compute import Compute
-from dfkd_edge.cost import Probe, onnx_figures, onnx_forward_s, probe, saved_per_sample, weights_of
+from dfkd_edge.cost import Probe, int8_forward_s, onnx_figures, onnx_forward_s, probe, saved_per_sample, weights_of
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
+from dfkd_edge.export.quantize import CalibConfig
 from dfkd_edge.models.students import build_from_recipe
 from dfkd_edge.config import budget_seconds
 from dfkd_edge.plan import (budget_lines, fit_budget, lines as plan_lines, plan, student_probe, synthesis_batch,
@@ -124,22 +125,28 @@ def _synth_kwargs(cfg, batch: int) -> dict:
             "jitter": cfg.synth_jitter, "bn_units": cfg.synth_bn_units}
 
 
-def onnx_probe(p: Probe, module, shape: tuple[int, ...], threads: int, work: Path, onnx_file: str | None = None) -> None:
+def onnx_probe(p: Probe, module, shape: tuple[int, ...], threads: int, work: Path, calib: CalibConfig,
+               onnx_file: str | None = None) -> None:
     """``p``'s ONNX Runtime figures: the network exported to ONNX as the export stage exports it (``onnx_file``:
-    the user's own, timed as it is), timed under ONNX Runtime. A network that does not export here is planned
-    from its PyTorch passes (the export stage says why it fails)."""
+    the user's own, timed as it is), timed under ONNX Runtime in fp32 and in each of ``calib``'s int8 formats. A
+    network that does not export here is planned from its PyTorch passes (the export stage says why it fails); one
+    whose int8 probe fails, from fp32's at the plan's shares."""
     try:
-        if onnx_file:
-            p.ort_forward_s = onnx_forward_s(onnx_file, shape, threads)
-            p.onnx_bytes, p.activation_bytes = onnx_figures(onnx_file)
-            return
-        module = module if all(t.device.type == "cpu" for t in module.parameters()) else copy.deepcopy(module).cpu()
         with tempfile.TemporaryDirectory(prefix=".probe-", dir=work) as d:
-            t0 = time.perf_counter()
-            path = export_onnx(module, shape, Path(d) / "probe.onnx")
-            p.export_s = round(time.perf_counter() - t0, 3)
+            path = onnx_file
+            if not path:
+                module = module if all(t.device.type == "cpu" for t in module.parameters()) else (
+                    copy.deepcopy(module).cpu())
+                t0 = time.perf_counter()
+                path = export_onnx(module, shape, Path(d) / "probe.onnx")
+                p.export_s = round(time.perf_counter() - t0, 3)
             p.ort_forward_s = onnx_forward_s(path, shape, threads)
             p.onnx_bytes, p.activation_bytes = onnx_figures(path)
+            try:
+                p.int8_forward_s = int8_forward_s(path, shape, calib, threads, Path(d))
+            except Exception as e:  # noqa: BLE001 - calibration says why where it fails for real
+                log.debug("the int8 probe failed (%s: %s); the plan takes int8 at its shares of fp32",
+                          type(e).__name__, e)
     except Exception as e:  # noqa: BLE001 - the plan falls back to PyTorch's passes
         log.debug("the ONNX Runtime probe failed (%s: %s); the plan uses PyTorch's passes", type(e).__name__, e)
 
@@ -161,11 +168,12 @@ def make_plan(s) -> None:
         loop = None if s.multihead else synthesis_loop(s.method, s.teacher, s.cfg, batch, compute)
         s.probe = probe(s.teacher, shape, batch, compute, saved, loop)
         if flow == "quantize":
-            onnx_probe(s.probe, shipped_module(s.teacher), shape, s.threads, s.run.out, s.cfg.onnx_model)
+            onnx_probe(s.probe, shipped_module(s.teacher), shape, s.threads, s.run.out, s.cfg.calib,
+                       s.cfg.onnx_model)
         if s.recipe is not None and flow == "convert":
             net = build_from_recipe(s.recipe)
             student = student_probe(net.to(s.compute.torch_device), shape, s.cfg, s.compute)
-            onnx_probe(student, build_from_recipe(s.recipe).eval(), shape, s.threads, s.run.out)
+            onnx_probe(student, build_from_recipe(s.recipe).eval(), shape, s.threads, s.run.out, s.cfg.calib)
     else:
         s.probe = Probe.from_dict(recorded["probe"])
         student = Probe.from_dict(recorded["student_probe"]) if recorded.get("student_probe") else None
