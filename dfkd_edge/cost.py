@@ -61,7 +61,9 @@ class Probe:
         """An int8 pass of ``fmt`` (None: the fastest format, the one that ships unless the check refuses it) as a
         share of the fp32 pass under ONNX Runtime: measured where the probe timed it, else ``default``."""
         timed = self.int8_forward_s or {}
-        s = min(timed.values(), default=None) if fmt is None else timed.get(fmt)
+        if fmt is not None and fmt in timed and timed[fmt] is None:
+            return 0.0  # it failed to quantize or to load: calibration records the failure, no pass runs
+        s = min((v for v in timed.values() if v is not None), default=None) if fmt is None else timed.get(fmt)
         return default if s is None or not self.ort_forward_s else s / self.ort_forward_s
 
 
@@ -197,7 +199,7 @@ INT8_PROBE_SAMPLES = 2
 def int8_forward_s(path, input_shape: tuple[int, ...], cfg: CalibConfig, threads: int, work: Path) -> dict[str, float]:
     """Seconds per sample of each of ``cfg``'s int8 formats of the ONNX model at ``path`` under ONNX Runtime, timed
     as ``onnx_forward_s`` times fp32: the model pre-processed and quantized as calibration quantizes it (``cfg``),
-    on ``INT8_PROBE_SAMPLES`` N(0, 1) draws. How much faster int8
+    on ``INT8_PROBE_SAMPLES`` N(0, 1) draws; None for a format that fails to quantize or to load. How much faster int8
     runs than fp32 differs from network to network (0.25x-2.9x of fp32 on the six reference networks at 224x224),
     and calibration's check passes and the stages after it run the int8 model."""
     from onnxruntime.quantization import quant_pre_process
@@ -208,8 +210,11 @@ def int8_forward_s(path, input_shape: tuple[int, ...], cfg: CalibConfig, threads
     out = {}
     for fmt in cfg.formats:
         q = Path(work) / f"int8-probe-{fmt}.onnx"
-        quantize_one(pre, q, x, fmt, cfg)
-        out[fmt] = onnx_forward_s(q, input_shape, threads)
+        try:
+            quantize_one(pre, q, x, fmt, cfg)
+            out[fmt] = onnx_forward_s(q, input_shape, threads)
+        except Exception:  # noqa: BLE001 - a format the network does not take (calibration says why)
+            out[fmt] = None
     return out
 
 

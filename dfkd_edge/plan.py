@@ -366,7 +366,8 @@ def lines(p: dict, probe: Probe) -> list[str]:
     """The plan as a person reads it: one line per stage, then the total."""
     step = "a synthesis step" if probe.loop else "forward+backward"
     ort = "" if probe.ort_forward_s is None else f", {probe.ort_forward_s * 1000:.3g} ms under ONNX Runtime"
-    ort += "".join(f", {fmt} {v * 1000:.3g} ms" for fmt, v in (probe.int8_forward_s or {}).items())
+    ort += "".join(f", {fmt} " + ("fails" if v is None else f"{v * 1000:.3g} ms")
+                   for fmt, v in (probe.int8_forward_s or {}).items())
     out = [f"plan on this machine (probe: {probe.forward_s * 1000:.3g} ms forward, {probe.train_s * 1000:.3g} ms "
            f"{step} per sample on {probe.device}{ort}):"]
     for r in p["stages"]:

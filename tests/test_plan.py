@@ -134,6 +134,11 @@ def test_calibration_is_planned_as_one_range_pass_then_each_format_and_each_sour
     rows_t = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pt, eval_rows=500)["stages"]}
     assert rows_t["calibration-sources"]["seconds"] == pytest.approx(
         planning.calibration_seconds(cfg, pt) + 500 * (f + 2 * 0.003) + planning.FIXED_S, abs=0.1)
+    # a format that failed in the probe costs its rewrite alone (calibration records the failure, nothing runs)
+    failed = Probe(**{**pt.to_dict(), "int8_forward_s": {**timed, "qdq-s8s8": None}})
+    assert planning.calibration_seconds(cfg, pt, formats) - planning.calibration_seconds(cfg, failed, formats) == (
+        pytest.approx(24 * 0.012))
+    assert failed.int8_share(None, 0.5) == pytest.approx(0.003 / f)
     assert "qoperator-u8s8 3 ms" in "\n".join(planning.lines(planning.plan(cfg, "quantize", "deepinversion", pt), pt))
     cfg.targets = ("host-cpu", "jetson-orin-nano")
     rows = {r["stage"]: r for r in planning.plan(cfg, "quantize", "deepinversion", pr)["stages"]}
@@ -290,3 +295,22 @@ def test_convert_has_no_time_budget_unless_given_and_off_runs_quantize_in_full(c
     code, _, err = cli("quantize", digits_teacher, "--out", out, "--time-budget", "off", *QFAST)
     assert code == 0, err
     assert read_json(out / "report.json")["plan"]["budget"] is None and "time budget" not in err
+
+
+def test_the_int8_probe_times_each_format_and_records_one_that_fails(tmp_path, monkeypatch):
+    from dfkd_edge.export.onnx_export import export_onnx
+    from dfkd_edge.export.quantize import CalibConfig
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    path = export_onnx(net, (3, 8, 8), tmp_path / "m.onnx")
+    real = cost.quantize_one
+
+    def refuse_qoperator(pre, out, x, fmt, cfg, *a, **k):
+        if fmt == "qoperator-u8s8":  # as onnxruntime refuses a QLinearAdd with an int32 bias (DeiT-Tiny's)
+            raise RuntimeError("INVALID_GRAPH")
+        return real(pre, out, x, fmt, cfg, *a, **k)
+
+    monkeypatch.setattr(cost, "quantize_one", refuse_qoperator)
+    timed = cost.int8_forward_s(path, (3, 8, 8), CalibConfig(threads=1), 1, tmp_path)
+    assert timed["qoperator-u8s8"] is None
+    assert timed["qdq-u8s8"] > 0 and timed["qdq-s8s8"] > 0
