@@ -127,9 +127,11 @@ def print_table(rows: list[dict]) -> None:
         label = key[1] if key[1] in ("real", "gaussian") else f"synthetic, {rs[0]['steps']} steps"
         print(f"| {key[0]} ({shape}, {rs[0]['test_samples']}; fp32 {rs[0]['fp32'] * 100:.2f}) | {label} | "
               + " | ".join(cells) + " |")
-    print(f"\nformat {', '.join(sorted({r['format'] for r in rows}))}; subsets per cell: "
-          f"{max(len([r for r in rows if (r['model'], r['source'], r['size']) == k]) for k in {(r['model'], r['source'], r['size']) for r in rows})}"
-          f"; commits: {', '.join(sorted({r['commit'] for r in rows}))}")
+    cells: dict[tuple, int] = {}
+    for r in rows:
+        cells[(r["model"], r["source"], r["size"])] = cells.get((r["model"], r["source"], r["size"]), 0) + 1
+    print(f"\nformat {', '.join(sorted({r['format'] for r in rows}))}; subsets per cell: {max(cells.values())}; "
+          f"commits: {', '.join(sorted({r['commit'] for r in rows}))}")
 
 
 def main(argv=None) -> None:

@@ -46,3 +46,22 @@ def test_a_benchmark_script_starts(script):
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=1800)  # a hang guard only
     assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr[-2000:]
+
+
+def test_every_published_jetson_row_says_what_it_measured_and_where_it_comes_from():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import jetson_published
+        import refmodels
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = jetson_published.load_rows()
+    assert len(rows) >= 8
+    for r in rows:
+        assert {"device", "mode", "software", "model", "input", "precision", "batch", "engine", "metric", "ms",
+                "trust", "source"} <= set(r), r
+        assert r["model"] in refmodels.FACTORIES and r["precision"] in ("int8", "fp16", "fp32")
+        assert r["trust"] in ("audited", "vendor") and r["engine"] in ("gpu", "dla") and r["ms"] > 0
+        jetson_published.profile_for(r["device"])  # a shipped profile estimates it
+        if r["metric"] in ("p90", "p99"):  # MLPerf: the log summary's p50 is under its tail percentile
+            assert 0 < r["p50_ms"] <= r["ms"]
