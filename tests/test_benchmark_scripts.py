@@ -58,7 +58,7 @@ def test_every_published_jetson_row_says_what_it_measured_and_where_it_comes_fro
     rows = jetson_published.load_rows()
     assert len(rows) >= 8
     for r in rows:
-        assert {"device", "mode", "software", "model", "input", "precision", "batch", "engine", "metric", "ms",
+        assert {"device", "group", "mode", "software", "model", "input", "precision", "batch", "engine", "metric", "ms",
                 "trust", "source"} <= set(r), r
         assert r["model"] in refmodels.FACTORIES and r["precision"] in ("int8", "fp16", "fp32")
         assert r["trust"] in ("audited", "vendor") and r["engine"] in ("gpu", "dla") and r["ms"] > 0
