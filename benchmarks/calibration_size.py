@@ -46,21 +46,22 @@ def real_inputs(name: str, cache: Path) -> np.ndarray:
 
 
 def pools(name: str, a, work: Path) -> tuple[dict[str, np.ndarray], Path, object, float]:
-    """{source: samples to draw from}, the fp32 ONNX path, the calibration config and the synthesis seconds."""
+    """{source: samples to draw from}, the fp32 ONNX path, the calibration config, and per synthesis steps the
+    seconds and the full configuration of the run that synthesized the pool."""
     model, options, _, _ = model_options(name, Path(a.cache))
-    out, fp32, calib, seconds = {}, None, None, {}
+    out, fp32, calib, synthesis = {}, None, None, {}
     for steps in a.steps:
         t0 = time.perf_counter()
         s, path, cfg = synthesized(model, {**options, "seed": 0, "threads": a.threads, "iterations": steps,
                                            "calib_samples": a.pool, "holdout": 16, "time_budget": "off"},
                                    work / f"run-{steps}")
-        seconds[steps] = round(time.perf_counter() - t0, 1)
+        synthesis[steps] = {"seconds": round(time.perf_counter() - t0, 1), "config": cfg.to_dict()}
         out[f"synthetic-{steps}"] = np.asarray(s.x_train.take(np.arange(len(s.x_train))), np.float32)
         if fp32 is None:
             fp32, calib = work / "fp32.onnx", cfg.calib
             shutil.copy(path, fp32)
     out["real"] = real_inputs(name, Path(a.cache))
-    return out, fp32, calib, seconds
+    return out, fp32, calib, synthesis
 
 
 def draw(source: str, pool: np.ndarray | None, size: int, subset: int, shape) -> np.ndarray:
@@ -78,9 +79,12 @@ def run_model(name: str, a, work: Path, done: set, results: Path) -> None:
     from dfkd_edge.backends.onnxruntime import OrtRunner
     from dfkd_edge.export.quantize import quantize_one
 
+    wanted = [f"synthetic-{n}" for n in a.steps] + ["real", "gaussian"]
+    if all((name, src, size, k) in done for src in wanted for size in a.sizes for k in range(a.subsets)):
+        return  # nothing left to run: the pools are not synthesized again
     _, _, xt, yt = model_options(name, Path(a.cache))
     xt = np.ascontiguousarray(xt, dtype=np.float32)
-    sources, fp32, calib, synth_s = pools(name, a, work)
+    sources, fp32, calib, synthesis = pools(name, a, work)
     calib = replace(calib, formats=(a.format,), threads=a.threads)
     with OrtRunner(fp32, a.threads, "fp32") as r:
         f_test = predict(r, xt)
@@ -103,7 +107,9 @@ def run_model(name: str, a, work: Path, done: set, results: Path) -> None:
                        "pool": None if pool is None else len(pool), "format": a.format, "fp32": fp32_acc,
                        "accuracy": float((top1 == yt).mean()), "agreement": float((top1 == f_test.argmax(1)).mean()),
                        "test_samples": int(len(yt)), "input_shape": list(xt.shape[1:]),
-                       "synthesis_s": synth_s.get(steps), "seconds": round(time.perf_counter() - t0, 1),
+                       "synthesis_s": synthesis.get(steps, {}).get("seconds"),
+                       "synthesis_config": synthesis.get(steps, {}).get("config"),
+                       "seconds": round(time.perf_counter() - t0, 1),
                        "commit": zoo.code_commit(), "config": {**asdict(calib), "formats": [a.format]}}
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")

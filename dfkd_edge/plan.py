@@ -187,7 +187,8 @@ def calibration_seconds(cfg: ConvertConfig, shipped: Probe, formats: tuple[str, 
     serve every format; each sample costs a forward pass and the copy of every tensor its nodes output), fp32 on
     the check samples, then per format a quantization and an int8 pass over the check samples at the speed the probe
     timed (``formats``; None: the one format shipped, the fastest timed); ``timed``: fp32 and each format are timed
-    at batch 1 to pick the fastest. Where the probe has no ONNX figures, the activations autograd keeps stand in for the tensors."""
+    at batch 1 to pick the fastest. Where the probe has no ONNX figures, the activations autograd keeps stand in
+    for the tensors."""
     f = shipped.ort_s
     tensors = shipped.activation_bytes if shipped.activation_bytes is not None else shipped.saved_bytes
     shares = ([shipped.int8_share(fmt, INT8_CHECK_FORWARD.get(fmt, INT8_FORWARD)) for fmt in formats] if formats
