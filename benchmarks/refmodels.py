@@ -26,6 +26,8 @@ from torch import nn
 #: parameter counts with 1000 classes, as torchvision / timm publish them
 PUBLISHED = {"resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872,
              "mobilenet_v3_large": 5_483_032, "efficientnet_b0": 5_288_548, "deit_tiny": 5_717_416}
+#: the same for the networks only published latencies are given for (torchvision's mobilenet_v3_small)
+PUBLISHED_DEVICE = {"mobilenet_v3_small": 2_542_856}
 
 
 def _divisible(v: float, divisor: int = 8) -> int:
@@ -196,23 +198,85 @@ class InvertedResidualV3(nn.Module):
         return x + self.block(x) if self.use_res else self.block(x)
 
 
-class MobileNetV3Large(nn.Module):
-    def __init__(self, classes: int = 1000) -> None:
+#: MobileNetV3-Small's blocks, in V3_LARGE's order
+V3_SMALL = [(16, 3, 16, 16, True, False, 2), (16, 3, 72, 24, False, False, 2), (24, 3, 88, 24, False, False, 1),
+            (24, 5, 96, 40, True, True, 2), (40, 5, 240, 40, True, True, 1), (40, 5, 240, 40, True, True, 1),
+            (40, 5, 120, 48, True, True, 1), (48, 5, 144, 48, True, True, 1), (48, 5, 288, 96, True, True, 2),
+            (96, 5, 576, 96, True, True, 1), (96, 5, 576, 96, True, True, 1)]
+
+
+class MobileNetV3(nn.Module):
+    """torchvision's MobileNetV3: a hard-swish stem, the inverted residual blocks of ``config``, a 1x1 conv to
+    6x the last width, pooling and a two-layer classifier of ``hidden`` units."""
+
+    def __init__(self, config: list[tuple], hidden: int, classes: int = 1000) -> None:
         super().__init__()
+        last = config[-1][3]
         layers = [_conv_bn(3, 16, 3, 2, act=nn.Hardswish, eps=0.001, momentum=0.01)]
-        layers += [InvertedResidualV3(*c) for c in V3_LARGE]
-        layers.append(_conv_bn(160, 960, 1, act=nn.Hardswish, eps=0.001, momentum=0.01))
+        layers += [InvertedResidualV3(*c) for c in config]
+        layers.append(_conv_bn(last, 6 * last, 1, act=nn.Hardswish, eps=0.001, momentum=0.01))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(inplace=True), nn.Dropout(0.2),
-                                        nn.Linear(1280, classes))
+        self.classifier = nn.Sequential(nn.Linear(6 * last, hidden), nn.Hardswish(inplace=True), nn.Dropout(0.2),
+                                        nn.Linear(hidden, classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def mobilenet_v3_large(classes: int = 1000) -> MobileNetV3Large:
-    return MobileNetV3Large(classes)
+def mobilenet_v3_large(classes: int = 1000) -> MobileNetV3:
+    return MobileNetV3(V3_LARGE, 1280, classes)
+
+
+def mobilenet_v3_small(classes: int = 1000) -> MobileNetV3:
+    return MobileNetV3(V3_SMALL, 1024, classes)
+
+
+# ---- SSD-MobileNet-v1 (MLPerf Inference's ssd-mobilenet: TF ssd_mobilenet_v1_coco at 300x300) ----
+
+class SSDMobileNetV1(nn.Module):
+    """MobileNetV1 (ReLU6, depthwise-separable pairs) with the SSD feature extractor of the TF object detection
+    API: boxes from Conv2d_11 (19x19, 3 anchors) and Conv2d_13 (10x10) and four extra maps (1x1 conv to half
+    depth, 3x3 stride-2 conv: 512, 256, 256, 128 channels), 6 anchors each, 1x1 box predictors of 4 box and
+    ``classes`` + 1 class outputs per anchor: 1917 anchors. Ends at the raw predictions: the box decoding
+    and non-maximum suppression that follow are not part of the graph (runtimes run them as a plugin)."""
+
+    PAIRS = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)] + \
+        [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
+    EXTRA = [(1024, 256, 512), (512, 128, 256), (256, 128, 256), (256, 64, 128)]
+
+    def __init__(self, classes: int = 90) -> None:
+        super().__init__()
+        bn = partial(_conv_bn, act=nn.ReLU6, eps=0.001)
+        layers = [bn(3, 32, 3, 2)]
+        for cin, cout, s in self.PAIRS:
+            layers.append(nn.Sequential(bn(cin, cin, 3, s, groups=cin), bn(cin, cout, 1)))
+        self.backbone = nn.ModuleList(layers)
+        self.extra = nn.ModuleList(nn.Sequential(bn(cin, mid, 1), bn(mid, cout, 3, 2))
+                                   for cin, mid, cout in self.EXTRA)
+        maps = [(512, 3), (1024, 6)] + [(cout, 6) for _, _, cout in self.EXTRA]
+        self.boxes = nn.ModuleList(nn.Conv2d(c, a * 4, 1) for c, a in maps)
+        self.scores = nn.ModuleList(nn.Conv2d(c, a * (classes + 1), 1) for c, a in maps)
+        self.classes = classes + 1
+
+    def forward(self, x):
+        feats = []
+        for i, layer in enumerate(self.backbone):
+            x = layer(x)
+            if i in (11, 13):  # Conv2d_11_pointwise, Conv2d_13_pointwise (after the stem, layer i is Conv2d_i)
+                feats.append(x)
+        for layer in self.extra:
+            x = layer(x)
+            feats.append(x)
+        n = x.shape[0]
+        boxes = torch.cat([b(f).permute(0, 2, 3, 1).reshape(n, -1, 4) for b, f in zip(self.boxes, feats)], 1)
+        scores = torch.cat([c(f).permute(0, 2, 3, 1).reshape(n, -1, self.classes)
+                            for c, f in zip(self.scores, feats)], 1)
+        return torch.cat([boxes, scores], 2)
+
+
+def ssd_mobilenet_v1(classes: int = 90) -> SSDMobileNetV1:
+    return SSDMobileNetV1(classes)
 
 
 # ---- EfficientNet-B0 (torchvision efficientnet_b0) ----
@@ -307,6 +371,9 @@ def deit_tiny(classes: int = 1000) -> DeiTTiny:
 
 FACTORIES = {"resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2,
              "mobilenet_v3_large": mobilenet_v3_large, "efficientnet_b0": efficientnet_b0, "deit_tiny": deit_tiny}
+#: networks that published device latencies are given for (benchmarks/jetson_published.toml), not teachers here:
+#: the smallest MobileNetV3 and MLPerf's SSD-MobileNet detector (no classifier: its output is the raw predictions)
+DEVICE_NETWORKS = {**FACTORIES, "mobilenet_v3_small": mobilenet_v3_small, "ssd_mobilenet_v1": ssd_mobilenet_v1}
 
 
 def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -29,6 +29,7 @@ from dfkd_edge.distill.vkd import SelfDistillConfig
 from dfkd_edge.domain import infer_domain
 from dfkd_edge.errors import PipelineError, UserError, require_positive
 from dfkd_edge.flows import convert as run_convert, quantize as run_quantize
+from dfkd_edge.io import atomic_write_json
 from dfkd_edge.cost import Probe
 from dfkd_edge.plan import budget_lines, default_plans, lines as plan_lines
 from dfkd_edge.profile_flow import profile_command
@@ -272,14 +273,18 @@ _PROFILE = {k: p.default for k, p in signature(profile_command).parameters.items
 @click.option("--threads", default=_PROFILE["threads"], show_default=True, help="Local ONNX Runtime threads (0: min(4, cores)).")
 @click.option("--report", "report_dir", type=click.Path(), help="A convert output directory: add these rows to "
               "its report (replacing rows of the same device, kind, precision and batch) and re-render it.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the rows printed to this file (JSON list).")
 def profile(model, target, remote, ssh_config, remote_python, runner, trtexec_bin, trtexec_log, precision,
-            input_shape, batches, budget, threads, report_dir) -> None:
-    """Measure the latency of MODEL (.onnx, or a TensorRT .engine/.plan) for a target: here, or on the
-    device with --remote, or from captured trtexec logs (--trtexec-log)."""
+            input_shape, batches, budget, threads, report_dir, json_path) -> None:
+    """Latency of MODEL (.onnx, or a TensorRT .engine/.plan) for a target: estimated for a device target
+    (from the fp32 ONNX, with the estimate's measured error), measured on the device with --remote, read
+    from captured trtexec logs (--trtexec-log), or measured here for the host target."""
     rows = profile_command(model, target, remote=remote, ssh_config=ssh_config, remote_python=remote_python,
                            runner=runner, trtexec_bin=trtexec_bin, trtexec_logs=list(trtexec_log),
                            precision=precision, input_shape=input_shape, batches=tuple(batches), budget_s=budget,
                            threads=threads, report_dir=report_dir)
+    if json_path:
+        atomic_write_json(Path(json_path), rows)
     click.echo(json.dumps(rows, indent=2))
 
 

@@ -1,5 +1,7 @@
 """``dfkd-edge profile``: latency rows for one model and one target, from wherever it can be measured.
 
+- a device target without ``--remote``: the target's estimated rows (``estimated``, each with the error
+  the estimate has been measured to have) for an fp32 ONNX model.
 - ``--remote``: on the device over SSH (``measured-remote``; trtexec or the bundled ONNX Runtime runner).
 - ``--trtexec-log``: trtexec output captured on the device (the build script keeps it): ``measured-remote``.
 - neither: on this machine (``measured``): ONNX Runtime's CPU provider, its CUDA provider when
@@ -28,6 +30,7 @@ from dfkd_edge.report.recommend import recommend, with_verdict
 from dfkd_edge.runfiles import MODEL_FILES, STUDENT_FILES
 from dfkd_edge.targets.host import HOST_TARGET, LatencyRow, measure_interleaved
 from dfkd_edge.targets.profile import TargetProfile, load_profile
+from dfkd_edge.targets.estimate import estimate_rows
 from dfkd_edge.targets.remote import Remote, profile_remote
 from dfkd_edge.options import parse_input_shape
 
@@ -99,6 +102,25 @@ def _local_rows(model: Path, precision: str, input_shape, batches, budget_s: flo
     return rows
 
 
+def _estimated_rows(model: Path, profile: TargetProfile, precision: str | None, batches) -> list[dict]:
+    """The device's estimated rows for an fp32 ONNX model: each precision the target runs (or ``precision``),
+    each with the error the estimate has been measured to have."""
+    if model.suffix != ".onnx":
+        raise UserError(f"{model}: {profile.name} cannot be reached and an engine cannot be estimated; give the "
+                        "fp32 .onnx it was built from, or --remote to measure on the device")
+    import onnx
+
+    if any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in onnx.load(str(model)).graph.node):
+        raise UserError(f"{model} is already quantized: estimate from the fp32 ONNX (the int8 engine is built from "
+                        "it; its int8 rows are what the device runs), or pass --remote to measure on the device")
+    if precision is not None and precision not in profile.precisions:
+        raise UserError(f"{profile.name} does not run {precision} (it runs {', '.join(profile.precisions)})")
+    log.warning("%s cannot be reached: these rows are estimated, not measured (pass --remote to measure)",
+                profile.name)
+    rows, _ = estimate_rows(model, profile, batches=tuple(batches), model=model.stem)
+    return [r for r in rows if precision is None or r["precision"] == precision]
+
+
 def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile) -> None:
     """``rows`` into a convert or quantize run's report, the target's recommendation made again (and
     marked with the run's verdict), the report re-rendered."""
@@ -144,6 +166,7 @@ def profile_command(model: str | None, target: str, *, remote: str | None = None
             raise UserError(f"{model} does not exist")
         if path.suffix not in MODEL_SUFFIXES:
             raise UserError(f"{model}: expected {', '.join(MODEL_SUFFIXES)}")
+        explicit_precision = precision is not None
         precision = precision or precision_from_name(path)
         name = "input"
         if path.suffix == ".onnx":
@@ -154,6 +177,8 @@ def profile_command(model: str | None, target: str, *, remote: str | None = None
         if remote:
             rows = profile_remote(path, profile, Remote(remote, ssh_config), precision, name, shape, batches,
                                   budget_s, python=remote_python, runner=runner, trtexec=trtexec_bin)
+        elif not profile.is_host and profile.can_estimate:
+            rows = _estimated_rows(path, profile, precision if explicit_precision else None, batches)
         else:
             if not profile.is_host:
                 log.warning("measuring on this host, not on %s: pass --remote to measure on the device", profile.name)

@@ -60,8 +60,28 @@ def test_every_published_jetson_row_says_what_it_measured_and_where_it_comes_fro
     for r in rows:
         assert {"device", "group", "mode", "software", "model", "input", "precision", "batch", "engine", "metric", "ms",
                 "trust", "source"} <= set(r), r
-        assert r["model"] in refmodels.FACTORIES and r["precision"] in ("int8", "fp16", "fp32")
+        assert r["model"] in refmodels.DEVICE_NETWORKS and r["precision"] in ("int8", "fp16", "fp32")
         assert r["trust"] in ("audited", "vendor") and r["engine"] in ("gpu", "dla") and r["ms"] > 0
         jetson_published.profile_for(r["device"])  # a shipped profile estimates it
         if r["metric"] in ("p90", "p99"):  # MLPerf: the log summary's p50 is under its tail percentile
             assert 0 < r["p50_ms"] <= r["ms"]
+
+
+@pytest.mark.slow
+def test_the_shipped_jetson_fit_is_what_the_script_fits_and_its_held_out_error_is_what_rows_quote():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import jetson_fit
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from dfkd_edge.targets.estimate import FIT_PARAMS, load_fit
+
+    params, held, table = jetson_fit.evaluate()
+    shipped = load_fit("jetson-gpu")
+    for k in FIT_PARAMS:
+        assert params[k] == pytest.approx(shipped["params"][k], rel=0.02), k
+    worst_median = max(s["median_pct"] for k, s in table.items() if k.endswith(": all"))
+    worst = max(s["max_pct"] for k, s in table.items() if k.endswith(": all"))
+    assert worst_median == pytest.approx(shipped["held_out"]["median_pct"], abs=1.0)
+    assert worst == pytest.approx(shipped["held_out"]["max_pct"], abs=1.0)
+    assert len(held) == 2 * shipped["held_out"]["rows"]  # every row held out once per scheme

@@ -1,6 +1,7 @@
 """Device profiles, the TensorRT artifacts (Q/DQ rules, calibration cache, build script), the
 trtexec parser, the roofline estimate and TensorRT feature detection."""
 
+import json
 import os
 import stat
 import struct
@@ -21,7 +22,7 @@ from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.export.quantize import CalibConfig, quantize_one
 from dfkd_edge.models import create_student
-from dfkd_edge.targets.estimate import estimate_ms, estimate_rows, layer_costs
+from dfkd_edge.targets.estimate import estimate_ms, estimate_rows, layer_costs, load_fit
 from dfkd_edge.targets.profile import builtin_names, list_profiles, load_profile
 
 
@@ -46,15 +47,37 @@ def test_shipped_profiles_have_the_required_targets_and_cite_every_figure():
         for key in ("peak_int8_tops", "bandwidth_gbs"):
             assert key in p.sources and len(p.sources[key]) > 20, (p.name, key)
         if p.engine == "tensorrt":
-            assert p.tensorrt[0] >= 10 and p.tensorrt_version and "tensorrt" in p.sources
+            assert p.tensorrt[0] >= (8 if "xavier" in p.name else 10)  # JetPack 5 is Xavier's last: TensorRT 8.5
+            assert p.tensorrt_version and "tensorrt" in p.sources
             assert "int8" in p.precisions and "fp16" in p.precisions
 
 
 def test_jetson_figures_match_the_data_sheets():
     nano, agx = load_profile("jetson-orin-nano"), load_profile("jetson-agx-orin")
-    assert nano.peak["int8"] == 20e12 and nano.bandwidth_gbs == 68.0  # 40 sparse / 20 dense TOPS
-    assert agx.bandwidth_gbs == 204.8 and agx.tensorrt == (10, 11)
+    assert nano.mode == "15W" and nano.peak["int8"] == pytest.approx(20e12, rel=0.03)  # 40 sparse / 20 dense TOPS
+    assert nano.bandwidth_gbs == pytest.approx(68, rel=0.01)
+    assert agx.bandwidth_gbs == pytest.approx(204.8, rel=0.001) and agx.tensorrt == (10, 11)
+    assert agx.peak["int8"] == pytest.approx(85e12, rel=0.01)  # 170 sparse: a batch-1 row uses the dense rate
     assert load_profile("jetson-orin-nx").bandwidth_gbs == 102.4
+    sup = load_profile("jetson-orin-nano:MAXN_SUPER")  # JetPack 6.2: 67 sparse TOPS, 102 GB/s
+    assert sup.peak["int8"] == pytest.approx(67e12 / 2, rel=0.01) and sup.bandwidth_gbs == 102.4
+    assert load_profile("jetson-orin-nano-4gb").peak["int8"] == pytest.approx(nano.peak["int8"] / 2)
+    assert load_profile("jetson-agx-orin:15W").peak["int8"] == pytest.approx(85.3e12 * 408 / 1301 * 6 / 16, rel=0.01)
+
+
+def test_sized_names_and_the_xavier_fleet_are_shipped():
+    names = set(builtin_names())
+    assert {"jetson-orin-nano-4gb", "jetson-orin-nano-8gb", "jetson-orin-nx-8gb", "jetson-orin-nx-16gb",
+            "jetson-agx-orin-32gb", "jetson-agx-orin-64gb", "jetson-xavier-nx", "jetson-agx-xavier"} <= names
+    alias = load_profile("jetson-orin-nano-8gb")
+    assert alias.name == "jetson-orin-nano-8gb" and alias.peak == load_profile("jetson-orin-nano").peak
+    for n in names - {"host-cpu", "raspberry-pi-5"}:
+        p = load_profile(n)
+        assert p.fit == "jetson-gpu" and p.mode in p.mode_table and p.sms, n
+    with pytest.raises(UserError, match="no power mode"):
+        load_profile("jetson-orin-nano:BOOST")
+    with pytest.raises(UserError, match="no power modes"):
+        load_profile("raspberry-pi-5:MAXN")
 
 
 def test_user_profile_by_path(tmp_path, cli):
@@ -301,12 +324,44 @@ def test_estimated_rows_are_labelled_and_scale_with_the_device(student_onnx):
     rows, assumptions = estimate_rows(fp32, nano)
     assert {r["kind"] for r in rows} == {"estimated"} and all(r["p90_ms"] is None for r in rows)
     assert {r["precision"] for r in rows} == {"int8", "fp16", "fp32"} and {r["batch"] for r in rows} == {1, 32}
-    assert assumptions["compute_efficiency"] == 0.5 and assumptions["sources"]
+    fit = load_fit("jetson-gpu")
+    assert assumptions["tensor_efficiency"] == fit["params"]["tensor_efficiency"] and assumptions["sources"]
+    held = fit["held_out"]  # every row says how wrong the estimate has been measured to be
+    assert all(f"{held['median_pct']:.0f}%" in r["error"] and str(held["rows"]) in r["error"] for r in rows)
     big = layer_costs(fp32, 4096, "fp32")
     assert estimate_ms(big, agx, "fp32")["ms"] < estimate_ms(big, nano, "fp32")["ms"]
     assert estimate_ms(big, nano, "int8")["ms"] < estimate_ms(big, nano, "fp32")["ms"]
     one = estimate_ms(layer_costs(fp32, 1, "int8"), nano, "int8")
-    assert one["ms"] >= nano.estimate["fixed_overhead_us"] / 1e3  # a tiny model is overhead-bound
+    assert one["ms"] >= fit["params"]["fixed_us"] / 1e3  # a tiny model is overhead-bound
+    pi_rows, pi = estimate_rows(fp32, load_profile("raspberry-pi-5"))  # not fitted: it says so
+    assert "roofline" in pi["method"] and "not measured" in pi_rows[0]["error"]
+
+
+def test_depthwise_convolutions_and_residual_adds_are_told_apart(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.Conv2d(8, 16, 1))
+    f = export_onnx(net.eval(), (8, 6, 6), tmp_path / "dw.onnx")
+    kinds = [(c.op, c.kind, c.work) for c in layer_costs(f, 2, "fp32") if c.op == "Conv"]
+    assert kinds == [("Conv", "depthwise", 72), ("Conv", "dense", 72)]  # work: batch x positions
+
+
+def test_profile_estimates_a_device_it_cannot_reach_and_writes_the_rows(student_onnx, tmp_path, cli):
+    fp32, _ = student_onnx
+    code, out, err = cli("profile", fp32, "--target", "jetson-agx-orin", "--batch", "1", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows == json.loads(out) and {r["kind"] for r in rows} == {"estimated"} and {r["batch"] for r in rows} == {1}
+    assert {"model", "precision", "batch", "p50_ms", "kind", "error"} <= set(rows[0])
+    code, out, err = cli("profile", fp32, "--target", "jetson-orin-nano:MAXN_SUPER", "--precision", "int8")
+    assert code == 0 and {r["precision"] for r in json.loads(out)} == {"int8"}
+    h = onnx.helper
+    q = h.make_model(h.make_graph(
+        [h.make_node("QuantizeLinear", ["x", "s"], ["y"])], "q",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.INT8, [1, 4])],
+        [h.make_tensor("s", onnx.TensorProto.FLOAT, [], [0.1])]))
+    onnx.save(q, str(tmp_path / "q.onnx"))
+    code, _, err = cli("profile", tmp_path / "q.onnx", "--target", "jetson-agx-orin")
+    assert code != 0 and "already quantized" in err
 
 
 # -- TensorRT API -----------------------------------------------------------------------------------

@@ -2,15 +2,22 @@
 
 A profile says what runs on a device (TensorRT major versions, ONNX Runtime execution
 providers), in which precisions, and how fast the device is on paper (peak int8/fp16/fp32
-compute, memory bandwidth: each figure with its source in ``[sources]``), plus the assumptions
-of the roofline estimate used when the device cannot be reached (``[estimate]``).
+compute, memory bandwidth: each figure with its source in ``[sources]``), plus how its latency is
+estimated when the device cannot be reached (``[estimate]``: the fitted model a Jetson profile names with
+``fit``, or the four assumptions of a plain roofline).
+
+A GPU profile gives its peaks at the GPU's highest clock (``gpu_mhz``, ``sms``) and, per power mode,
+the clock, the SMs left ungated and the memory bandwidth (``[power.mode."NAME"]``); ``NAME:MODE`` as a
+target (``jetson-orin-nano:MAXN_SUPER``) loads the profile at that mode, plain ``NAME`` at its default.
+Sized names (``jetson-orin-nano-8gb``) are aliases of the profiles that have always carried the bare
+name (``ALIASES``).
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +32,9 @@ KINDS = ("host", "jetson", "cpu")
 ENGINES = ("tensorrt", "onnxruntime")
 PRECISIONS = ("int8", "fp16", "fp32")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: sized names of the modules whose shipped profile has the bare name (the size users most often have)
+ALIASES = {"jetson-orin-nano-8gb": "jetson-orin-nano", "jetson-orin-nx-16gb": "jetson-orin-nx",
+           "jetson-agx-orin-64gb": "jetson-agx-orin"}
 
 
 @dataclass
@@ -46,6 +56,11 @@ class TargetProfile:
     estimate: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     path: str = ""
+    fit: str | None = None  # the fitted latency model (targets/fits/NAME.toml) its estimate uses
+    gpu_mhz: float | None = None  # the clock the peaks are given at
+    sms: int | None = None  # streaming multiprocessors at that clock
+    mode: str | None = None  # the power mode the peaks and bandwidth are at
+    mode_table: dict[str, dict] = field(default_factory=dict)  # mode -> gpu_mhz, sms, bandwidth_gbs
 
     @property
     def is_host(self) -> bool:
@@ -53,7 +68,17 @@ class TargetProfile:
 
     @property
     def can_estimate(self) -> bool:
-        return bool(self.peak) and self.bandwidth_gbs is not None and bool(self.estimate)
+        return bool(self.peak) and self.bandwidth_gbs is not None and (bool(self.estimate) or bool(self.fit))
+
+    def at_mode(self, mode: str) -> "TargetProfile":
+        """This profile at power mode ``mode``: peaks scaled by its clock and ungated SMs, its bandwidth."""
+        if mode not in self.mode_table:
+            known = ", ".join(self.mode_table) or "none with clocks"
+            raise UserError(f"target {self.name}: no power mode {mode!r} with clocks (known: {known})")
+        m = self.mode_table[mode]
+        scale = (m["gpu_mhz"] / self.gpu_mhz) * (m["sms"] / self.sms)
+        return replace(self, peak={k: v * scale for k, v in self.peak.items()}, bandwidth_gbs=m["bandwidth_gbs"],
+                       gpu_mhz=m["gpu_mhz"], sms=m["sms"], mode=mode)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "kind": self.kind, "engine": self.engine,
@@ -62,7 +87,8 @@ class TargetProfile:
                 "threads": self.threads, "dla_cores": self.dla_cores,
                 "peak_ops_per_s": self.peak, "bandwidth_gbs": self.bandwidth_gbs,
                 "power_modes": list(self.power_modes), "default_power_mode": self.default_power_mode,
-                "estimate_assumptions": self.estimate, "sources": self.sources, "path": self.path}
+                "estimate_assumptions": self.estimate, "fit": self.fit, "gpu_mhz": self.gpu_mhz, "sms": self.sms,
+                "mode": self.mode, "sources": self.sources, "path": self.path}
 
 
 def _profiles_dir():
@@ -70,7 +96,7 @@ def _profiles_dir():
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.name[:-5] for p in _profiles_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted([p.name[:-5] for p in _profiles_dir().iterdir() if p.name.endswith(".toml")] + list(ALIASES))
 
 
 def _bad(where: str, msg: str) -> UserError:
@@ -129,21 +155,50 @@ def parse_profile(doc: dict, where: str) -> TargetProfile:
             if v < 0:
                 raise _bad(where, f"[estimate] {key} must be >= 0, got {v}")
             estimate[key] = v
-    if kind != "host" and not (peak and mem.get("bandwidth_gbs") and len(estimate) == 4):
-        raise _bad(where, "a device profile needs [compute] peaks, [memory] bandwidth_gbs and the four "
-                          "[estimate] assumptions (compute_efficiency, bandwidth_efficiency, kernel_overhead_us, "
-                          "fixed_overhead_us): they make its estimated latency")
+    fit = est.get("fit")
+    if fit is not None and (not isinstance(fit, str) or not _NAME.match(fit)):
+        raise _bad(where, f"[estimate] fit must name a fitted model (targets/fits/NAME.toml), got {fit!r}")
+    if kind != "host" and not (peak and mem.get("bandwidth_gbs") and (len(estimate) == 4 or fit)):
+        raise _bad(where, "a device profile needs [compute] peaks, [memory] bandwidth_gbs and either [estimate] "
+                          "fit (a fitted model) or the four [estimate] assumptions (compute_efficiency, "
+                          "bandwidth_efficiency, kernel_overhead_us, fixed_overhead_us): they make its estimated "
+                          "latency")
+    gpu_mhz, sms = _number(comp, "gpu_mhz", where), comp.get("sms")
+    if fit and (gpu_mhz is None or not isinstance(sms, int) or sms <= 0):
+        raise _bad(where, "a fitted GPU estimate needs [compute] gpu_mhz and sms (a positive integer)")
+    modes = {}
+    for m, t in power.get("mode", {}).items():
+        if not isinstance(t, dict) or not isinstance(t.get("sms"), int) or t["sms"] <= 0:
+            raise _bad(where, f"[power.mode.{m!r}] needs gpu_mhz, sms (a positive integer) and bandwidth_gbs")
+        modes[m] = {"gpu_mhz": _number(t, "gpu_mhz", where), "sms": t["sms"],
+                    "bandwidth_gbs": _number(t, "bandwidth_gbs", where)}
+        if None in modes[m].values():
+            raise _bad(where, f"[power.mode.{m!r}] needs gpu_mhz, sms and bandwidth_gbs")
+        if gpu_mhz is None or sms is None:
+            raise _bad(where, "power modes with clocks need [compute] gpu_mhz and sms")
     return TargetProfile(
         name=name, description=str(doc.get("description", "")), kind=kind, engine=engine, precisions=precisions,
         tensorrt=tuple(trt) if engine == "tensorrt" else None, tensorrt_version=rt.get("tensorrt_version"),
         onnxruntime_ep=tuple(rt.get("onnxruntime_ep", ("CPUExecutionProvider",))), threads=rt.get("threads"),
         dla_cores=int(rt.get("dla_cores", 0)), peak=peak, bandwidth_gbs=_number(mem, "bandwidth_gbs", where),
         power_modes=tuple(power.get("modes", ())), default_power_mode=power.get("default"), estimate=estimate,
-        sources={str(k): str(v) for k, v in doc.get("sources", {}).items()}, path=where)
+        sources={str(k): str(v) for k, v in doc.get("sources", {}).items()}, path=where, fit=fit, gpu_mhz=gpu_mhz,
+        sms=sms, mode_table=modes)
 
 
-def load_profile(name_or_path: str) -> TargetProfile:
-    """A shipped profile by name, or a user's TOML file by path (anything ending in .toml)."""
+def load_profile(spec: str) -> TargetProfile:
+    """A shipped profile by name, or a user's TOML file by path (anything ending in .toml), at its default power
+    mode, or at ``MODE`` for ``NAME:MODE``."""
+    name_or_path, _, mode = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    profile = _load(name_or_path)
+    if not profile.mode_table:
+        if mode:
+            raise UserError(f"target {profile.name} has no power modes with clocks; drop ':{mode}'")
+        return profile
+    return profile.at_mode(mode or profile.default_power_mode or next(iter(profile.mode_table)))
+
+
+def _load(name_or_path: str) -> TargetProfile:
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         p = Path(name_or_path)
         if not p.is_file():
@@ -156,8 +211,9 @@ def load_profile(name_or_path: str) -> TargetProfile:
     if name_or_path not in builtin_names():
         raise UserError(f"unknown --target {name_or_path!r}; known: {', '.join(builtin_names())} "
                         "(or the path of your own .toml profile; see `dfkd-edge targets show host-cpu`)")
-    text = (_profiles_dir() / f"{name_or_path}.toml").read_text()
-    return parse_profile(tomllib.loads(text), f"{name_or_path} (built in)")
+    text = (_profiles_dir() / f"{ALIASES.get(name_or_path, name_or_path)}.toml").read_text()
+    profile = parse_profile(tomllib.loads(text), f"{name_or_path} (built in)")
+    return replace(profile, name=name_or_path)
 
 
 def list_profiles() -> list[TargetProfile]:
@@ -169,4 +225,4 @@ def profile_text(name_or_path: str) -> str:
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         return Path(name_or_path).read_text()
     load_profile(name_or_path)
-    return (_profiles_dir() / f"{name_or_path}.toml").read_text()
+    return (_profiles_dir() / f"{ALIASES.get(name_or_path, name_or_path)}.toml").read_text()
