@@ -49,7 +49,7 @@ def recommend(profile: TargetProfile, rows: list[dict], quality: dict, target_do
               f"({100 * q[m + '_' + ('int8' if best['precision'] == 'int8' else 'fp32')]:.2f}% vs "
               f"{100 * q[m + '_fp32']:.2f}%)")
     if best["kind"] == "estimated":
-        reason = "not measured: " + reason + "; roofline estimate from the target profile"
+        reason = "not measured: " + reason + "; estimated (" + best.get("error", "error not measured") + ")"
     if trt:
         reason += (f"; build the engine on the device with {build_script_name(profile.name)} "
                    "(TensorRT engines are not portable)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from dfkd_edge.domain import corr_pairs
 
 KIND_TITLE = {"measured": "measured on this host", "measured-remote": "measured on the device over SSH",
-              "estimated": "estimated (roofline from the target profile, not measured)"}
+              "estimated": "estimated (a model of the target, not measured)"}
 
 
 @dataclass
@@ -352,15 +352,25 @@ def _latency_blocks(report: dict) -> list[Block]:
         if kind == "estimated":
             est = (report.get("targets") or {}).get("estimates", {}).get(device)
             if est:
-                b.append(Block("p", "Assumptions: " + est["method"] + "; compute efficiency "
-                               f"{est['compute_efficiency']:.0%} of peak, bandwidth efficiency "
-                               f"{est['bandwidth_efficiency']:.0%} of {est['bandwidth_gbs']} GB/s, "
-                               f"{est['kernel_overhead_us']} us per kernel, {est['fixed_overhead_us']} us per "
-                               "inference; peaks " + ", ".join(f"{k} {v / 1e12:.3g} T/s" for k, v in
-                                                                 est["peak_ops_per_s"].items())
-                               + ". p90/p99 are not estimated. Figures and sources: `dfkd-edge targets show "
-                               f"{device}`."))
+                b.append(Block("p", _estimate_text(est, device)))
     return b
+
+
+def _estimate_text(est: dict, device: str) -> str:
+    """How a target's rows were estimated and how wrong such estimates have been measured to be."""
+    peaks = ", ".join(f"{k} {v / 1e12:.3g} T/s" for k, v in est["peak_ops_per_s"].items())
+    if "tensor_efficiency" in est:
+        how = (f"{est['method']}: Tensor Core work at {est['tensor_efficiency']:.0%} of peak, depthwise "
+               f"convolutions at {est['depthwise_efficiency']:.0%} of the CUDA cores' rate, bandwidth at "
+               f"{est['bandwidth_efficiency']:.0%} of {est['bandwidth_gbs']} GB/s, {est['kernel_us']:.3g} us per "
+               f"kernel, {est['fixed_us']:.3g} us per inference; power mode {est.get('power_mode')}; peaks {peaks}")
+    else:
+        how = (f"{est['method']}; compute efficiency {est['compute_efficiency']:.0%} of peak, bandwidth efficiency "
+               f"{est['bandwidth_efficiency']:.0%} of {est['bandwidth_gbs']} GB/s, {est['kernel_overhead_us']} us per "
+               f"kernel, {est['fixed_overhead_us']} us per inference; peaks {peaks}")
+    error = est.get("error", "not measured")
+    return (f"Estimated, not measured: {how}. How wrong it can be: {error}. p90/p99 are not estimated. Figures and "
+            f"sources: `dfkd-edge targets show {device}`.")
 
 
 def _file_blocks(report: dict, trt: dict | None) -> list[Block]:
