@@ -40,9 +40,9 @@ from dfkd_edge.targets.profile import ALIASES, load_profile  # noqa: E402
 DEPTHWISE = {"mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "ssd_mobilenet_v1"}
 #: where the search starts (a plain roofline's guesses) and the bounds it keeps to
 START = {"tensor_efficiency": 0.5, "depthwise_efficiency": 0.5, "bandwidth_efficiency": 0.7,
-         "fill_outputs_per_sm": 100.0, "kernel_us": 5.0, "fixed_us": 50.0}
+         "fill_blocks_per_sm": 1.0, "kernel_us": 5.0, "fixed_us": 50.0}
 BOUNDS = {"tensor_efficiency": (0.02, 1.0), "depthwise_efficiency": (0.02, 1.0), "bandwidth_efficiency": (0.05, 1.0),
-          "fill_outputs_per_sm": (1.0, 1e6), "kernel_us": (0.1, 100.0), "fixed_us": (1.0, 2000.0)}
+          "fill_blocks_per_sm": (0.01, 100.0), "kernel_us": (0.1, 100.0), "fixed_us": (1.0, 2000.0)}
 
 
 def costed(rows: list[dict], work: Path) -> list[dict]:
@@ -84,8 +84,8 @@ def fit(rows: list[dict]) -> dict:
 
     bounds = [tuple(math.log(b) for b in BOUNDS[k]) for k in FIT_PARAMS]
     best = None
-    for fill in (3.0, 30.0, 300.0):  # a few starts: the loss is not convex in the fill and floor terms
-        x0 = np.array([math.log(fill if k == "fill_outputs_per_sm" else START[k]) for k in FIT_PARAMS])
+    for fill in (0.1, 1.0, 10.0):  # a few starts: the loss is not convex in the fill and floor terms
+        x0 = np.array([math.log(fill if k == "fill_blocks_per_sm" else START[k]) for k in FIT_PARAMS])
         res = minimize(loss, x0, method="Powell", bounds=bounds, options={"xtol": 1e-3, "ftol": 1e-6})
         if best is None or res.fun < best.fun:
             best = res

@@ -12,8 +12,8 @@ A Jetson profile names a *fitted* model instead (``[estimate] fit``; targets/fit
 benchmarks/jetson_fit.py from published TensorRT latencies): dense convolutions and matrix products run
 at a fraction of the Tensor Core peak, depthwise convolutions on the CUDA cores (4 int8 / 2 fp16 / 1 fp32
 operations per core and FLOP slot), every kernel is limited by bandwidth as well and is slowed when its
-output is too small to fill the GPU's SMs (``work / (work + fill x SMs)``, work = output elements at the
-batch), and each kernel and each inference pay a fixed time. Its rows carry the error measured on
+output is too small to fill the GPU's SMs (``work / (work + fill x SMs)``, work = the kernel's output
+blocks of TILE x TILE: GEMM rows (batch x positions) by output channels), and each kernel and each inference pay a fixed time. Its rows carry the error measured on
 published rows held out of the fit (``error``).
 
 Every number but the graph's comes from the target profile (peaks and bandwidth with sources) and the
@@ -23,6 +23,7 @@ fit or the profile's stated assumptions. It is a model, not a measurement: rows 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -44,10 +45,12 @@ WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FUSED = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "BatchNormalization",
          "QuantizeLinear", "DequantizeLinear", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
          "Dropout", "Cast", "Concat")
+#: the side of the output block a GPU kernel computes per SM at a time (CUTLASS / TensorRT tiles are 64-256)
+TILE = 64
 #: operations per CUDA core and FLOP slot on the GPU's vector units (dp4a int8, paired fp16)
 VECTOR = {"int8": 4.0, "fp16": 2.0, "fp32": 1.0}
 #: the fitted model's parameters, in the order benchmarks/jetson_fit.py searches them
-FIT_PARAMS = ("tensor_efficiency", "depthwise_efficiency", "bandwidth_efficiency", "fill_outputs_per_sm",
+FIT_PARAMS = ("tensor_efficiency", "depthwise_efficiency", "bandwidth_efficiency", "fill_blocks_per_sm",
               "kernel_us", "fixed_us")
 
 
@@ -59,7 +62,7 @@ class LayerCost:
     bytes: float
     kernel: bool
     kind: str = "other"  # "dense" (Tensor Core work), "depthwise" (CUDA cores), "other" (memory-bound)
-    work: float = 0.0  # the parallelism the kernel offers: GEMM rows (batch x positions) or output elements
+    work: float = 0.0  # the parallelism the kernel offers: output blocks of TILE x TILE
 
 
 def _shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
@@ -128,10 +131,13 @@ def layer_costs(onnx_path: str | Path, batch: int, precision: str) -> list[Layer
         if not kernel:  # runs in the producing kernel's epilogue: only a second operand is read from memory
             moved = max(in_elems - out_elems, 0.0) if n.op_type in ("Add", "Sum", "Mul") else 0.0
         out_shape = shapes.get(n.output[0], ())
-        # the parallelism a kernel offers: for a convolution or matrix product the rows of its implicit GEMM
-        # (batch x output positions; the output channels are the other, always-tiled dimension)
-        work = out_elems / out_shape[1 if n.op_type in ("Conv", "ConvTranspose") else -1] if (
-            kind != "other" and len(out_shape) >= 2 and out_shape[-1]) else out_elems
+        if kind != "other" and len(out_shape) >= 2 and out_shape[-1]:
+            # a convolution or matrix product is tiled over its implicit GEMM: rows = batch x output positions,
+            # columns = output channels, in TILE x TILE blocks, one per SM at a time
+            cols = out_shape[1 if n.op_type in ("Conv", "ConvTranspose") else -1]
+            work = math.ceil(out_elems / cols / TILE) * math.ceil(cols / TILE)
+        else:  # element-wise: blocks of TILE x TILE elements
+            work = math.ceil(out_elems / TILE ** 2)
         costs.append(LayerCost(n.name or n.op_type, n.op_type, flops, moved * width, kernel=kernel, kind=kind,
                                work=work))
     return costs
@@ -165,7 +171,7 @@ def fitted_ms(costs: list[LayerCost], profile: TargetProfile, precision: str, pa
     tensor = (profile.peak.get(precision) or profile.peak["fp32"]) * p["tensor_efficiency"]
     vector = profile.peak["fp32"] * VECTOR[precision] * p["depthwise_efficiency"]
     bw = profile.bandwidth_gbs * 1e9 * p["bandwidth_efficiency"]
-    fill_at = p["fill_outputs_per_sm"] * profile.sms
+    fill_at = p["fill_blocks_per_sm"] * profile.sms
     t = compute_t = memory_t = 0.0
     for c in costs:
         rate = tensor if c.kind == "dense" else vector if c.kind == "depthwise" else None
