@@ -46,6 +46,9 @@ class ConvertConfig:
     synth_bn_units: str = "auto"  # input optimisers' BN-statistics distance (dfkd_edge.synthesis.base.BN_UNITS)
     student: str = "auto"
     width: int | None = None
+    student_factory: str | None = None  # package.module:function(input_shape, num_classes) -> nn.Module
+    max_latency_ms: float | None = None  # the student: the most MACs whose int8 batch-1 p50 fits, on latency_on
+    latency_on: str | None = None  # the target max_latency_ms is held on (default: the first device target)
     kd: KDConfig = field(default_factory=KDConfig)
     vkd: VKDConfig = field(default_factory=VKDConfig)
     compare_kd: bool = True  # with --distill vkd | kd+vkd: also train plain KD and report both
@@ -213,6 +216,17 @@ def check_numbers(cfg: ConvertConfig) -> None:
         budget_seconds(cfg.time_budget)  # UserError on a bad duration
     if cfg.threads < 0:
         raise UserError(f"--threads must be 0 (min(4, cores)) or a positive count, got {cfg.threads}")
+    if cfg.max_latency_ms is not None:
+        if not cfg.max_latency_ms > 0:
+            raise UserError(f"--max-latency-ms must be a positive number of milliseconds, got {cfg.max_latency_ms}")
+        if cfg.width is not None or cfg.student_factory:
+            raise UserError("--max-latency-ms chooses the student's family and width: leave out --width and "
+                            "--student-factory (or leave out --max-latency-ms)")
+    if cfg.latency_on is not None and cfg.max_latency_ms is None:
+        raise UserError("--latency-on names the target --max-latency-ms is held on; give --max-latency-ms too")
+    if cfg.student_factory is not None and (":" not in cfg.student_factory or cfg.width is not None):
+        raise UserError(f"--student-factory must look like package.module:function (called with the input shape and "
+                        f"the number of classes; no --width), got {cfg.student_factory!r}")
     if cfg.width is not None and cfg.width < 1:
         raise UserError(f"--width must be a positive channel count (leave it out to size the student from the "
                         f"teacher), got {cfg.width}")

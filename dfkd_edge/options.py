@@ -76,7 +76,14 @@ OPTIONS = _opts(
     Option("synth_start", "synth_start", "Where the input-optimising methods (deepinversion, soft-target) start each "
            "sample: auto (dead-leaves for images, noise otherwise), dead-leaves (flat shapes laid over each other, "
            "images only), noise (the input domain's noise) or half (half of each batch each way, images only)."),
-    Option("student", "student", "Student family: auto, conv2d, conv1d, mlp."),
+    Option("student", "student", "Student family: auto, conv2d, resnet, mbv2 (images), conv1d, mlp."),
+    Option("student_factory", "student_factory", "Your own student: package.module:function, called with the input "
+           "shape (without batch) and the number of classes, returning a torch.nn.Module (on PYTHONPATH).", kind=str),
+    Option("max_latency_ms", "max_latency_ms", "Choose the student for a device: the family and width with the most "
+           "multiply-accumulates whose int8 batch-1 p50 on --latency-on fits this many milliseconds (estimated; "
+           "the run says so). Not --latency-budget, the seconds spent timing.", kind=float),
+    Option("latency_on", "latency_on", "The target --max-latency-ms is held on (default: the first --target that "
+           "is a device).", kind=str),
     Option("width", "width", "Student width (default: chosen from the teacher's size).", kind=int),
     Option("epochs", "kd.epochs", "Distillation epochs."),
     Option("batch_size", "kd.batch_size", "Distillation batch size."),
@@ -143,7 +150,8 @@ QUANTIZE_HELP = {
 
 _TEACHER = ("input_shape", "factory", "input_range", "input_mean", "input_std")
 _SYNTH = ("method", "samples", "holdout", "iterations", "synth_batch", "synth_start")
-_STUDENT = ("student", "width", "epochs", "batch_size", "temperature", "mixup", "shift", "distill_mode", "vkd_weight",
+_STUDENT = ("student", "width", "student_factory", "max_latency_ms", "latency_on", "epochs", "batch_size",
+            "temperature", "mixup", "shift", "distill_mode", "vkd_weight",
             "vkd_epochs", "vkd_transfer", "compare_kd", "few_shot_data")
 _CALIB = ("calib_samples", "calib_method", "int8_format")
 _COMPUTE = ("device", "precision", "channels_last", "compile")

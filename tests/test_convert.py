@@ -79,11 +79,14 @@ def test_convert_for_a_jetson_target(cli, tmp_path, digits_teacher, digits_test)
     assert rec["jetson-orin-nano"]["kind"] == "estimated" and rec["jetson-orin-nano"]["backend"] == "tensorrt"
     assert "not measured: " in rec["jetson-orin-nano"]["reason"]
     assert rec["host-cpu"]["kind"] == "measured"
-    assert r["targets"]["estimates"]["jetson-orin-nano"]["bandwidth_gbs"] == 68.0
+    est = r["targets"]["estimates"]["jetson-orin-nano"]
+    assert est["bandwidth_gbs"] == 68.3 and est["power_mode"] == "15W" and "held out" in est["error"]
+    assert all("held out" in row["error"] for row in r["latency"] if row["kind"] == "estimated")
     assert r["model_sizes"]["student_int8.onnx"] < r["model_sizes"]["student_fp32.onnx"]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page and "src='http" not in page
-    assert "estimated (roofline" in page and "measured on this host" in page
+    assert "estimated (a model of the target" in page and "How wrong it can be" in page
+    assert "measured on this host" in page
     md = (out / "report.md").read_text()
     assert "### jetson-orin-nano: estimated" in md and "![latency.png](latency.png)" in md
     assert set(r["artifacts"]) >= names - {"manifest.json"}

@@ -24,7 +24,14 @@ def latency_plot(report: dict, path: Path) -> Path:
     devices = list(dict.fromkeys(r["device"] for r in rows))
     rows.sort(key=lambda r: devices.index(r["device"]))  # stable: one block per device
     labels = [f"{r['device']} · {r['model']} · {r['backend']} · {r['precision']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.4), dpi=110)
+    choice = (report.get("student") or {}).get("chosen_for")
+    bars_h = 0.38 * len(rows) + 1.4
+    if choice:
+        fig, (ax, cax) = plt.subplots(2, 1, figsize=(9, bars_h + 3.6), dpi=110,
+                                      gridspec_kw={"height_ratios": [bars_h, 3.6]})
+        _candidates(cax, choice)
+    else:
+        fig, ax = plt.subplots(figsize=(9, bars_h), dpi=110)
     for i, r in enumerate(rows):
         ax.barh(i, r["p50_ms"], edgecolor="#333", linewidth=0.5, **_KIND_STYLE.get(r["kind"], {}))
         ax.text(r["p50_ms"] * 1.05, i, f"{r['p50_ms']:.3g} ms", va="center", fontsize=8)
@@ -42,6 +49,29 @@ def latency_plot(report: dict, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _candidates(ax, choice: dict) -> None:
+    """The student candidates --max-latency-ms weighed: estimated int8 batch-1 p50 against multiply-accumulates,
+    one marker per family, the limit as a line, the chosen one ringed."""
+    markers = ["o", "s", "^", "D", "v"]
+    families = list(dict.fromkeys(c["family"] for c in choice["candidates"]))
+    for i, fam in enumerate(families):
+        cs = [c for c in choice["candidates"] if c["family"] == fam]
+        ax.plot([c["p50_ms"] for c in cs], [c["macs"] for c in cs], marker=markers[i % len(markers)], linestyle="-",
+                label=fam, markersize=5)
+    best = next(c for c in choice["candidates"] if (c["family"], c["width"]) == (choice["chosen"]["family"],
+                                                                                choice["chosen"]["width"]))
+    ax.scatter([best["p50_ms"]], [best["macs"]], s=180, facecolors="none", edgecolors="#d62728", linewidths=1.5,
+               label=f"chosen: {best['family']} width {best['width']}", zorder=3)
+    ax.axvline(choice["max_latency_ms"], color="#d62728", linestyle="--", linewidth=1,
+               label=f"--max-latency-ms {choice['max_latency_ms']:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"estimated int8 p50 at batch 1 on {choice['target']} (ms, log scale)")
+    ax.set_ylabel("multiply-accumulates")
+    ax.set_title("Student candidates (estimated, not measured)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def accuracy_latency_plot(report: dict, path: Path) -> Path:

@@ -285,12 +285,29 @@ def student_sections(report: dict) -> list[Block]:
     return _summary_blocks(report) + _trt_blocks(trt) + _latency_blocks(report) + _file_blocks(report, trt)
 
 
+def _choice_blocks(student: dict) -> list[Block]:
+    """How --max-latency-ms chose the student, or how a user's --student-factory made it."""
+    c = student.get("chosen_for")
+    if student.get("name") == "factory":
+        return [Block("p", f"Student: your own, from --student-factory `{student['factory']}`.")]
+    if not c:
+        return []
+    chosen = (c["chosen"]["family"], c["chosen"]["width"])
+    best = next(x for x in c["candidates"] if (x["family"], x["width"]) == chosen)
+    return [Block("p", f"Student chosen for {c['target']} (power mode {c['power_mode']}): {c['rule']} "
+                       f"{c['max_latency_ms']:g} ms, among {len(c['candidates'])} candidates of "
+                       f"{', '.join(dict.fromkeys(x['family'] for x in c['candidates']))} (latency plot): "
+                       f"`{best['family']}` width {best['width']}, {best['macs'] / 1e6:,.1f} M multiply-accumulates, "
+                       f"{best['p50_ms']:.3g} ms. The latencies are {c['how']}, not measured: {c['error']}.")]
+
+
 def _summary_blocks(report: dict) -> list[Block]:
     acc, fid = report["accuracy"], report["fidelity"]
     t, s = report["teacher"], report["student"]
     calib = report["calibration"]
     b = [Block("h1", f"dfkd-edge report: {_run_title(report)}")]
     b += _quality_blocks(report.get("quality"))
+    b += _choice_blocks(s)
     b += [Block("p", f"Teacher: {t['format']}, input {tuple(t['input_shape'])}, {t['num_classes']} classes, "
                     f"{t['num_params']:,} parameters. Student: `{s['name']}` width {s['width']}, {s['num_params']:,} "
                     f"parameters ({s['num_params'] / max(t['num_params'], 1):.1%} of the teacher). "

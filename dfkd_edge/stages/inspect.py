@@ -16,6 +16,9 @@ from dfkd_edge.export.onnx_export import check_parity
 from dfkd_edge.export.onnx_model import check_onnx_model
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models import create_student
+from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS
+from dfkd_edge.student_choice import choose_for_latency
+from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.runfiles import TEACHER_JSON
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.export import shipped_module
@@ -82,13 +85,33 @@ def decide(s) -> None:
     # the student is chosen (and validated) before minutes of synthesis, built later; for several
     # teachers the one student of the largest
     params = s.teacher.largest_params if s.multi else s.spec.num_params
-    _, s.recipe = create_student(cfg.student, s.spec.input_shape, s.spec.num_classes, params, cfg.width,
-                                 None if s.multihead else s.teacher.domain)
+    width, name, choice = cfg.width, cfg.student, None
+    if cfg.max_latency_ms is not None:
+        families = RANK_FAMILIES[len(s.spec.input_shape)] if cfg.student == "auto" else (cfg.student,)
+        with s.run.progress.task("student candidates (estimated int8 latency)", total=len(families) * len(WIDTHS)) as t:
+            choice = choose_for_latency(s.spec.input_shape, s.spec.num_classes, latency_target(cfg),
+                                        cfg.max_latency_ms, families, progress=lambda _: t.advance(1))
+        name, width = choice["chosen"]["family"], choice["chosen"]["width"]
+    _, s.recipe = create_student(name, s.spec.input_shape, s.spec.num_classes, params, width,
+                                 None if s.multihead else s.teacher.domain, factory=cfg.student_factory)
+    if choice is not None:
+        s.recipe["chosen_for"] = choice
     s.few_shot = None
     if s.multihead:
         s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
         if cfg.few_shot_data:
             s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
+
+
+def latency_target(cfg) -> TargetProfile:
+    """The target --max-latency-ms is held on: --latency-on, else the first --target that is a device."""
+    if cfg.latency_on:
+        return load_profile(cfg.latency_on)
+    devices = [p for p in (load_profile(t) for t in cfg.targets) if not p.is_host]
+    if not devices:
+        raise UserError("--max-latency-ms needs a device to hold the student's latency on: add --target (e.g. "
+                        "jetson-orin-nano) or --latency-on")
+    return devices[0]
 
 
 class InspectModel(Inspect):
