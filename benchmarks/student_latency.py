@@ -1,8 +1,10 @@
 """Is the student --max-latency-ms chooses at least as accurate as the plain default student at the same device
 latency? On zoo image teachers (benchmarks/zoo.py): the plain default student (``--student auto``, sized by
-parameters) is exported and its int8 batch-1 p50 estimated on the device target; a second convert is given that
-estimate as ``--max-latency-ms``; both students' int8 accuracy on the teacher's real test split is recorded,
-with the chosen family, width, multiply-accumulates and estimate, per seed.
+parameters) is exported and its int8 batch-1 p50 estimated on the device target; a second convert is given
+``--scale`` times that estimate as ``--max-latency-ms``; both students' int8 accuracy on the teacher's real test
+split is recorded, with the chosen family, width, multiply-accumulates and estimate, per seed. At ``--scale 1``
+the script first says which student the limit chooses: where it is the plain one, the two runs would be one
+run twice, and it skips them.
 
     python benchmarks/student_latency.py --teachers digits01-seq shapes01-mbv shapesz-res photoz-res --seeds 0 1
 
@@ -30,6 +32,7 @@ from zoo_bench import _config  # noqa: E402
 from dfkd_edge.export.onnx_export import export_onnx  # noqa: E402
 from dfkd_edge.flows import convert  # noqa: E402
 from dfkd_edge.models import create_student  # noqa: E402
+from dfkd_edge.student_choice import choose_for_latency  # noqa: E402
 from dfkd_edge.targets.estimate import at_width, estimate_ms, layer_costs  # noqa: E402
 from dfkd_edge.targets.profile import load_profile  # noqa: E402
 from dfkd_edge.teacher import load_teacher  # noqa: E402
@@ -48,7 +51,7 @@ def plain_latency(meta: dict, target: str) -> tuple[dict, float]:
 
 
 def run(meta: dict, seed: int, target: str, limit: float | None, work: Path) -> dict:
-    out = work / f"{meta['name']}-{'chosen' if limit else 'plain'}-{seed}"
+    out = work / f"{meta['name']}-{'chosen' if limit else 'plain'}-{seed}-{limit}"
     opts = {"targets": (target, "host-cpu")}
     if limit:
         opts["max_latency_ms"] = limit
@@ -84,6 +87,7 @@ def main(argv=None) -> None:
     ap.add_argument("--teachers", nargs="+", default=["digits01-seq", "shapes01-mbv", "shapesz-res", "photoz-res"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--target", default="jetson-orin-nano")
+    ap.add_argument("--scale", type=float, default=1.0, help="--max-latency-ms = scale x the plain student's estimate")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--table", action="store_true", help="only print the table of --results")
@@ -96,16 +100,23 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     results.parent.mkdir(parents=True, exist_ok=True)
     work = Path(zoo.DEFAULT_CACHE) / "runs"
-    have = {(r["teacher"], r["student"], r["seed"]) for r in done}
+    have = {(r["teacher"], r["student"], r["seed"], r.get("scale")) for r in done}
     for name in a.teachers:
         meta = zoo.build(zoo.BY_NAME[name])
-        _, limit = plain_latency(meta, a.target)
+        recipe, plain_ms = plain_latency(meta, a.target)
+        limit = a.scale * plain_ms
+        chosen = choose_for_latency(tuple(meta["input_shape"]), meta["classes"], load_profile(a.target), limit)["chosen"]
+        print(f"{name}: plain {recipe['name']} w{recipe['width']} {plain_ms:.4g} ms; at {limit:.4g} ms the choice is "
+              f"{chosen['family']} w{chosen['width']}", flush=True)
+        if (chosen["family"], chosen["width"]) == (recipe["name"], recipe["width"]):
+            continue  # the same student: equal by construction
         for seed in a.seeds:
             for lim in (None, limit):
-                key = (name, "chosen" if lim else "plain", seed)
-                if key in have:
+                key = (name, "chosen" if lim else "plain", seed, a.scale if lim else None)
+                if key in have or (lim is None and (name, "plain", seed, None) in have):
                     continue
-                row = {**run(meta, seed, a.target, lim, work), "commit": zoo.code_commit(),
+                row = {**run(meta, seed, a.target, lim, work), "scale": a.scale if lim else None,
+                       "plain_ms": plain_ms, "commit": zoo.code_commit(),
                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
