@@ -226,18 +226,20 @@ def targets() -> None:
 @targets.command("list")
 def targets_list() -> None:
     """The profiles shipped with dfkd-edge."""
-    rows = [("name", "kind", "runtime", "precisions", "int8 peak", "memory")]
+    rows = [("name", "kind", "runtime", "precisions", "int8 peak", "memory", "power modes (*: default)")]
     for p in list_profiles():
         runtime = (f"TensorRT {p.tensorrt[0]}" + (f"-{p.tensorrt[1]}" if p.tensorrt[1] != p.tensorrt[0] else "")
                    + ".x" if p.tensorrt else "ONNX Runtime " + "/".join(e.replace("ExecutionProvider", "")
                                                                        for e in p.onnxruntime_ep))
-        peak = f"{p.peak['int8'] / 1e12:g} TOPS" if "int8" in p.peak else "measured"
+        peak = f"{p.peak['int8'] / 1e12:.3g} TOPS" if "int8" in p.peak else "measured"
         mem = f"{p.bandwidth_gbs:g} GB/s" if p.bandwidth_gbs else "-"
-        rows.append((p.name, p.kind, runtime, ",".join(p.precisions), peak, mem))
+        modes = ", ".join(m + ("*" if m == p.mode else "") for m in p.mode_table) or "-"
+        rows.append((p.name, p.kind, runtime, ",".join(p.precisions), peak, mem, modes))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    click.echo("\nA profile of your own: copy one (`dfkd-edge targets show NAME > my.toml`), edit it and pass "
+    click.echo("\nPeaks and bandwidth at the default power mode; NAME:MODE for another (jetson-orin-nano:MAXN_SUPER). "
+               "A profile of your own: copy one (`dfkd-edge targets show NAME > my.toml`), edit it and pass "
                "--target my.toml.")
 
 

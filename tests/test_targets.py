@@ -111,6 +111,11 @@ def test_targets_list_and_unknown_target(cli):
     assert code == 0 and all(n in out for n in builtin_names()) and "TensorRT 10.x" in out
     code, _, err = cli("targets", "show", "jetson-orin-nanoo")
     assert code == 2 and "unknown --target" in err and "jetson-orin-nano" in err
+    assert "MAXN_SUPER" in out and "15W*" in out  # every profile's power modes, the default marked
+    code, out, _ = cli("targets", "show", "jetson-orin-nano:MAXN_SUPER", "--json")
+    assert code == 0 and json.loads(out)["mode"] == "MAXN_SUPER"
+    code, out, _ = cli("targets", "show", "jetson-orin-nano:MAXN_SUPER")
+    assert code == 0 and '[power.mode."MAXN_SUPER"]' in out
 
 
 # -- TensorRT Q/DQ model ----------------------------------------------------------------------------

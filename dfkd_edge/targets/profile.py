@@ -222,7 +222,9 @@ def list_profiles() -> list[TargetProfile]:
 
 def profile_text(name_or_path: str) -> str:
     """The TOML behind a profile, as shipped (for ``targets show``)."""
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        return Path(name_or_path).read_text()
+    if name_or_path.split(":", 1)[0].endswith(".toml") or "/" in name_or_path:
+        load_profile(name_or_path)
+        return Path(name_or_path.rsplit(":", 1)[0] if ":" in name_or_path else name_or_path).read_text()
     load_profile(name_or_path)
+    name_or_path = name_or_path.split(":", 1)[0]  # a power mode is a section of the one file
     return (_profiles_dir() / f"{ALIASES.get(name_or_path, name_or_path)}.toml").read_text()
