@@ -14,7 +14,6 @@ Whatever the format, the rest of the tool sees a :class:`~dfkd_edge.teacher_mode
 
 from __future__ import annotations
 
-import importlib
 import json
 import warnings
 import zipfile
@@ -26,6 +25,7 @@ from torch import nn
 from dfkd_edge.errors import UserError, first_line
 from dfkd_edge.export.onnx_model import is_onnx
 from dfkd_edge.export.onnx_torch import load_onnx_module
+from dfkd_edge.models.registry import checked_module, import_factory
 from dfkd_edge.taps import BatchChunked
 from dfkd_edge.teacher_model import RANK_KIND, Teacher, inspect_module
 
@@ -125,16 +125,7 @@ def _eval(m: nn.Module) -> None:
 
 
 def _load_factory(path: Path, factory: str) -> nn.Module:
-    if ":" not in factory:
-        raise UserError(f"--factory {factory!r} must look like package.module:function")
-    mod_name, fn_name = factory.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"--factory {factory!r} cannot be imported ({e}); check it is on PYTHONPATH") from None
-    module = fn()
-    if not isinstance(module, nn.Module):
-        raise UserError(f"--factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
+    module = checked_module(import_factory(factory, "--factory")(), factory, "--factory")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for non-tensor objects, RuntimeError for truncation

@@ -12,14 +12,13 @@ the convolutions and every layer quantizes. A user's own student: ``--student-fa
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
 from torch import nn
 
 from dfkd_edge.errors import UserError
-from dfkd_edge.models.registry import create_model, register_model
+from dfkd_edge.models.registry import checked_module, create_model, import_factory, register_model
 
 MIN_WIDTH = 8
 _WIDTHS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -173,17 +172,8 @@ def mlp(input_shape, num_classes, width=64, input_norm=None):
 @register_model
 def factory(input_shape, num_classes, width=0, factory=None):
     """A user's student: ``factory`` (package.module:function) called with the input shape and the classes."""
-    if not factory or ":" not in factory:
-        raise UserError(f"--student-factory {factory!r} must look like package.module:function")
-    mod_name, fn_name = factory.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"--student-factory {factory!r} cannot be imported ({e}); check it is on PYTHONPATH") from None
-    model = fn(tuple(input_shape), num_classes)
-    if not isinstance(model, nn.Module):
-        raise UserError(f"--student-factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    fn = import_factory(factory, "--student-factory")
+    return checked_module(fn(tuple(input_shape), num_classes), factory, "--student-factory")
 
 
 #: family by input rank (without batch)
