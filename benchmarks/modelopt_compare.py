@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
 from bn_free import measure, modelopt_quantize  # noqa: E402
-from quantize_bench import run_one  # noqa: E402
+from quantize_bench import _ms, run_one  # noqa: E402
 
 RESULTS = HERE / "results" / "modelopt-compare.jsonl"
 
@@ -91,16 +90,15 @@ def table(rows: list[dict]) -> None:
     print("| model | fp32 % | dfkd-edge Q/DQ: int8 % | agreement % | ModelOpt Q/DQ: int8 % | agreement % | "
           "float weight layers (ours / ModelOpt) | operators reading Q/DQ (ours / ModelOpt) |")
     print("|---|---|---|---|---|---|---|---|")
-    ms = lambda v: f"{100 * statistics.mean(v):.2f} +- {100 * statistics.pstdev(v):.2f}"  # noqa: E731
     for m in dict.fromkeys(r["model"] for r in rows):
         rs = [r for r in rows if r["model"] == m]
         o = [r["q_dq"]["dfkd-edge"] for r in rs]
         mo = [r["q_dq"]["modelopt"] for r in rs if "error" not in r["q_dq"]["modelopt"]]
-        mo_txt = (f"{ms([v['accuracy'] for v in mo])} | {ms([v['agreement'] for v in mo])}" if mo
+        mo_txt = (f"{_ms([v['accuracy'] for v in mo])} | {_ms([v['agreement'] for v in mo])}" if mo
                   else f"failed: {rs[0]['q_dq']['modelopt'].get('error', '')[:60]} | -")
         ops = lambda v: ", ".join(f"{k} {c}" for k, c in v["quantized_inputs"].items())  # noqa: E731
-        print(f"| {m} | {ms([r['fp32'] for r in rs])} | {ms([v['accuracy'] for v in o])} | "
-              f"{ms([v['agreement'] for v in o])} | {mo_txt} | {o[0]['float_weight_layers']}/{o[0]['weight_layers']} / "
+        print(f"| {m} | {_ms([r['fp32'] for r in rs])} | {_ms([v['accuracy'] for v in o])} | "
+              f"{_ms([v['agreement'] for v in o])} | {mo_txt} | {o[0]['float_weight_layers']}/{o[0]['weight_layers']} / "
               f"{(str(mo[0]['float_weight_layers']) + '/' + str(mo[0]['weight_layers'])) if mo else '-'} | "
               f"{ops(o[0])} / {ops(mo[0]) if mo else '-'} |")
 

@@ -27,6 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
+from quantize_bench import _ms  # noqa: E402
 from zoo_bench import _config  # noqa: E402
 
 from dfkd_edge.export.onnx_export import export_onnx  # noqa: E402
@@ -75,10 +76,9 @@ def table(rows: list[dict]) -> None:
         c = [r for r in rows if r["teacher"] == t and r["student"] == "chosen"]
         if not p or not c:
             continue
-        ms = lambda v: f"{100 * statistics.mean(v):.2f} +- {100 * statistics.pstdev(v):.2f}"  # noqa: E731
-        pi, ci = [r["int8"] for r in p], [r["int8"] for r in c]
+            pi, ci = [r["int8"] for r in p], [r["int8"] for r in c]
         print(f"| {t} | {p[0]['family']} w{p[0]['width']} ({c[0]['max_latency_ms']:.3g} ms) | "
-              f"{', '.join(sorted({r['family'] + ' w' + str(r['width']) for r in c}))} | {ms(pi)} | {ms(ci)} | "
+              f"{', '.join(sorted({r['family'] + ' w' + str(r['width']) for r in c}))} | {_ms(pi)} | {_ms(ci)} | "
               f"{100 * (statistics.mean(ci) - statistics.mean(pi)):+.2f} |")
 
 
