@@ -98,7 +98,8 @@ def table(rows: list[dict]) -> None:
                   else f"failed: {rs[0]['q_dq']['modelopt'].get('error', '')[:60]} | -")
         ops = lambda v: ", ".join(f"{k} {c}" for k, c in v["quantized_inputs"].items())  # noqa: E731
         print(f"| {m} | {_ms([r['fp32'] for r in rs])} | {_ms([v['accuracy'] for v in o])} | "
-              f"{_ms([v['agreement'] for v in o])} | {mo_txt} | {o[0]['float_weight_layers']}/{o[0]['weight_layers']} / "
+              f"{_ms([v['agreement'] for v in o])} | {mo_txt} | "
+              f"{o[0]['float_weight_layers']}/{o[0]['weight_layers']} / "
               f"{(str(mo[0]['float_weight_layers']) + '/' + str(mo[0]['weight_layers'])) if mo else '-'} | "
               f"{ops(o[0])} / {ops(mo[0]) if mo else '-'} |")
 

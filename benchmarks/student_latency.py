@@ -69,7 +69,8 @@ def run(meta: dict, seed: int, target: str, limit: float | None, work: Path) -> 
 
 
 def table(rows: list[dict]) -> None:
-    print("| teacher | plain student (int8 p50 estimate) | chosen student | plain int8 % | chosen int8 % | chosen - plain |")
+    print("| teacher | plain student (int8 p50 estimate) | chosen student | plain int8 % | chosen int8 % "
+          "| chosen - plain |")
     print("|---|---|---|---|---|---|")
     for t in dict.fromkeys(r["teacher"] for r in rows):
         p = [r for r in rows if r["teacher"] == t and r["student"] == "plain"]
@@ -105,7 +106,8 @@ def main(argv=None) -> None:
         meta = zoo.build(zoo.BY_NAME[name])
         recipe, plain_ms = plain_latency(meta, a.target)
         limit = a.scale * plain_ms
-        chosen = choose_for_latency(tuple(meta["input_shape"]), meta["classes"], load_profile(a.target), limit)["chosen"]
+        chosen = choose_for_latency(tuple(meta["input_shape"]), meta["classes"], load_profile(a.target),
+                                    limit)["chosen"]
         print(f"{name}: plain {recipe['name']} w{recipe['width']} {plain_ms:.4g} ms; at {limit:.4g} ms the choice is "
               f"{chosen['family']} w{chosen['width']}", flush=True)
         if (chosen["family"], chosen["width"]) == (recipe["name"], recipe["width"]):
