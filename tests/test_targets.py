@@ -346,7 +346,10 @@ def test_depthwise_convolutions_and_residual_adds_are_told_apart(tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.Conv2d(8, 16, 1))
     f = export_onnx(net.eval(), (8, 6, 6), tmp_path / "dw.onnx")
     kinds = [(c.op, c.kind, c.work) for c in layer_costs(f, 2, "fp32") if c.op == "Conv"]
-    assert kinds == [("Conv", "depthwise", 72), ("Conv", "dense", 72)]  # work: batch x positions
+    # work: 64x64 output blocks of the implicit GEMM, rows = batch x positions (2 x 36), columns = channels
+    assert kinds == [("Conv", "depthwise", 2), ("Conv", "dense", 2)]
+    wide = [c.work for c in layer_costs(f, 64, "fp32") if c.op == "Conv"]
+    assert wide == [36, 36]  # 2,304 rows: 36 blocks
 
 
 def test_profile_estimates_a_device_it_cannot_reach_and_writes_the_rows(student_onnx, tmp_path, cli):
