@@ -90,3 +90,14 @@ def test_a_users_student_factory_is_built_recorded_and_shipped(digits_teacher, t
     code, _, err = cli("convert", digits_teacher, "--out", tmp_path / "bad", "--student-factory", "no_such_mod:f",
                        *FAST)
     assert code == 2 and "cannot be imported" in err
+
+
+def test_the_latency_is_held_on_latency_on_else_the_first_device_target():
+    from dfkd_edge.config import ConvertConfig
+    from dfkd_edge.stages.inspect import latency_target
+
+    cfg = ConvertConfig(teacher="t.pt", out="o", targets=("host-cpu", "jetson-agx-orin", "jetson-orin-nano"),
+                        max_latency_ms=1)
+    assert latency_target(cfg).name == "jetson-agx-orin"
+    cfg.latency_on = "jetson-orin-nano:MAXN_SUPER"
+    assert latency_target(cfg).name == "jetson-orin-nano" and latency_target(cfg).mode == "MAXN_SUPER"
