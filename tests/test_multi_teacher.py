@@ -147,6 +147,8 @@ def test_convert_several_teachers_with_attention(cli, tmp_path, digits_teacher, 
     (["a", "--distill", "vkd"], "applies to one teacher"),
     (["a", "--method", "deepinversion", "--few-shot-data", "few"], "the student has none"),
     (["--method", "cdfkd-mfs"], "give two or more teachers"),
+    (["a", "--method", "cdfkd-mfs", "--max-latency-ms", "1", "--target", "jetson-orin-nano"], "multi-header student"),
+    (["a", "--method", "cdfkd-mfs", "--student-factory", "m:f"], "multi-header student"),
 ])
 def test_several_teachers_bad_input_exit_2(cli, tmp_path, digits_teacher, small_teachers, extra, needle):
     args = [small_teachers.get(e, e) for e in extra]

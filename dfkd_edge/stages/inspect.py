@@ -86,6 +86,9 @@ def decide(s) -> None:
     # teachers the one student of the largest
     params = s.teacher.largest_params if s.multi else s.spec.num_params
     width, name, choice = cfg.width, cfg.student, None
+    if s.multihead and (cfg.max_latency_ms is not None or cfg.student_factory):
+        raise UserError("CDFKD-MFS trains a multi-header student of one of the built-in families, sized by the "
+                        "teachers' parameters: leave out --max-latency-ms and --student-factory")
     if cfg.max_latency_ms is not None:
         families = RANK_FAMILIES[len(s.spec.input_shape)] if cfg.student == "auto" else (cfg.student,)
         with s.run.progress.task("student candidates (estimated int8 latency)", total=len(families) * len(WIDTHS)) as t:
