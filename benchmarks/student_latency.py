@@ -69,16 +69,16 @@ def run(meta: dict, seed: int, target: str, limit: float | None, work: Path) -> 
 
 
 def table(rows: list[dict]) -> None:
-    print("| teacher | plain student (int8 p50 estimate) | chosen student | plain int8 % | chosen int8 % "
+    print("| teacher | plain student | --max-latency-ms | chosen student | plain int8 % | chosen int8 % "
           "| chosen - plain |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for t in dict.fromkeys(r["teacher"] for r in rows):
         p = [r for r in rows if r["teacher"] == t and r["student"] == "plain"]
         c = [r for r in rows if r["teacher"] == t and r["student"] == "chosen"]
         if not p or not c:
             continue
-            pi, ci = [r["int8"] for r in p], [r["int8"] for r in c]
-        print(f"| {t} | {p[0]['family']} w{p[0]['width']} ({c[0]['max_latency_ms']:.3g} ms) | "
+        pi, ci = [r["int8"] for r in p], [r["int8"] for r in c]
+        print(f"| {t} | {p[0]['family']} w{p[0]['width']} | {c[0]['max_latency_ms']:.3g} ms | "
               f"{', '.join(sorted({r['family'] + ' w' + str(r['width']) for r in c}))} | {_ms(pi)} | {_ms(ci)} | "
               f"{100 * (statistics.mean(ci) - statistics.mean(pi)):+.2f} |")
 

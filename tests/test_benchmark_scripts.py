@@ -85,3 +85,22 @@ def test_the_shipped_jetson_fit_is_what_the_script_fits_and_its_held_out_error_i
     assert worst_median == pytest.approx(shipped["held_out"]["median_pct"], abs=1.0)
     assert worst == pytest.approx(shipped["held_out"]["max_pct"], abs=1.0)
     assert len(held) == 2 * shipped["held_out"]["rows"]  # every row held out once per scheme
+
+
+def test_the_student_latency_and_modelopt_tables_print(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import modelopt_compare
+        import student_latency
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    runs = (("plain", "conv2d", 8, 0.9, None), ("chosen", "mbv2", 16, 0.92, 0.05))
+    rows = [{"teacher": "t", "student": s, "seed": k, "family": f, "width": w, "int8": a, "max_latency_ms": lim}
+            for k in (0, 1) for s, f, w, a, lim in runs]
+    student_latency.table(rows)
+    assert "| t | conv2d w8 | 0.05 ms | mbv2 w16 | 90.00 ± 0.00 | 92.00 ± 0.00 | +2.00 |" in capsys.readouterr().out
+    side = {"accuracy": 0.9, "agreement": 0.95, "quantized_inputs": {"Conv": 2}, "weight_layers": 3,
+            "float_weight_layers": 0}
+    modelopt_compare.table([{"model": "m", "seed": 0, "fp32": 0.91, "q_dq": {"dfkd-edge": side,
+                                                                            "modelopt": {"error": "boom"}}}])
+    assert "failed: boom" in capsys.readouterr().out
