@@ -22,6 +22,7 @@ from dfkd_edge.synthesis import METHODS, resolve_method
 from dfkd_edge.synthesis.base import AUTO_METHOD, MULTI_METHOD
 from dfkd_edge.synthesis.start import check_start
 from dfkd_edge.targets import HOST_TARGET, load_profile
+from dfkd_edge.targets.remote import REMOTE_PYTHON, TRTEXEC, Remote
 
 
 @dataclass
@@ -49,6 +50,10 @@ class ConvertConfig:
     student_factory: str | None = None  # package.module:function(input_shape, num_classes) -> nn.Module
     max_latency_ms: float | None = None  # the student: the most MACs whose int8 batch-1 p50 fits, on latency_on
     latency_on: str | None = None  # the target max_latency_ms is held on (default: the first device target)
+    latency_remote: str | None = None  # [user@]host: max_latency_ms's candidates measured there over SSH
+    ssh_config: str | None = None  # ``ssh -F`` for latency_remote
+    remote_python: str = REMOTE_PYTHON  # latency_remote's Python (ONNX Runtime targets)
+    trtexec: str = TRTEXEC  # latency_remote's trtexec (TensorRT targets)
     kd: KDConfig = field(default_factory=KDConfig)
     vkd: VKDConfig = field(default_factory=VKDConfig)
     compare_kd: bool = True  # with --distill vkd | kd+vkd: also train plain KD and report both
@@ -224,6 +229,13 @@ def check_numbers(cfg: ConvertConfig) -> None:
                             "--student-factory (or leave out --max-latency-ms)")
     if cfg.latency_on is not None and cfg.max_latency_ms is None:
         raise UserError("--latency-on names the target --max-latency-ms is held on; give --max-latency-ms too")
+    if cfg.latency_remote is not None:
+        if cfg.max_latency_ms is None:
+            raise UserError("--latency-remote names the device --max-latency-ms's candidates are measured on; give "
+                            "--max-latency-ms too")
+        Remote(cfg.latency_remote, cfg.ssh_config)  # UserError on a bad destination or a missing config
+    elif cfg.ssh_config is not None:
+        raise UserError("--ssh-config is for --latency-remote; give --latency-remote too")
     if cfg.student_factory is not None and (":" not in cfg.student_factory or cfg.width is not None):
         raise UserError(f"--student-factory must look like package.module:function (called with the input shape and "
                         f"the number of classes; no --width), got {cfg.student_factory!r}")

@@ -125,6 +125,25 @@ class Dist:
         tdist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
+    def from_leader(self, compute):
+        """``compute()`` on the leader alone, its value on every rank (the followers wait for it); a failure there
+        is raised on every rank (theirs a UserError or PipelineError naming it)."""
+        if not self.enabled:
+            return compute()
+        box = [None]
+        if self.is_leader:
+            try:
+                box = [("ok", compute())]
+            except Exception as e:
+                tdist.broadcast_object_list([("error", type(e).__name__, str(e).splitlines()[0] if str(e) else "")],
+                                            src=0, group=self.group)
+                raise
+        tdist.broadcast_object_list(box, src=0, group=self.group)
+        if box[0][0] == "error":
+            _, kind, msg = box[0]
+            raise (UserError if kind == "UserError" else PipelineError)(f"rank 0 stopped: {msg}")
+        return box[0][1]
+
     def all_sum(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return values

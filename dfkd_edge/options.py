@@ -84,6 +84,14 @@ OPTIONS = _opts(
            "the run says so). Not --latency-budget, the seconds spent timing.", kind=float),
     Option("latency_on", "latency_on", "The target --max-latency-ms is held on (default: the first --target that "
            "is a device).", kind=str),
+    Option("latency_remote", "latency_remote", "[user@]host (or a Host alias of your ssh config) of the device "
+           "--latency-on names: each --max-latency-ms candidate is timed there over SSH (trtexec for a TensorRT "
+           "target, the bundled ONNX Runtime runner otherwise) instead of estimated.", kind=str),
+    Option("ssh_config", "ssh_config", "ssh config file for --latency-remote, passed as `ssh -F` (default: "
+           "~/.ssh/config).", path=True),
+    Option("remote_python", "remote_python", "--latency-remote: Python on the device with numpy and onnxruntime (ONNX "
+           "Runtime targets)."),
+    Option("trtexec", "trtexec", "--latency-remote: trtexec on the device (TensorRT targets)."),
     Option("width", "width", "Student width (default: chosen from the teacher's size).", kind=int),
     Option("epochs", "kd.epochs", "Distillation epochs."),
     Option("batch_size", "kd.batch_size", "Distillation batch size."),
@@ -150,7 +158,8 @@ QUANTIZE_HELP = {
 
 _TEACHER = ("input_shape", "factory", "input_range", "input_mean", "input_std")
 _SYNTH = ("method", "samples", "holdout", "iterations", "synth_batch", "synth_start")
-_STUDENT = ("student", "width", "student_factory", "max_latency_ms", "latency_on", "epochs", "batch_size",
+_STUDENT = ("student", "width", "student_factory", "max_latency_ms", "latency_on", "latency_remote", "ssh_config",
+            "remote_python", "trtexec", "epochs", "batch_size",
             "temperature", "mixup", "shift", "distill_mode", "vkd_weight",
             "vkd_epochs", "vkd_transfer", "compare_kd", "few_shot_data")
 _CALIB = ("calib_samples", "calib_method", "int8_format")

@@ -31,7 +31,7 @@ from dfkd_edge.runfiles import MODEL_FILES, STUDENT_FILES
 from dfkd_edge.targets.host import HOST_TARGET, LatencyRow, measure_interleaved
 from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.targets.estimate import estimate_rows
-from dfkd_edge.targets.remote import Remote, profile_remote
+from dfkd_edge.targets.remote import REMOTE_PYTHON, TRTEXEC, Remote, profile_remote
 from dfkd_edge.options import parse_input_shape
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def merge_into_report(report_dir: str, rows: list[dict], profile: TargetProfile)
 
 
 def profile_command(model: str | None, target: str, *, remote: str | None = None, ssh_config: str | None = None,
-                    remote_python: str = "python3", runner: str = "auto", trtexec_bin: str = "trtexec",
+                    remote_python: str = REMOTE_PYTHON, runner: str = "auto", trtexec_bin: str = TRTEXEC,
                     trtexec_logs: list[str] | None = None, precision: str | None = None,
                     input_shape: str | None = None, batches: tuple[int, ...] = (1, 32), budget_s: float = 1.0,
                     threads: int = 0, report_dir: str | None = None) -> list[dict]:

@@ -36,6 +36,7 @@ MANIFEST = "manifest.json"  # report files: dfkd_edge.report.REPORT_FILES
 TEACHER_JSON = "teacher.json"
 TRANSFER_SET = "transfer_set.npz"
 STUDENT_PT, STUDENT_JSON = "student.pt", "student.json"
+STUDENT_CHOICE_JSON = "student_choice.json"  # --max-latency-ms: the candidates and the choice, kept for --resume
 ONNX_FP32, ONNX_INT8 = STUDENT_FILES.onnx_fp32, STUDENT_FILES.onnx_int8
 CALIBRATION_JSON, PARITY_JSON = "calibration.json", "parity.json"
 PARTIAL = ".partial"  # checkpoints of unfinished stages (synthesis batches, distillation epochs)

@@ -287,3 +287,30 @@ def test_distillation_under_bf16_autocast_learns_like_fp32_and_returns_a_cpu_fp3
             preds.append(student(torch.from_numpy(x_te)).argmax(1).numpy())
     acc = [float((p == y_te).mean()) for p in preds]
     assert min(acc) >= 0.9 and abs(acc[0] - acc[1]) <= 0.03, acc
+
+
+def _from_leader_rank(rank: int, store: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    d = Dist(rank=rank, world=2)
+    got = {"value": d.from_leader(lambda: {"made_on": rank})}
+    try:
+        d.from_leader(lambda: (_ for _ in ()).throw(UserError("no student fits 1 ms")))
+    except UserError as e:
+        got["error"] = str(e)
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(got, f)
+    torch.distributed.destroy_process_group()
+
+
+def test_from_leader_gives_every_rank_the_leaders_value_and_its_failure(tmp_path):
+    """--max-latency-ms's choice (measured on a device, perhaps) is made once, on rank 0, and every rank gets it."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_from_leader_rank, args=(r, str(tmp_path / "store"), str(tmp_path / "got")))
+             for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    got = [json.loads((tmp_path / f"got.{r}").read_text()) for r in (0, 1)]
+    assert [g["value"] for g in got] == [{"made_on": 0}, {"made_on": 0}]
+    assert got[0]["error"] == "no student fits 1 ms" and got[1]["error"] == "rank 0 stopped: no student fits 1 ms"

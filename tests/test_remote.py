@@ -14,6 +14,8 @@ import torch
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.models import create_student
+from dfkd_edge.models.students import WIDTHS
+from dfkd_edge.student_choice import DeviceTimer, choose_for_latency
 from dfkd_edge.targets.profile import load_profile
 from dfkd_edge.targets.remote import Remote, profile_remote, trtexec_command
 from tests.sshd import LoopbackSSHD, sshd_available
@@ -119,3 +121,46 @@ def test_trtexec_command_for_engines_and_onnx():
     c = trtexec_command("/tmp/d/s.onnx", "input", (30,), 1, precision="int8")
     assert "--onnx=/tmp/d/s.onnx" in c and "--shapes=input:1x30" in c and "--int8" in c
     np.testing.assert_equal(len(trtexec_command("/tmp/d/s.onnx", "input", (30,), 1, precision="fp32")), 5)
+
+
+def test_student_candidates_measured_on_the_device(sshd):
+    """--latency-remote: each candidate's int8 model timed on the device; the choice records the measurement
+    and how far the estimate was from it."""
+    pi = load_profile("raspberry-pi-5")
+    timer = DeviceTimer(pi, Remote("dfkd-device", str(sshd.config)), sys.executable, "trtexec", budget_s=0.1)
+    choice = choose_for_latency((1, 8, 8), 10, pi, 1e6, families=("conv2d",), timer=timer)
+    assert choice["how"] == "measured-remote" and choice["measured_on"]["runner"] == "onnxruntime"
+    cs = choice["candidates"]
+    assert len(cs) == len(WIDTHS) and all(c["fits"] and c["p50_ms"] > 0 for c in cs)
+    assert [c["p50_ms"] for c in cs] != [c["estimated_ms"] for c in cs]  # timed there, not the estimate
+    assert choice["chosen"]["width"] == max(WIDTHS) and choice["estimate_vs_measured"]["rows"] == len(cs)
+    limit = min(c["p50_ms"] for c in cs) / 10
+    with pytest.raises(UserError, match="no student fits .* measures"):
+        choose_for_latency((1, 8, 8), 10, pi, limit, families=("conv2d",), timer=timer)
+
+
+def test_a_tensorrt_target_is_timed_with_trtexec_on_the_device(sshd):
+    """No trtexec on this 'device': the run stops with the device's own error, naming trtexec."""
+    nano = load_profile("jetson-orin-nano")
+    timer = DeviceTimer(nano, Remote("dfkd-device", str(sshd.config)), sys.executable, "trtexec-not-here")
+    with pytest.raises(UserError, match="trtexec-not-here --onnx="):
+        choose_for_latency((1, 8, 8), 10, nano, 1.0, families=("conv2d",), timer=timer)
+
+
+def test_convert_measures_the_candidates_and_a_resumed_run_keeps_the_choice(sshd, cli, tmp_path, digits_teacher):
+    from tests.conftest import FAST, read_json
+
+    out = tmp_path / "run"
+    args = ("convert", digits_teacher, "--out", out, "--target", "raspberry-pi-5", "--student", "conv2d",
+            "--max-latency-ms", "1000", "--latency-remote", "dfkd-device", "--ssh-config", sshd.config,
+            "--remote-python", sys.executable, *FAST)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    c = read_json(out / "report.json")["student"]["chosen_for"]
+    assert c["how"] == "measured-remote" and c["measured_on"]["remote"] == "dfkd-device"
+    assert "measured on the device over SSH (dfkd-device" in (out / "report.md").read_text()
+    kept = read_json(out / "student_choice.json")
+    assert kept["choice"] == c
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    assert "reusing student_choice.json" in err and read_json(out / "report.json")["student"]["chosen_for"] == c

@@ -66,7 +66,10 @@ def test_student_options_are_checked_before_any_work(digits_teacher, tmp_path, c
                        (["--latency-on", "jetson-orin-nano"], "give --max-latency-ms too"),
                        (["--max-latency-ms", "-1"], "positive number"),
                        (["--student-factory", "nocolon"], "package.module:function"),
-                       (["--max-latency-ms", "1"], "needs a device")):
+                       (["--max-latency-ms", "1"], "needs a device"),
+                       (["--latency-remote", "pi"], "give --max-latency-ms too"),
+                       (["--ssh-config", "cfg"], "give --latency-remote too"),
+                       (["--max-latency-ms", "1", "--latency-remote", "-oProxyCommand=x"], "not a valid")):
         code, _, err = cli("convert", digits_teacher, "--out", tmp_path / "x", *extra, *FAST)
         assert code == 2 and msg in err, (extra, err)
 

@@ -52,8 +52,8 @@ def latency_plot(report: dict, path: Path) -> Path:
 
 
 def _candidates(ax, choice: dict) -> None:
-    """The student candidates --max-latency-ms weighed: estimated int8 batch-1 p50 against multiply-accumulates,
-    one marker per family, the limit as a line, the chosen one ringed."""
+    """The student candidates --max-latency-ms weighed: int8 batch-1 p50 (estimated, or measured on the device)
+    against multiply-accumulates, one marker per family, the limit as a line, the chosen one ringed."""
     markers = ["o", "s", "^", "D", "v"]
     families = list(dict.fromkeys(c["family"] for c in choice["candidates"]))
     for i, fam in enumerate(families):
@@ -68,9 +68,11 @@ def _candidates(ax, choice: dict) -> None:
                label=f"--max-latency-ms {choice['max_latency_ms']:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(f"estimated int8 p50 at batch 1 on {choice['target']} (ms, log scale)")
+    how = "estimated" if choice["how"] == "estimated" else "measured"
+    ax.set_xlabel(f"{how} int8 p50 at batch 1 on {choice['target']} (ms, log scale)")
     ax.set_ylabel("multiply-accumulates")
-    ax.set_title("Student candidates (estimated, not measured)", fontsize=10)
+    ax.set_title("Student candidates (estimated, not measured)" if how == "estimated" else
+                 f"Student candidates (measured on {choice['measured_on']['remote']})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
 
 

@@ -298,7 +298,18 @@ def _choice_blocks(student: dict) -> list[Block]:
                        f"{c['max_latency_ms']:g} ms, among {len(c['candidates'])} candidates of "
                        f"{', '.join(dict.fromkeys(x['family'] for x in c['candidates']))} (latency plot): "
                        f"`{best['family']}` width {best['width']}, {best['macs'] / 1e6:,.1f} M multiply-accumulates, "
-                       f"{best['p50_ms']:.3g} ms. The latencies are {c['how']}, not measured: {c['error']}.")]
+                       f"{best['p50_ms']:.3g} ms. " + _choice_how(c))]
+
+
+def _choice_how(c: dict) -> str:
+    """Where the candidates' latencies came from: the estimate and its measured error, or the device itself and
+    how far the estimate was from it there."""
+    if c["how"] == "estimated":
+        return f"The latencies are estimated, not measured: {c['error']}."
+    m, e = c["measured_on"], c["estimate_vs_measured"]
+    return (f"The latencies were measured on the device over SSH ({m['remote']}, {m['runner']}, {m['format']}). "
+            f"The estimate was off by {e['median_abs_error']:.0%} at the median on these {e['rows']} candidates "
+            f"(estimate / measured {e['worst_ratio']:.2f} at worst); its stated error is {c['error']}.")
 
 
 def _summary_blocks(report: dict) -> list[Block]:

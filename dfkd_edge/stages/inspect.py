@@ -5,6 +5,7 @@ stages after it need it); the domain is fitted only when the teacher or the doma
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import asdict
 
 from dfkd_edge.data.evaldata import load_eval_data, load_inputs
@@ -17,9 +18,11 @@ from dfkd_edge.export.onnx_model import check_onnx_model
 from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS
-from dfkd_edge.student_choice import choose_for_latency
+from dfkd_edge.version import __version__
+from dfkd_edge.student_choice import DeviceTimer, choose_for_latency
 from dfkd_edge.targets.profile import TargetProfile, load_profile
-from dfkd_edge.runfiles import TEACHER_JSON
+from dfkd_edge.targets.remote import Remote
+from dfkd_edge.runfiles import STUDENT_CHOICE_JSON, TEACHER_JSON
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.export import shipped_module
 from dfkd_edge.synthesis import METHODS, resolve_method
@@ -90,10 +93,7 @@ def decide(s) -> None:
         raise UserError("CDFKD-MFS trains a multi-header student of one of the built-in families, sized by the "
                         "teachers' parameters: leave out --max-latency-ms and --student-factory")
     if cfg.max_latency_ms is not None:
-        families = RANK_FAMILIES[len(s.spec.input_shape)] if cfg.student == "auto" else (cfg.student,)
-        with s.run.progress.task("student candidates (estimated int8 latency)", total=len(families) * len(WIDTHS)) as t:
-            choice = choose_for_latency(s.spec.input_shape, s.spec.num_classes, latency_target(cfg),
-                                        cfg.max_latency_ms, families, progress=lambda _: t.advance(1))
+        choice = s.dist.from_leader(lambda: student_for_latency(s))
         name, width = choice["chosen"]["family"], choice["chosen"]["width"]
     _, s.recipe = create_student(name, s.spec.input_shape, s.spec.num_classes, params, width,
                                  None if s.multihead else s.teacher.domain, factory=cfg.student_factory)
@@ -104,6 +104,35 @@ def decide(s) -> None:
         s.recipe = multi_recipe(s.recipe, s.teacher, cfg)
         if cfg.few_shot_data:
             s.few_shot = load_eval_data(cfg.few_shot_data, s.spec.input_shape, s.spec.num_classes)
+
+
+def student_for_latency(s) -> dict:
+    """--max-latency-ms's choice (dfkd_edge.student_choice), kept in student_choice.json with what it was made
+    from: a resumed run reuses it instead of timing every candidate again (minutes on a device), so the student it
+    was distilling stays the same."""
+    cfg = s.cfg
+    profile = latency_target(cfg)
+    families = RANK_FAMILIES[len(s.spec.input_shape)] if cfg.student == "auto" else (cfg.student,)
+    made_from = {"input_shape": list(s.spec.input_shape), "num_classes": s.spec.num_classes, "target": profile.name,
+                 "power_mode": profile.mode, "max_latency_ms": cfg.max_latency_ms, "families": list(families),
+                 "remote": cfg.latency_remote, "version": __version__}
+    path = s.run.path(STUDENT_CHOICE_JSON)
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = None
+    if isinstance(kept, dict) and kept.get("made_from") == made_from:
+        s.run.progress.message(f"student choice: reusing {STUDENT_CHOICE_JSON} (the same limit, target and teacher)")
+        return kept["choice"]
+    timer = None
+    if cfg.latency_remote:
+        timer = DeviceTimer(profile, Remote(cfg.latency_remote, cfg.ssh_config), cfg.remote_python, cfg.trtexec)
+    how = "measured on " + cfg.latency_remote if timer else "estimated"
+    with s.run.progress.task(f"student candidates (int8 latency, {how})", total=len(families) * len(WIDTHS)) as t:
+        choice = choose_for_latency(s.spec.input_shape, s.spec.num_classes, profile, cfg.max_latency_ms, families,
+                                    progress=lambda _: t.advance(1), timer=timer)
+    atomic_write_json(path, {"made_from": made_from, "choice": choice})
+    return choice
 
 
 def latency_target(cfg) -> TargetProfile:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _DEST = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9._][A-Za-z0-9._:-]*$")
 _REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._/-]+$")
 RUNNER = Path(__file__).with_name("remote_runner.py")
+REMOTE_PYTHON = "python3"  # the device's Python, for the ONNX Runtime runner
+TRTEXEC = "trtexec"  # trtexec on the device (JetPack puts it in /usr/src/tensorrt/bin)
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Remote:
 
 
 def trtexec_command(remote_model: str, input_name: str, input_shape: tuple[int, ...], batch: int,
-                    trtexec: str = "trtexec", precision: str = "int8", duration_s: int = 3) -> list[str]:
+                    trtexec: str = TRTEXEC, precision: str = "int8", duration_s: int = 3) -> list[str]:
     shapes = f"--shapes={input_name}:" + "x".join(str(d) for d in (batch, *input_shape))
     if remote_model.endswith((".engine", ".plan")):
         return [trtexec, f"--loadEngine={remote_model}", shapes, f"--duration={duration_s}", "--warmUp=200"]
@@ -97,8 +99,8 @@ def trtexec_command(remote_model: str, input_name: str, input_shape: tuple[int, 
 
 def profile_remote(model: Path, profile: TargetProfile, remote: Remote, precision: str,
                    input_name: str = "input", input_shape: tuple[int, ...] | None = None,
-                   batches: tuple[int, ...] = (1, 32), budget_s: float = 1.0, python: str = "python3",
-                   runner: str = "auto", trtexec: str = "trtexec") -> list[dict]:
+                   batches: tuple[int, ...] = (1, 32), budget_s: float = 1.0, python: str = REMOTE_PYTHON,
+                   runner: str = "auto", trtexec: str = TRTEXEC) -> list[dict]:
     """Copy ``model`` to the device, time it there at each batch, return ``measured-remote`` rows."""
     use_trtexec = runner == "trtexec" or (runner == "auto" and (profile.engine == "tensorrt"
                                                                  or model.suffix in (".engine", ".plan")))
