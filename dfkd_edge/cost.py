@@ -21,7 +21,7 @@ import torch
 from dfkd_edge.backends.base import predict_batch
 from dfkd_edge.backends.onnxruntime import OrtRunner
 from dfkd_edge.compute import Compute
-from dfkd_edge.export.quantize import CalibConfig, quantize_one
+from dfkd_edge.export.quantize import CalibConfig, preprocessed, quantize_one
 
 #: timed repeats after the warm-up (the fastest is kept)
 REPEATS = 2
@@ -202,10 +202,7 @@ def int8_forward_s(path, input_shape: tuple[int, ...], cfg: CalibConfig, threads
     on ``INT8_PROBE_SAMPLES`` N(0, 1) draws; None for a format that fails to quantize or to load. How much faster int8
     runs than fp32 differs from network to network (0.25x-2.9x of fp32 on the six reference networks at 224x224),
     and calibration's check passes and the stages after it run the int8 model."""
-    from onnxruntime.quantization import quant_pre_process
-
-    pre = Path(work) / "int8-probe-pre.onnx"
-    quant_pre_process(str(path), str(pre), skip_symbolic_shape=False)
+    pre = preprocessed(path, work)
     x = np.random.default_rng(0).standard_normal((INT8_PROBE_SAMPLES, *input_shape)).astype(np.float32)
     out = {}
     for fmt in cfg.formats:

@@ -18,7 +18,7 @@ import torch
 
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
-from dfkd_edge.export.quantize import CalibConfig, input_name, quantize_one
+from dfkd_edge.export.quantize import CalibConfig, input_name, preprocessed, quantize_one
 from dfkd_edge.models.registry import create_model
 from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS, count_params
 from dfkd_edge.targets.estimate import at_width, estimate_error, estimate_ms, layer_costs, load_fit
@@ -46,7 +46,7 @@ class DeviceTimer:
         if self.runner == "onnxruntime":
             model = fp32.with_name(f"{fp32.stem}_int8.onnx")
             calib = np.random.default_rng(0).standard_normal((8, *input_shape)).astype(np.float32)
-            quantize_one(fp32, model, calib, DEVICE_FORMAT, CalibConfig())
+            quantize_one(preprocessed(fp32, fp32.parent), model, calib, DEVICE_FORMAT, CalibConfig())
         rows = profile_remote(model, self.profile, self.remote, "int8", input_name(fp32), tuple(input_shape),
                               batches=(1,), budget_s=self.budget_s, python=self.python, runner=self.runner,
                               trtexec=self.trtexec)

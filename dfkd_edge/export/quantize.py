@@ -164,6 +164,16 @@ def quantize_one(fp32_path: Path, out_path: Path, calib: np.ndarray, fmt: str, c
                       extra_options=calibration_options(cfg.method))
 
 
+def preprocessed(fp32_path: Path, work: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference, graph optimisation) of ``fp32_path``, written
+    into ``work``: what every int8 model here is quantized from."""
+    from onnxruntime.quantization import quant_pre_process
+
+    pre = Path(work) / f"{Path(fp32_path).stem}-pre.onnx"
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+    return pre
+
+
 def calibration_options(method: str) -> dict:
     """MinMax takes each batch's ranges and merges them (onnxruntime's strided calibration, one batch a stride)
     instead of keeping every batch's tensors to the end: the same ranges, the memory of one batch. The histogram

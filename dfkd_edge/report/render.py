@@ -294,7 +294,8 @@ def _choice_blocks(student: dict) -> list[Block]:
         return []
     chosen = (c["chosen"]["family"], c["chosen"]["width"])
     best = next(x for x in c["candidates"] if (x["family"], x["width"]) == chosen)
-    return [Block("p", f"Student chosen for {c['target']} (power mode {c['power_mode']}): {c['rule']} "
+    mode = f" (power mode {c['power_mode']})" if c.get("power_mode") else ""
+    return [Block("p", f"Student chosen for {c['target']}{mode}: {c['rule']} "
                        f"{c['max_latency_ms']:g} ms, among {len(c['candidates'])} candidates of "
                        f"{', '.join(dict.fromkeys(x['family'] for x in c['candidates']))} (latency plot): "
                        f"`{best['family']}` width {best['width']}, {best['macs'] / 1e6:,.1f} M multiply-accumulates, "
