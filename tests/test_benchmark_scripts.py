@@ -58,8 +58,9 @@ def test_every_published_jetson_row_says_what_it_measured_and_where_it_comes_fro
     rows = jetson_published.load_rows()
     assert len(rows) >= 8
     for r in rows:
-        assert {"device", "group", "mode", "software", "model", "input", "precision", "batch", "engine", "metric", "ms",
-                "trust", "source"} <= set(r), r
+        assert {"device", "group", "mode", "software", "model", "input", "precision", "batch", "engine", "harness",
+                "metric", "ms", "trust", "source"} <= set(r), r
+        assert r["harness"] == ("mlperf-nvidia" if r["metric"] in ("p90", "p99") else "trtexec"), r
         assert r["model"] in refmodels.DEVICE_NETWORKS and r["precision"] in ("int8", "fp16", "fp32")
         assert r["trust"] in ("audited", "vendor") and r["engine"] in ("gpu", "dla") and r["ms"] > 0
         jetson_published.profile_for(r["device"])  # a shipped profile estimates it
