@@ -13,8 +13,10 @@ benchmarks/jetson_fit.py from published TensorRT latencies): dense convolutions 
 at a fraction of the Tensor Core peak, depthwise convolutions on the CUDA cores (4 int8 / 2 fp16 / 1 fp32
 operations per core and FLOP slot), every kernel is limited by bandwidth as well and is slowed when its
 output is too small to fill the GPU's SMs (``work / (work + fill x SMs)``, work = the kernel's output
-blocks of TILE x TILE: GEMM rows (batch x positions) by output channels), and each kernel and each inference pay a fixed time. Its rows carry the error measured on
-published rows held out of the fit (``error``).
+blocks of TILE x TILE: GEMM rows (batch x positions) by output channels), and each kernel and each inference pay a fixed time. It predicts what trtexec measures for an engine built from the ONNX file,
+run without CUDA graphs (the build script, ``profile --remote``); the fit's ``mlperf_harness_factor`` is the
+fraction of that NVIDIA's MLPerf harness ran at, fitted to its rows and applied to no estimate. Its rows carry
+the error measured on published rows held out of the fit (``error``).
 
 Every number but the graph's comes from the target profile (peaks and bandwidth with sources) and the
 fit or the profile's stated assumptions. It is a model, not a measurement: rows say
