@@ -10,6 +10,7 @@ the choice records both figures: what the estimate said and what the device meas
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
 from dfkd_edge.export.quantize import CalibConfig, input_name, preprocessed, quantize_one
+from dfkd_edge.io import atomic_write_json
 from dfkd_edge.models.registry import create_model
 from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS, count_params
 from dfkd_edge.targets.estimate import at_width, estimate_error, estimate_ms, layer_costs, load_fit
@@ -34,14 +36,36 @@ class DeviceTimer:
     with ``trtexec --int8`` there (no calibration: the ranges do not change the kernels timed), ONNX Runtime
     targets run a Q/DQ model quantized here from a few random samples with the bundled runner."""
 
-    def __init__(self, profile: TargetProfile, remote: Remote, python: str, trtexec: str, budget_s: float = 1.0):
+    def __init__(self, profile: TargetProfile, remote: Remote, python: str, trtexec: str, budget_s: float = 1.0,
+                 memo: Path | None = None, made_from: dict | None = None):
         self.profile, self.remote, self.python, self.trtexec, self.budget_s = profile, remote, python, trtexec, budget_s
+        #: each measurement as it is made (a file of ``made_from`` and the p50s by candidate): an interrupted choice
+        #: resumes without timing its candidates on the device again
+        self.memo, self.made_from = memo, made_from
+
+    def measured(self) -> dict:
+        """The memo's measurements, when it holds this choice's (the same ``made_from``)."""
+        try:
+            kept = json.loads(self.memo.read_text()) if self.memo else {}
+        except (OSError, ValueError):
+            return {}
+        return kept.get("measured", {}) if isinstance(kept, dict) and kept.get("made_from") == self.made_from else {}
 
     @property
     def runner(self) -> str:
         return "trtexec" if self.profile.engine == "tensorrt" else "onnxruntime"
 
-    def __call__(self, fp32: Path, input_shape: tuple[int, ...]) -> float:
+    def __call__(self, fp32: Path, input_shape: tuple[int, ...], key: str | None = None) -> float:
+        done = self.measured()
+        if key in done:
+            return done[key]
+        ms = self._time(fp32, input_shape)
+        if self.memo is not None and key is not None:
+            self.memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.memo, {"made_from": self.made_from, "measured": {**done, key: ms}})
+        return ms
+
+    def _time(self, fp32: Path, input_shape: tuple[int, ...]) -> float:
         model = fp32
         if self.runner == "onnxruntime":
             model = fp32.with_name(f"{fp32.stem}_int8.onnx")
@@ -71,7 +95,7 @@ def candidate_rows(input_shape, num_classes: int, profile: TargetProfile, limit_
                 costs = layer_costs(path, 1, "fp32")
                 macs = sum(c.flops for c in costs if c.kind != "other") / 2
                 est = estimate_ms(at_width(costs, "int8"), profile, "int8", fit)["ms"]
-                ms = timer(path, tuple(input_shape)) if timer is not None else est
+                ms = timer(path, tuple(input_shape), f"{family}-{width}") if timer is not None else est
                 rows.append({"family": family, "width": width, "macs": macs, "params": count_params(model),
                              "p50_ms": round(ms, 4), "estimated_ms": round(est, 4), "fits": ms <= limit_ms})
                 if progress is not None:

@@ -123,11 +123,14 @@ def test_trtexec_command_for_engines_and_onnx():
     np.testing.assert_equal(len(trtexec_command("/tmp/d/s.onnx", "input", (30,), 1, precision="fp32")), 5)
 
 
-def test_student_candidates_measured_on_the_device(sshd):
+def test_student_candidates_measured_on_the_device(sshd, tmp_path):
     """--latency-remote: each candidate's int8 model timed on the device; the choice records the measurement
-    and how far the estimate was from it."""
+    and how far the estimate was from it; each measurement is kept as it is made, so an interrupted choice does
+    not time its candidates again."""
     pi = load_profile("raspberry-pi-5")
-    timer = DeviceTimer(pi, Remote("dfkd-device", str(sshd.config)), sys.executable, "trtexec", budget_s=0.1)
+    memo, made_from = tmp_path / "measured.json", {"limit": 1e6}
+    timer = DeviceTimer(pi, Remote("dfkd-device", str(sshd.config)), sys.executable, "trtexec", budget_s=0.1,
+                        memo=memo, made_from=made_from)
     choice = choose_for_latency((1, 8, 8), 10, pi, 1e6, families=("conv2d",), timer=timer)
     assert choice["how"] == "measured-remote" and choice["measured_on"]["runner"] == "onnxruntime"
     cs = choice["candidates"]
@@ -137,13 +140,22 @@ def test_student_candidates_measured_on_the_device(sshd):
     limit = min(c["p50_ms"] for c in cs) / 10
     with pytest.raises(UserError, match="no student fits .* measures"):
         choose_for_latency((1, 8, 8), 10, pi, limit, families=("conv2d",), timer=timer)
+    unreachable = Remote("nowhere.invalid", str(sshd.config))  # never contacted: every candidate is in the memo
+    again = choose_for_latency((1, 8, 8), 10, pi, 1e6, families=("conv2d",),
+                               timer=DeviceTimer(pi, unreachable, sys.executable, "trtexec", memo=memo,
+                                                 made_from=made_from))
+    assert again["candidates"] == cs
+    with pytest.raises(UserError, match="nowhere.invalid"):  # another choice's memo is not reused
+        choose_for_latency((1, 8, 8), 10, pi, 1e6, families=("conv2d",),
+                           timer=DeviceTimer(pi, unreachable, sys.executable, "trtexec", memo=memo,
+                                             made_from={"limit": 2.0}))
 
 
 def test_a_tensorrt_target_is_timed_with_trtexec_on_the_device(sshd):
     """No trtexec on this 'device': the run stops with the device's own error, naming trtexec."""
     nano = load_profile("jetson-orin-nano")
     timer = DeviceTimer(nano, Remote("dfkd-device", str(sshd.config)), sys.executable, "trtexec-not-here")
-    with pytest.raises(UserError, match="trtexec-not-here --onnx="):
+    with pytest.raises(UserError, match="'trtexec-not-here' was not found: .*pass --trtexec"):
         choose_for_latency((1, 8, 8), 10, nano, 1.0, families=("conv2d",), timer=timer)
 
 

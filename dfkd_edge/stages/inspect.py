@@ -22,7 +22,7 @@ from dfkd_edge.version import __version__
 from dfkd_edge.student_choice import DeviceTimer, choose_for_latency
 from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.targets.remote import Remote
-from dfkd_edge.runfiles import STUDENT_CHOICE_JSON, TEACHER_JSON
+from dfkd_edge.runfiles import PARTIAL, STUDENT_CHOICE_JSON, TEACHER_JSON
 from dfkd_edge.runner import Stage
 from dfkd_edge.stages.export import shipped_module
 from dfkd_edge.synthesis import METHODS, resolve_method
@@ -126,12 +126,15 @@ def student_for_latency(s) -> dict:
         return kept["choice"]
     timer = None
     if cfg.latency_remote:
-        timer = DeviceTimer(profile, Remote(cfg.latency_remote, cfg.ssh_config), cfg.remote_python, cfg.trtexec)
+        timer = DeviceTimer(profile, Remote(cfg.latency_remote, cfg.ssh_config), cfg.remote_python, cfg.trtexec,
+                            memo=s.run.path(PARTIAL) / "student_choice_measured.json", made_from=made_from)
     how = "measured on " + cfg.latency_remote if timer else "estimated"
     with s.run.progress.task(f"student candidates (int8 latency, {how})", total=len(families) * len(WIDTHS)) as t:
         choice = choose_for_latency(s.spec.input_shape, s.spec.num_classes, profile, cfg.max_latency_ms, families,
                                     progress=lambda _: t.advance(1), timer=timer)
     atomic_write_json(path, {"made_from": made_from, "choice": choice})
+    if timer is not None:
+        timer.memo.unlink(missing_ok=True)  # the measurements are in the choice now
     return choice
 
 

@@ -64,6 +64,10 @@ class Remote:
             msg = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
             if p.returncode == 255:
                 raise UserError(f"ssh {self.destination} failed: {msg}")
+            if p.returncode == 127:  # the shell found no such command
+                hint = (" (JetPack installs it as /usr/src/tensorrt/bin/trtexec: pass --trtexec with that path)"
+                        if "trtexec" in words[0].rsplit("/", 1)[-1] else "")
+                raise UserError(f"on {self.destination}, {words[0]!r} was not found: {msg}{hint}")
             raise UserError(f"on {self.destination}, `{' '.join(words[:2])} ...` failed (exit {p.returncode}): {msg}")
         return p
 
