@@ -54,7 +54,7 @@ def test_profile_over_ssh_returns_measured_remote_rows(sshd, model):
         assert r["kind"] == "measured-remote" and r["device"] == "raspberry-pi-5 (dfkd-device)"
         assert r["backend"] == "onnxruntime-cpu" and r["runs"] >= 30
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_qps"] > 0
-    assert _remote_tmp_dirs() == before  # the remote working directory is removed
+    assert not _remote_tmp_dirs() - before  # the remote working directory is removed (others may come and go)
 
 
 def test_profile_cli_over_ssh_updates_a_report(sshd, model, cli, tmp_path, digits_teacher):
