@@ -94,7 +94,7 @@ class Dist:
         wait for commands."""
         if not self.enabled:
             return
-        mine = None if error is None else (type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        mine = None if error is None else _told(error)
         everyone = [None] * self.world
         tdist.all_gather_object(everyone, mine, group=self.group)
         failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
@@ -102,7 +102,7 @@ class Dist:
             return  # the caller re-raises its own
         if failed:
             r, (kind, msg) = failed[0]
-            raise (UserError if kind == "UserError" else PipelineError)(f"rank {r} stopped: {msg}")
+            raise _stopped(r, kind, msg)
         self.ready = True
 
     @contextlib.contextmanager
@@ -135,13 +135,11 @@ class Dist:
             try:
                 box = [("ok", compute())]
             except Exception as e:
-                tdist.broadcast_object_list([("error", type(e).__name__, str(e).splitlines()[0] if str(e) else "")],
-                                            src=0, group=self.group)
+                tdist.broadcast_object_list([("error", _told(e))], src=0, group=self.group)
                 raise
         tdist.broadcast_object_list(box, src=0, group=self.group)
         if box[0][0] == "error":
-            _, kind, msg = box[0]
-            raise (UserError if kind == "UserError" else PipelineError)(f"rank 0 stopped: {msg}")
+            raise _stopped(0, *box[0][1])
         return box[0][1]
 
     def all_sum(self, values: list[float]) -> list[float]:
@@ -203,6 +201,16 @@ class Dist:
             write_transfer_set(path, chunks(), n, shape, received_logits, np.zeros(n, bool), "received")
         ts = TransferSetFile(path)
         return ts.subset(np.arange(n)), ts.logits
+
+
+def _told(error: BaseException) -> tuple[str, str]:
+    """What a failing rank tells the others: its error's kind and first line."""
+    return type(error).__name__, str(error).splitlines()[0] if str(error) else ""
+
+
+def _stopped(rank: int, kind: str, msg: str) -> Exception:
+    """The error another rank raises for ``rank``'s failure (``_told``)."""
+    return (UserError if kind == "UserError" else PipelineError)(f"rank {rank} stopped: {msg}")
 
 
 def _f32(a: np.ndarray) -> torch.Tensor:

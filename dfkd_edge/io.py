@@ -45,6 +45,16 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_if_made_from(path: str | Path, made_from) -> dict | None:
+    """The JSON document at ``path`` when its ``made_from`` equals ``made_from`` (a result kept for a resumed run
+    with the same inputs); None when it is missing, unreadable or made from something else."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("made_from") == made_from else None
+
+
 def atomic_savez(path: str | Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

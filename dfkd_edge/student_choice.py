@@ -10,7 +10,6 @@ the choice records both figures: what the estimate said and what the device meas
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import torch
 
 from dfkd_edge.errors import UserError
 from dfkd_edge.export.onnx_export import export_onnx
-from dfkd_edge.export.quantize import CalibConfig, input_name, preprocessed, quantize_one
-from dfkd_edge.io import atomic_write_json
+from dfkd_edge.export.quantize import CANDIDATES, CalibConfig, input_name, preprocessed, quantize_one
+from dfkd_edge.io import atomic_write_json, read_if_made_from
 from dfkd_edge.models.registry import create_model
 from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS, count_params
 from dfkd_edge.targets.estimate import at_width, estimate_error, estimate_ms, layer_costs, load_fit
@@ -28,7 +27,7 @@ from dfkd_edge.targets.profile import TargetProfile
 from dfkd_edge.targets.remote import Remote, profile_remote
 
 #: the int8 format a candidate is timed in on an ONNX Runtime device (the build stage's first candidate format)
-DEVICE_FORMAT = "qdq-u8s8"
+DEVICE_FORMAT = next(iter(CANDIDATES))
 
 
 class DeviceTimer:
@@ -42,27 +41,21 @@ class DeviceTimer:
         #: each measurement as it is made (a file of ``made_from`` and the p50s by candidate): an interrupted choice
         #: resumes without timing its candidates on the device again
         self.memo, self.made_from = memo, made_from
-
-    def measured(self) -> dict:
-        """The memo's measurements, when it holds this choice's (the same ``made_from``)."""
-        try:
-            kept = json.loads(self.memo.read_text()) if self.memo else {}
-        except (OSError, ValueError):
-            return {}
-        return kept.get("measured", {}) if isinstance(kept, dict) and kept.get("made_from") == self.made_from else {}
+        kept = read_if_made_from(memo, made_from) if memo is not None else None
+        self.done = dict(kept["measured"]) if kept else {}  # the memo's p50s when it holds this choice's
 
     @property
     def runner(self) -> str:
         return "trtexec" if self.profile.engine == "tensorrt" else "onnxruntime"
 
     def __call__(self, fp32: Path, input_shape: tuple[int, ...], key: str | None = None) -> float:
-        done = self.measured()
-        if key in done:
-            return done[key]
+        if key in self.done:
+            return self.done[key]
         ms = self._time(fp32, input_shape)
         if self.memo is not None and key is not None:
+            self.done[key] = ms
             self.memo.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.memo, {"made_from": self.made_from, "measured": {**done, key: ms}})
+            atomic_write_json(self.memo, {"made_from": self.made_from, "measured": self.done})
         return ms
 
     def _time(self, fp32: Path, input_shape: tuple[int, ...]) -> float:

@@ -5,7 +5,6 @@ stages after it need it); the domain is fitted only when the teacher or the doma
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict
 
 from dfkd_edge.data.evaldata import load_eval_data, load_inputs
@@ -15,10 +14,9 @@ from dfkd_edge.ensemble import Ensemble
 from dfkd_edge.errors import PipelineError, UserError
 from dfkd_edge.export.onnx_export import check_parity
 from dfkd_edge.export.onnx_model import check_onnx_model
-from dfkd_edge.io import atomic_write_json
+from dfkd_edge.io import atomic_write_json, read_if_made_from
 from dfkd_edge.models import create_student
 from dfkd_edge.models.students import RANK_FAMILIES, WIDTHS
-from dfkd_edge.version import __version__
 from dfkd_edge.student_choice import DeviceTimer, choose_for_latency
 from dfkd_edge.targets.profile import TargetProfile, load_profile
 from dfkd_edge.targets.remote import Remote
@@ -28,6 +26,7 @@ from dfkd_edge.stages.export import shipped_module
 from dfkd_edge.synthesis import METHODS, resolve_method
 from dfkd_edge.synthesis.base import MULTI_METHOD, choose_auto
 from dfkd_edge.teacher import load_teacher
+from dfkd_edge.version import __version__
 
 
 class Inspect(Stage):
@@ -117,11 +116,8 @@ def student_for_latency(s) -> dict:
                  "power_mode": profile.mode, "max_latency_ms": cfg.max_latency_ms, "families": list(families),
                  "remote": cfg.latency_remote, "version": __version__}
     path = s.run.path(STUDENT_CHOICE_JSON)
-    try:
-        kept = json.loads(path.read_text())
-    except (OSError, ValueError):
-        kept = None
-    if isinstance(kept, dict) and kept.get("made_from") == made_from:
+    kept = read_if_made_from(path, made_from)
+    if kept is not None:
         s.run.progress.message(f"student choice: reusing {STUDENT_CHOICE_JSON} (the same limit, target and teacher)")
         return kept["choice"]
     timer = None
